@@ -1,0 +1,150 @@
+"""The exact mapping between original image pixels and the model's token grid (design.md section 3).
+
+The model sees the image padded to a square (centred, as LLaVA-1.5's `expand2square` does: integer offsets
+`(side - width) // 2`, `(side - height) // 2`), resized to `input_size` x `input_size`, cut into a
+`grid_h` x `grid_w` grid of patches. Grid cell (r, c) covers [c, c+1) x [r, r+1) in grid units; pixel (x, y)
+covers [x, x+1) x [y, y+1) in pixel units. Both are continuous coordinates, so the mapping is affine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+Interpolation = Literal["linear", "nearest"]
+
+
+@dataclass(frozen=True)
+class ImageFrame:
+    """Original image (`width` x `height` pixels, EXIF orientation applied) placed in the model's grid."""
+
+    width: int
+    height: int
+    grid_h: int
+    grid_w: int
+    input_size: int
+
+    def __post_init__(self) -> None:
+        if self.width < 1 or self.height < 1:
+            raise ValueError(f"image size must be positive, got {self.width}x{self.height}")
+        if self.grid_h < 1 or self.grid_w < 1 or self.input_size < 1:
+            raise ValueError("grid and input sizes must be positive")
+
+    @classmethod
+    def for_image(cls, width: int, height: int, grid_size: int | tuple[int, int], input_size: int) -> "ImageFrame":
+        grid_h, grid_w = (grid_size, grid_size) if isinstance(grid_size, int) else grid_size
+        return cls(int(width), int(height), int(grid_h), int(grid_w), int(input_size))
+
+    @property
+    def side(self) -> int:
+        """Side of the padded square, in original pixels."""
+        return max(self.width, self.height)
+
+    @property
+    def offset_x(self) -> int:
+        return (self.side - self.width) // 2
+
+    @property
+    def offset_y(self) -> int:
+        return (self.side - self.height) // 2
+
+    @property
+    def grid_hw(self) -> tuple[int, int]:
+        return self.grid_h, self.grid_w
+
+    @property
+    def cells_per_pixel(self) -> tuple[float, float]:
+        """Grid units per original pixel along x and y."""
+        return self.grid_w / self.side, self.grid_h / self.side
+
+    def pad(self, image: np.ndarray, fill: tuple[int, int, int] | np.ndarray) -> np.ndarray:
+        """The image (H x W x C uint8) centred on a `side` x `side` square of colour `fill`."""
+        if image.shape[:2] != (self.height, self.width):
+            raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, frame is {self.width}x{self.height}")
+        out = np.empty((self.side, self.side, image.shape[2]), dtype=image.dtype)
+        out[...] = np.asarray(fill, dtype=image.dtype)
+        out[self.offset_y : self.offset_y + self.height, self.offset_x : self.offset_x + self.width] = image
+        return out
+
+    def to_grid(self, points_xy: np.ndarray) -> np.ndarray:
+        """Points in original pixel coordinates (`[..., 2]` as x, y) -> grid coordinates (x=column, y=row)."""
+        p = np.asarray(points_xy, dtype=np.float64)
+        sx, sy = self.cells_per_pixel
+        return np.stack([(p[..., 0] + self.offset_x) * sx, (p[..., 1] + self.offset_y) * sy], axis=-1)
+
+    def to_pixels(self, points_grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Grid coordinates (`[..., 2]`, x=column, y=row) -> (pixel coordinates, inside-the-image flags).
+
+        A point that lands in the padding maps outside [0, width] x [0, height]; its flag is False.
+        """
+        p = np.asarray(points_grid, dtype=np.float64)
+        sx, sy = self.cells_per_pixel
+        pixels = np.stack([p[..., 0] / sx - self.offset_x, p[..., 1] / sy - self.offset_y], axis=-1)
+        inside = (
+            (pixels[..., 0] >= 0) & (pixels[..., 0] <= self.width) & (pixels[..., 1] >= 0) & (pixels[..., 1] <= self.height)
+        )
+        return pixels, inside
+
+    def box_to_grid(self, box_xyxy: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """A box in original pixels (x0, y0, x1, y1) -> the same box in grid units."""
+        (x0, y0), (x1, y1) = self.to_grid(np.asarray(box_xyxy, dtype=np.float64).reshape(2, 2))
+        return float(x0), float(y0), float(x1), float(y1)
+
+    def box_to_pixels(self, box_grid: tuple[float, float, float, float], clip: bool = True) -> tuple[float, float, float, float]:
+        """A box in grid units -> original pixels, clipped to the image (the padding cut away) unless `clip=False`."""
+        pixels, _ = self.to_pixels(np.asarray(box_grid, dtype=np.float64).reshape(2, 2))
+        (x0, y0), (x1, y1) = pixels
+        if clip:
+            x0, x1 = np.clip([x0, x1], 0, self.width)
+            y0, y1 = np.clip([y0, y1], 0, self.height)
+        return float(x0), float(y0), float(x1), float(y1)
+
+    def pixel_to_grid_affine(self) -> np.ndarray:
+        """2x3 matrix taking OpenCV pixel-centre coordinates of the original image to OpenCV grid-cell coordinates.
+
+        OpenCV puts sample i at coordinate i, so pixel x covers [x - 0.5, x + 0.5): continuous pixel coordinate
+        x + 0.5 maps to grid coordinate u, and u - 0.5 is OpenCV's grid coordinate.
+        """
+        sx, sy = self.cells_per_pixel
+        return np.array(
+            [[sx, 0.0, (0.5 + self.offset_x) * sx - 0.5], [0.0, sy, (0.5 + self.offset_y) * sy - 0.5]],
+            dtype=np.float64,
+        )
+
+    def grid_map_to_pixels(self, grid_map: np.ndarray, interpolation: Interpolation = "linear") -> np.ndarray:
+        """A `grid_h` x `grid_w` map -> `height` x `width` in original pixels, the padding cut away.
+
+        Only the image's own pixels are computed (never the padded square), so very wide or tall images are cheap.
+        """
+        m = np.asarray(grid_map)
+        if m.shape != (self.grid_h, self.grid_w):
+            raise ValueError(f"map is {m.shape}, grid is {(self.grid_h, self.grid_w)}")
+        flags = cv2.INTER_LINEAR if interpolation == "linear" else cv2.INTER_NEAREST
+        source = m.astype(np.float32) if m.dtype != np.uint8 else m
+        warped = cv2.warpAffine(
+            source,
+            self.pixel_to_grid_affine(),
+            (self.width, self.height),
+            flags=flags | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        return warped.reshape(self.height, self.width)
+
+    def polygon_to_pixels(self, polygon_grid: np.ndarray) -> np.ndarray:
+        """A polygon's vertices in grid units -> original pixels (not clipped)."""
+        pixels, _ = self.to_pixels(polygon_grid)
+        return pixels
+
+    def polygon_mask(self, polygon_grid: np.ndarray) -> np.ndarray:
+        """Boolean `height` x `width` mask of the pixels covered by a grid-unit polygon (OpenCV's fill rule)."""
+        mask = np.zeros((self.height, self.width), dtype=np.uint8)
+        vertices = self.polygon_to_pixels(polygon_grid) - 0.5
+        fixed = np.round(vertices * (1 << _SUBPIXEL_BITS)).astype(np.int32).reshape(-1, 1, 2)
+        cv2.fillPoly(mask, [fixed], 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
+        return mask.astype(bool)
+
+
+_SUBPIXEL_BITS = 4
