@@ -138,13 +138,25 @@ class ImageFrame:
         pixels, _ = self.to_pixels(polygon_grid)
         return pixels
 
-    def polygon_mask(self, polygon_grid: np.ndarray) -> np.ndarray:
-        """Boolean `height` x `width` mask of the pixels covered by a grid-unit polygon (OpenCV's fill rule)."""
-        mask = np.zeros((self.height, self.width), dtype=np.uint8)
-        vertices = self.polygon_to_pixels(polygon_grid) - 0.5
-        fixed = np.round(vertices * (1 << _SUBPIXEL_BITS)).astype(np.int32).reshape(-1, 1, 2)
-        cv2.fillPoly(mask, [fixed], 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
-        return mask.astype(bool)
+    def convex_polygon_mask(self, polygon_grid: np.ndarray) -> np.ndarray:
+        """Boolean `height` x `width` mask of the pixels whose centres lie in a convex grid-unit polygon.
 
-
-_SUBPIXEL_BITS = 4
+        Half-open like the cells: a polygon covering [0, 80) pixels along x marks the 80 pixels 0..79.
+        """
+        vertices = self.polygon_to_pixels(np.asarray(polygon_grid, dtype=np.float64))
+        start, end = vertices, np.roll(vertices, -1, axis=0)
+        centres_y = np.arange(self.height, dtype=np.float64)[:, None] + 0.5
+        low, high = np.minimum(start[:, 1], end[:, 1]), np.maximum(start[:, 1], end[:, 1])
+        crosses = (centres_y >= low) & (centres_y < high)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = (centres_y - start[:, 1]) / (end[:, 1] - start[:, 1])
+        x = np.where(crosses, start[:, 0] + t * (end[:, 0] - start[:, 0]), np.nan)
+        mask = np.zeros((self.height, self.width), dtype=bool)
+        rows = np.flatnonzero(crosses.any(axis=1))
+        if rows.size == 0:
+            return mask
+        left = np.clip(np.ceil(np.nanmin(x[rows], axis=1) - 0.5), 0, self.width).astype(np.int64)
+        right = np.clip(np.ceil(np.nanmax(x[rows], axis=1) - 0.5), 0, self.width).astype(np.int64)
+        columns = np.arange(self.width)
+        mask[rows] = (columns >= left[:, None]) & (columns < right[:, None])
+        return mask

@@ -22,7 +22,8 @@ from annotator.paths import HEADS_DIR
 Head = tuple[int, int]
 EntropyWeighting = Literal["area", "mass"]
 
-EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+_EIGHT_CONNECTED_WITHIN_SLICE = np.zeros((3, 3, 3), dtype=bool)
+_EIGHT_CONNECTED_WITHIN_SLICE[1] = True
 
 
 def spatial_entropy(attn_map: np.ndarray, weighting: EntropyWeighting = "area") -> float:
@@ -33,23 +34,39 @@ def spatial_entropy(attn_map: np.ndarray, weighting: EntropyWeighting = "area") 
     `weighting="mass"` is the official code's variant: components weighted by their mass of B, and 0.0 for a map
     with no component (which ranks an empty map as the best head; kept only to reproduce that code).
     """
-    a = np.asarray(attn_map, dtype=np.float64)
+    a = np.asarray(attn_map)
     if a.ndim != 2:
         raise ValueError(f"spatial_entropy expects a 2-D map, got shape {a.shape}")
-    b = np.maximum(a - a.mean(), 0.0)
-    labels, count = ndimage.label(b > 0, structure=EIGHT_CONNECTED)
-    if count == 0:
-        return math.inf if weighting == "area" else 0.0
-    index = np.arange(1, count + 1)
-    if weighting == "area":
-        weights = np.bincount(labels.ravel(), minlength=count + 1)[1:].astype(np.float64)
-    elif weighting == "mass":
-        weights = np.asarray(ndimage.sum_labels(b, labels, index), dtype=np.float64)
-    else:
+    return float(spatial_entropies(a[None], weighting)[0])
+
+
+def spatial_entropies(maps: np.ndarray, weighting: EntropyWeighting = "area") -> np.ndarray:
+    """`spatial_entropy` of each map of an `[n, h, w]` stack, labelled in one pass -> `[n]` float64."""
+    if weighting not in ("area", "mass"):
         raise ValueError(f"unknown entropy weighting {weighting!r}; use 'area' or 'mass'")
-    p = weights / weights.sum()
-    p = p[p > 0]
-    return float(-(p * np.log(p)).sum())
+    a = np.asarray(maps, dtype=np.float64)
+    if a.ndim != 3:
+        raise ValueError(f"spatial_entropies expects [n, h, w], got shape {a.shape}")
+    n = a.shape[0]
+    b = np.maximum(a - a.mean(axis=(1, 2), keepdims=True), 0.0)
+    flat = a.reshape(n, -1)
+    b[flat.max(axis=1) == flat.min(axis=1)] = 0.0  # a flat map has no cell above its mean (no rounding noise)
+    labels, count = ndimage.label(b > 0, structure=_EIGHT_CONNECTED_WITHIN_SLICE)
+    empty_value = math.inf if weighting == "area" else 0.0
+    entropy = np.full(n, empty_value)
+    if count == 0:
+        return entropy
+    flat_labels = labels.ravel()
+    slice_of_label = np.zeros(count + 1, dtype=np.int64)
+    slice_of_label[flat_labels] = np.repeat(np.arange(n), a.shape[1] * a.shape[2])
+    weights = np.bincount(flat_labels, weights=None if weighting == "area" else b.ravel(), minlength=count + 1)[1:]
+    owners = slice_of_label[1:]
+    totals = np.bincount(owners, weights=weights, minlength=n)
+    p = weights / totals[owners]
+    terms = np.where(p > 0, -p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    has_component = np.bincount(owners, minlength=n) > 0
+    entropy[has_component] = np.bincount(owners, weights=terms, minlength=n)[has_component]
+    return entropy
 
 
 def elbow_index(values: Iterable[float]) -> int:
@@ -91,11 +108,7 @@ def image_attention_sums(sample: np.ndarray) -> np.ndarray:
 def head_entropies(sample: np.ndarray, weighting: EntropyWeighting = "area") -> np.ndarray:
     """Spatial entropy of every head of one `[L, H, h, w]` sample -> `[L, H]`."""
     s = np.asarray(sample)
-    out = np.empty(s.shape[:2], dtype=np.float64)
-    for layer in range(s.shape[0]):
-        for head in range(s.shape[1]):
-            out[layer, head] = spatial_entropy(s[layer, head], weighting)
-    return out
+    return spatial_entropies(s.reshape(-1, *s.shape[2:]), weighting).reshape(s.shape[:2])
 
 
 @dataclass(frozen=True)

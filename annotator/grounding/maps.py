@@ -57,6 +57,8 @@ class Region:
 def foreground(combined: np.ndarray) -> np.ndarray:
     """Cells strictly above the mean of the map."""
     c = np.asarray(combined, dtype=np.float64)
+    if c.size == 0 or c.max() == c.min():
+        return np.zeros(c.shape, dtype=bool)
     return c > c.mean()
 
 
