@@ -23,17 +23,17 @@ Boxes and masks are compared with pycocotools (`iou` on boxes, `merge`/`area` on
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from annotator.errors import CocoFormatError, ImageLoadError
+from annotator.jsonl import is_jsonl, read_json, read_jsonl
 from annotator.project.images import image_size
 
 HIT_IOU = 0.5
@@ -277,17 +277,17 @@ def format_latency(summary: LatencySummary) -> str:
 def read_ground_truth(path: str | Path) -> list[GroundTruth]:
     """Ground truth from RefCOCO-style JSONL or our RefCOCO-style refs export; `CocoFormatError` says where."""
     path = Path(path)
-    if _looks_like_jsonl(path):
+    if is_jsonl(path):
         return [truth for line_no, row in read_jsonl(path) for truth in _truth_from_row(row, path, line_no)]
-    return _truth_from_refs(path, _read_json(path))
+    return _truth_from_refs(path, read_json(path))
 
 
 def read_predictions(path: str | Path) -> list[Prediction]:
     """Predictions from our COCO export or JSONL; `CocoFormatError` says where."""
     path = Path(path)
-    if _looks_like_jsonl(path):
+    if is_jsonl(path):
         return [_prediction_from_row(row, f"{path}:{line_no}") for line_no, row in read_jsonl(path)]
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict) or "annotations" not in data or "images" not in data:
         raise CocoFormatError(f"{path}: not a COCO file (needs 'images' and 'annotations')")
     images = _coco_images(data, path)
@@ -300,39 +300,6 @@ def read_predictions(path: str | Path) -> list[Prediction]:
         row = dict(annotation, image=image["file_name"], width=image.get("width"), height=image.get("height"))
         predictions.append(_prediction_from_row(row, where))
     return predictions
-
-
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for every non-blank line; a line that is not a JSON object raises with its number."""
-    try:
-        handle = path.open("r", encoding="utf-8")
-    except OSError as exc:
-        raise CocoFormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    with handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CocoFormatError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise CocoFormatError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
-            yield line_no, row
-
-
-def _looks_like_jsonl(path: Path) -> bool:
-    return path.suffix.lower() in (".jsonl", ".ndjson")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        with path.open("r", encoding="utf-8") as handle:
-            return json.load(handle)
-    except OSError as exc:
-        raise CocoFormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    except json.JSONDecodeError as exc:
-        raise CocoFormatError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
 
 
 def _truth_from_row(row: dict, path: Path, line_no: int) -> list[GroundTruth]:
@@ -358,7 +325,7 @@ def _truth_from_refs(path: Path, refs: Any) -> list[GroundTruth]:
         instances_path = path.parent / "instances.json"
     if not isinstance(refs, list):
         raise CocoFormatError(f"{path}: expected RefCOCO-style refs (a list, or an object with 'refs') or JSONL")
-    instances = _read_json(instances_path)
+    instances = read_json(instances_path)
     if not isinstance(instances, dict) or "annotations" not in instances or "images" not in instances:
         raise CocoFormatError(f"{instances_path}: not a COCO instances file (needs 'images' and 'annotations')")
     images = _coco_images(instances, instances_path)
