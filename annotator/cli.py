@@ -12,12 +12,13 @@ committed is safe. Heavy libraries (torch, transformers, matplotlib) are importe
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
 from annotator import __version__
-from annotator.errors import AnnotatorError
+from annotator.errors import AnnotatorError, ImageLoadError
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
@@ -48,6 +49,60 @@ def _existing_folder(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"no such folder: {text}" if not path.exists() else f"not a folder: {text}")
     return path
 
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _device(text: str) -> str:
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps")
+    return text
+
+
+def _add_model_options(parser: argparse.ArgumentParser, default_model: str | None) -> None:
+    group = parser.add_argument_group("model")
+    if default_model is None:
+        group.add_argument("--model", required=True, metavar="ID|PATH", help="hub id or local folder of a LLaVA-1.5 checkpoint")
+    else:
+        group.add_argument(
+            "--model", default=default_model, metavar="ID|PATH", help=f"hub id or local LLaVA-1.5 folder (default: {default_model})"
+        )
+    group.add_argument("--device", type=_device, default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N or mps")
+    group.add_argument(
+        "--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto", help="auto: bfloat16 on GPU, float32 on CPU"
+    )
+
+
+FIND_HEADS_HELP = """\
+The paper's head discovery (design.md section 2) for any LLaVA-1.5 checkpoint: run the model over
+image/expression pairs, average each head's image-attention sum, take tau at the elbow of the sorted sums,
+and let each sample vote for its lowest-entropy heads above tau (layers 0-1 excluded). Writes the heads file
+that the app and `annotator prelabel` load, two PNG plots beside it, and prints the top heads.
+
+--data accepts JSONL lines {"image": path, "expression": text} (paths relative to the file), a COCO file whose
+annotations carry "expression" (our export), or a RefCOCO-style refs file with its instances.json beside it.
+
+examples:
+  annotator find-heads --model llava-hf/llava-1.5-7b-hf --data refcoco_train.jsonl --samples 1000
+  annotator find-heads --model resources/models/planted-llava --synthetic 300 --out planted-heads.json
+"""
 
 EVAL_HELP = """\
 REC and RES metrics as the paper reports them: Acc@0.5 (box IoU >= 0.5 is a hit) and mean box IoU; cIoU
@@ -91,6 +146,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_find_heads_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="annotator find-heads", description=FIND_HEADS_HELP, formatter_class=_formatter)
+    _add_model_options(parser, default_model=None)
+    data = parser.add_argument_group("calibration data").add_mutually_exclusive_group(required=True)
+    data.add_argument("--data", type=_existing_file, metavar="FILE", help="JSONL, COCO or RefCOCO-style file of image/expression pairs")
+    data.add_argument("--synthetic", type=_positive_int, metavar="N", help="N seeded synthetic scenes (planted colours and shapes)")
+    parser.add_argument("--image-root", type=_existing_folder, metavar="DIR", help="folder the COCO file names are relative to (default: the file's folder)")
+    parser.add_argument("--samples", type=_positive_int, default=1000, metavar="N", help="pairs drawn at random from --data with --seed (default: 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for drawing the pairs and the synthetic scenes (default: 0)")
+    parser.add_argument("--k", type=_positive_int, default=3, help="localization heads to keep (default: 3)")
+    parser.add_argument("--top-n", type=_positive_int, default=10, metavar="N", help="votes per sample (default: 10)")
+    parser.add_argument("--skip-layers", type=_non_negative_int, default=2, metavar="N", help="first layers excluded (default: 2)")
+    parser.add_argument("--out", type=Path, metavar="FILE", help="heads file to write (default: exports/<model>-heads.json)")
+    parser.set_defaults(handler=_run_find_heads)
+    return parser
+
+
 def build_eval_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="annotator eval", description=EVAL_HELP, formatter_class=_formatter)
     parser.add_argument("--gt", type=_existing_file, required=True, metavar="FILE", help="ground truth")
@@ -101,6 +173,7 @@ def build_eval_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS: dict[str, Callable[[], argparse.ArgumentParser]] = {
+    "find-heads": build_find_heads_parser,
     "eval": build_eval_parser,
 }
 
@@ -165,6 +238,90 @@ def _run_eval(args: argparse.Namespace) -> int:
             print()
             print(evaluation.format_latency(summary))
     return EXIT_OK
+
+
+def _run_find_heads(args: argparse.Namespace) -> int:
+    device, dtype = _device_and_dtype(args.device, args.dtype)
+    from tqdm import tqdm
+
+    from annotator.grounding import calibration
+    from annotator.grounding.heads import select_localization_heads
+    from annotator.grounding.lvlm import LvlmEngine
+
+    skipped: list[str] = []
+    if args.data is not None:
+        pairs = calibration.read_calibration(args.data, args.image_root)
+        chosen = calibration.choose_pairs(pairs, args.samples, args.seed)
+        images = calibration.load_pairs(chosen, skipped)
+        total = len(chosen)
+        source = f"{args.data.name}: {total} of {len(pairs)} pairs (seed {args.seed})"
+    else:
+        images = calibration.synthetic_images(args.synthetic, args.seed)
+        total = args.synthetic
+        source = f"{total} synthetic scenes (seed {args.seed})"
+    out = args.out or _default_heads_path(args.model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    engine = LvlmEngine.load(args.model, device=device, dtype=dtype, prefix_cache_size=0)
+    progress = tqdm(images, total=total, desc="find-heads", unit="sample", dynamic_ncols=True)
+    samples = calibration.attention_samples(engine, progress)
+    try:
+        selection = select_localization_heads(samples, k=args.k, top_n=args.top_n, skip_layers=args.skip_layers)
+    except ValueError as exc:
+        if len(skipped) == total:
+            raise ImageLoadError(f"none of the {total} calibration images could be read; first: {skipped[0]}") from exc
+        raise
+    finally:
+        progress.close()
+
+    from annotator.grounding.discovery_report import (
+        discovery_table,
+        plot_attention_sums,
+        plot_selection_frequency,
+        write_heads_file,
+    )
+
+    heads_file = write_heads_file(selection, out, model=args.model, source=f"annotator find-heads on {source}")
+    sums_png = plot_attention_sums(selection, out.with_name(f"{out.stem}-sums.png"), title=f"{args.model}: {source}")
+    frequency_png = plot_selection_frequency(selection, out.with_name(f"{out.stem}-frequency.png"), title=f"{args.model}: {source}")
+    print(discovery_table(selection, heads_file))
+    print(f"\nwrote {out}\n      {sums_png}\n      {frequency_png}")
+    _print_skipped(skipped)
+    return EXIT_OK
+
+
+def _default_heads_path(model: str) -> Path:
+    from annotator.paths import EXPORTS_DIR
+
+    name = Path(model.rstrip("/\\")).name or "model"
+    return EXPORTS_DIR / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', name)}-heads.json"
+
+
+def _print_skipped(skipped: list[str]) -> None:
+    if skipped:
+        print(f"\nskipped {len(skipped)} unreadable image(s):")
+        for line in skipped:
+            print(f"  {line}")
+
+
+def _device_and_dtype(device: str, dtype: str):
+    """Check the device exists here (a one-line error if not) and turn the names into torch's."""
+    import torch
+
+    from annotator.errors import ModelUnavailable
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ModelUnavailable(
+                f"--device {device}: PyTorch {torch.__version__} sees no CUDA GPU on this machine; "
+                "use --device cpu, or install a CUDA build of PyTorch"
+            )
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ModelUnavailable(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ModelUnavailable("--device mps: Apple's Metal backend is not available here; use --device cpu")
+    return (None if device == "auto" else device), (None if dtype == "auto" else getattr(torch, dtype))
 
 
 if __name__ == "__main__":
