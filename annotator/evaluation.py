@@ -5,7 +5,8 @@ Ground truth: RefCOCO-style JSONL, one referring expression per line: `image` (p
 (COCO polygons or RLE; polygons need `width`/`height` on the line or a readable image), optional `split`.
 Our RefCOCO-style export (a refs JSON whose entries hold `ann_id`, `image_id`, `sentences`, `split`, with its
 instances file beside it) is read too.
-Predictions: our COCO export (annotations carry `expression` and `score`) or JSONL lines with `image`,
+Predictions: our COCO export (annotations carry `expression` and `score`; a `box_only` annotation's rectangle
+is not a mask; `latency_ms` may sit in `extra`, where `annotator prelabel` puts it) or JSONL lines with `image`,
 `expression`, `bbox` [x, y, w, h], optional `segmentation`, `score`, `latency_ms`.
 
 Matching: a ground-truth expression is matched to the predictions of the same image (same relative path, or
@@ -297,7 +298,15 @@ def read_predictions(path: str | Path) -> list[Prediction]:
         if not isinstance(annotation, dict) or annotation.get("image_id") not in images:
             raise CocoFormatError(f"{where}: no image with its image_id")
         image = images[annotation["image_id"]]
-        row = dict(annotation, image=image["file_name"], width=image.get("width"), height=image.get("height"))
+        extra = annotation.get("extra") if isinstance(annotation.get("extra"), dict) else {}
+        row = dict(
+            annotation,
+            image=image["file_name"],
+            width=image.get("width"),
+            height=image.get("height"),
+            segmentation=None if annotation.get("box_only") else annotation.get("segmentation"),
+            latency_ms=annotation.get("latency_ms", extra.get("latency_ms")),
+        )
         predictions.append(_prediction_from_row(row, where))
     return predictions
 

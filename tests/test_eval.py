@@ -229,3 +229,16 @@ def test_a_polygon_without_a_size_takes_the_size_from_the_image_header(tmp_path)
     write_jsonl(tmp_path / "gt.jsonl", [row])
     (truth,) = read_ground_truth(tmp_path / "gt.jsonl")
     assert truth.segmentation["size"] == [20, 30]
+
+
+def test_a_box_only_coco_prediction_has_no_mask_and_its_latency_comes_from_extra(tmp_path):
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 20, "height": 20}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "box_only": True,
+                         "segmentation": [[0, 0, 10, 0, 10, 10, 0, 10]], "expression": "x", "score": 0.5,
+                         "extra": {"latency_ms": 12.5}}],
+        "categories": [{"id": 1, "name": "object"}],
+    }
+    (tmp_path / "pred.json").write_text(json.dumps(coco), encoding="utf-8")
+    (prediction,) = read_predictions(tmp_path / "pred.json")
+    assert (prediction.segmentation, prediction.latency_ms) == (None, 12.5)
