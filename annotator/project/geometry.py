@@ -1,0 +1,266 @@
+"""Mask geometry in COCO's pixel convention: masks <-> compressed RLE <-> polygons, areas and tight boxes.
+
+Coordinates are continuous image coordinates in original pixels (EXIF orientation applied): pixel (x, y) covers
+[x, x+1) x [y, y+1). A polygon vertex is a point in that frame, so the square [0, 0, 10, 0, 10, 10, 0, 10]
+rasterises to pixels 0..9 - which is how pycocotools rasterises polygons, and pycocotools is what every COCO
+reader (COCOeval, torchvision's reference scripts, detectron2, mmdet) uses to turn polygons back into masks.
+
+Mask -> polygons (`mask_to_polygons`): OpenCV traces every part and every hole (`RETR_CCOMP`) through the centres
+of the boundary pixels; the traced rings are grown by half a pixel (shapely buffer, mitred joins) so the outline
+runs along the pixel edges, then simplified (Douglas-Peucker with `tolerance_px`, topology kept); parts and holes
+smaller than `min_area_px` are dropped (specks) or filled (pinholes). The result is a valid shapely
+`MultiPolygon`. With the defaults the polygons rasterise back to the same mask (apart from the dropped specks
+and pinholes) on discs, rings, separate parts and bars two pixels wide at any angle (tests/test_geometry.py).
+
+Holes: a COCO annotation's polygons are unioned when rasterised, so COCO polygons cannot express a hole.
+`coco_segmentation(..., kind="polygon")` therefore writes polygons only for masks whose outline has no hole and
+falls back to compressed RLE (still an instance, iscrowd 0) for masks with holes - a faithful encoding every
+pycocotools-based reader understands, where a "keyhole" polygon would be rasterised with a seam by OpenCV or
+shapely-based tools.
+
+Box-only annotations: `box_polygon` is the box as a rectangle polygon, which keeps every COCO reader (and
+COCOeval's segm mode) working for annotations that have no mask yet.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import shapely
+from pycocotools import mask as coco_mask
+from shapely.geometry import LineString, MultiPolygon, Point, Polygon
+
+DEFAULT_MIN_AREA_PX = 4.0
+"""Parts smaller than this (in square pixels) are dropped from polygons, holes smaller than this are filled."""
+
+DEFAULT_TOLERANCE_PX = 0.25
+"""Douglas-Peucker tolerance in pixels. At 0.25 the polygons rasterise back to exactly the same pixels on every
+shape measured (discs, rings, bars 2-3 pixels wide at 5..85 degrees); larger tolerances save vertices but move
+pixel centres across the outline (0.4: a third fewer vertices on thin bars, IoU down to 0.91 on them)."""
+
+POLYGON_DECIMALS = 2
+"""Polygon coordinates are written rounded to 1/100 pixel."""
+
+SegmentationKind = Literal["polygon", "rle"]
+
+
+@dataclass(frozen=True)
+class Rle:
+    """A binary mask as COCO compressed RLE: `height` x `width` pixels, `counts` in pycocotools' string form."""
+
+    height: int
+    width: int
+    counts: str
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray) -> "Rle":
+        """Encode a 2-D boolean (or 0/1) mask of shape (height, width)."""
+        if mask.ndim != 2:
+            raise ValueError(f"a mask is 2-D, got shape {mask.shape}")
+        encoded = coco_mask.encode(np.asfortranarray(mask, dtype=np.uint8))
+        return cls(int(mask.shape[0]), int(mask.shape[1]), encoded["counts"].decode("ascii"))
+
+    @classmethod
+    def from_coco(cls, rle: dict[str, Any]) -> "Rle":
+        """From a COCO RLE dict with `size` [height, width] and compressed `counts` (str or bytes)."""
+        height, width = (int(v) for v in rle["size"])
+        counts = rle["counts"]
+        return cls(height, width, counts.decode("ascii") if isinstance(counts, bytes) else str(counts))
+
+    def to_coco(self) -> dict[str, Any]:
+        """The JSON-ready COCO dict: {"size": [height, width], "counts": str}."""
+        return {"size": [self.height, self.width], "counts": self.counts}
+
+    def to_mask(self) -> np.ndarray:
+        """The mask as a (height, width) bool array."""
+        return coco_mask.decode(self._pycoco()).astype(bool)
+
+    @property
+    def area_px(self) -> int:
+        """Number of foreground pixels (pycocotools' `area`)."""
+        return int(coco_mask.area(self._pycoco()))
+
+    @property
+    def bbox_xywh(self) -> tuple[float, float, float, float]:
+        """Tight box [x, y, width, height] in pixels (pycocotools' `toBbox`); all zeros for an empty mask."""
+        x, y, w, h = coco_mask.toBbox(self._pycoco()).tolist()
+        return float(x), float(y), float(w), float(h)
+
+    @property
+    def box_xyxy(self) -> tuple[float, float, float, float] | None:
+        """Tight box (x0, y0, x1, y1) in pixels, or None for an empty mask."""
+        if self.area_px == 0:
+            return None
+        x, y, w, h = self.bbox_xywh
+        return x, y, x + w, y + h
+
+    def _pycoco(self) -> dict[str, Any]:
+        return {"size": [self.height, self.width], "counts": self.counts.encode("ascii")}
+
+
+def mask_to_polygons(
+    mask: np.ndarray, *, min_area_px: float = DEFAULT_MIN_AREA_PX, tolerance_px: float = DEFAULT_TOLERANCE_PX
+) -> MultiPolygon:
+    """Outline of a 2-D mask as a valid MultiPolygon (parts with their holes) in pixel coordinates."""
+    if mask.ndim != 2:
+        raise ValueError(f"a mask is 2-D, got shape {mask.shape}")
+    contours, hierarchy = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return MultiPolygon()
+    links = hierarchy[0]
+    parts = []
+    for index, contour in enumerate(contours):
+        if links[index][3] != -1:
+            continue
+        holes = []
+        child = links[index][2]
+        while child != -1:
+            holes.append(contours[child])
+            child = links[child][0]
+        parts.append(_part_outline(contour, holes))
+    shape = shapely.union_all(parts).simplify(tolerance_px, preserve_topology=True)
+    return _drop_small(shape, min_area_px)
+
+
+def _centre_ring(contour: np.ndarray) -> np.ndarray:
+    """OpenCV contour (N x 1 x 2 pixel indices) -> the pixel centres it passes through, N x 2."""
+    return contour[:, 0, :].astype(np.float64) + 0.5
+
+
+def _ring_geometry(points: np.ndarray) -> shapely.Geometry:
+    """Pixel centres of one traced ring as a point, a line or a closed line, whatever they degenerate to."""
+    if len(points) == 1:
+        return Point(points[0])
+    return LineString(np.vstack([points, points[:1]]))
+
+
+def _part_outline(contour: np.ndarray, holes: list[np.ndarray]) -> shapely.Geometry:
+    """One connected part: its traced centres minus its holes, grown by half a pixel to the pixel edges."""
+    outer = _centre_ring(contour)
+    inners = [_centre_ring(hole) for hole in holes]
+    pieces = [_ring_geometry(ring) for ring in [outer, *inners]]
+    if len(outer) >= 3:
+        cut = shapely.union_all([shapely.make_valid(Polygon(ring)) for ring in inners if len(ring) >= 3])
+        pieces.append(shapely.make_valid(Polygon(outer)).difference(cut))
+    return shapely.union_all(pieces).buffer(0.5, cap_style="square", join_style="mitre")
+
+
+def _drop_small(shape: shapely.Geometry, min_area_px: float) -> MultiPolygon:
+    kept = []
+    for polygon in _polygons_of(shapely.make_valid(shape)):
+        if polygon.area < min_area_px:
+            continue
+        holes = [ring for ring in polygon.interiors if Polygon(ring).area >= min_area_px]
+        kept.append(Polygon(polygon.exterior, holes))
+    return MultiPolygon(kept)
+
+
+def _polygons_of(shape: shapely.Geometry) -> list[Polygon]:
+    if isinstance(shape, Polygon):
+        return [] if shape.is_empty else [shape]
+    if hasattr(shape, "geoms"):
+        return [p for g in shape.geoms for p in _polygons_of(g)]
+    return []
+
+
+def polygons_to_mask(shape: Polygon | MultiPolygon, height: int, width: int) -> np.ndarray:
+    """Rasterise polygons with holes (pycocotools' rasterisation for every ring) to a (height, width) bool mask."""
+    out = np.zeros((height, width), dtype=bool)
+    for polygon in _polygons_of(shape):
+        part = _rasterise_rings([polygon.exterior], height, width)
+        if polygon.interiors:
+            part &= ~_rasterise_rings(list(polygon.interiors), height, width)
+        out |= part
+    return out
+
+
+def _rasterise_rings(rings: list, height: int, width: int) -> np.ndarray:
+    flat = [np.asarray(ring.coords)[:-1].ravel().tolist() for ring in rings]
+    return coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(flat, height, width))).astype(bool)
+
+
+def coco_polygons(shape: Polygon | MultiPolygon) -> list[list[float]]:
+    """COCO polygon lists [x0, y0, x1, y1, ...] (rounded) for a shape without holes; ValueError if it has one."""
+    polygons = _polygons_of(shape)
+    if any(polygon.interiors for polygon in polygons):
+        raise ValueError("COCO polygons cannot express holes; use RLE for this mask")
+    return [
+        [round(float(v), POLYGON_DECIMALS) for v in np.asarray(polygon.exterior.coords)[:-1].ravel()]
+        for polygon in polygons
+    ]
+
+
+def box_polygon(box_xyxy: tuple[float, float, float, float]) -> list[list[float]]:
+    """The box (x0, y0, x1, y1) in pixels as one COCO rectangle polygon."""
+    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+    return [[x0, y0, x1, y0, x1, y1, x0, y1]]
+
+
+def coco_segmentation(
+    rle: Rle,
+    kind: SegmentationKind,
+    *,
+    min_area_px: float = DEFAULT_MIN_AREA_PX,
+    tolerance_px: float = DEFAULT_TOLERANCE_PX,
+) -> list[list[float]] | dict[str, Any]:
+    """A mask as a COCO `segmentation`: polygons when asked and faithful (no hole, not all specks), else RLE."""
+    if kind == "rle":
+        return rle.to_coco()
+    if kind != "polygon":
+        raise ValueError(f"segmentation kind must be 'polygon' or 'rle', got {kind!r}")
+    shape = mask_to_polygons(rle.to_mask(), min_area_px=min_area_px, tolerance_px=tolerance_px)
+    polygons = _polygons_of(shape)
+    if not polygons or any(polygon.interiors for polygon in polygons):
+        return rle.to_coco()
+    return coco_polygons(shape)
+
+
+def segmentation_to_rle(segmentation: Any, height: int, width: int) -> Rle:
+    """A COCO `segmentation` (polygons, uncompressed RLE or compressed RLE) as an Rle of height x width.
+
+    Raises ValueError saying what is wrong for anything malformed: odd or short polygons, non-finite coordinates,
+    a size that is not the image's, counts that do not cover the image exactly.
+    """
+    if isinstance(segmentation, list):
+        return _polygons_to_rle(segmentation, height, width)
+    if not isinstance(segmentation, dict) or "counts" not in segmentation or "size" not in segmentation:
+        raise ValueError("segmentation is neither a polygon list nor an RLE dict with 'size' and 'counts'")
+    size = segmentation["size"]
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size)):
+        raise ValueError(f"RLE size must be [height, width], got {size!r}")
+    if [int(size[0]), int(size[1])] != [height, width]:
+        raise ValueError(f"RLE size {size} is not the image's [{height}, {width}]")
+    counts = segmentation["counts"]
+    if isinstance(counts, list):
+        if not all(_is_int(c) and c >= 0 for c in counts) or sum(counts) != height * width:
+            raise ValueError(f"RLE counts must be non-negative integers summing to {height} x {width}")
+        return Rle.from_coco(coco_mask.frPyObjects({"size": [height, width], "counts": counts}, height, width))
+    if not isinstance(counts, str) or not counts.isascii():
+        raise ValueError("compressed RLE counts must be an ASCII string")
+    rle = Rle(height, width, counts)
+    try:
+        canonical = Rle.from_mask(rle.to_mask())
+    except ValueError as err:
+        raise ValueError(f"RLE counts do not describe a {height} x {width} mask ({err})") from None
+    if canonical.counts != counts:
+        raise ValueError(f"RLE counts do not describe a {height} x {width} mask")
+    return rle
+
+
+def _polygons_to_rle(polygons: list, height: int, width: int) -> Rle:
+    if not polygons:
+        raise ValueError("segmentation is an empty polygon list")
+    for index, polygon in enumerate(polygons):
+        if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
+            raise ValueError(f"polygon {index} needs an even number (>= 6) of coordinates")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in polygon):
+            raise ValueError(f"polygon {index} has a coordinate that is not a finite number")
+    return Rle.from_coco(coco_mask.merge(coco_mask.frPyObjects(polygons, height, width)))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
