@@ -5,7 +5,8 @@
   as '/'-separated paths relative to `root` in natural sort order ("img2" before "img10"). Hidden files and
   folders (name starting with ".") are ignored; the project store lives in one. Zero-byte files, files of other
   types, broken symlinks and symlinks that lead out of `root` are listed in `skipped` with the reason; symlinks
-  that stay inside `root` are followed once (cycles are cut). Whether a listed file really is a readable image
+  that stay inside `root` are followed, after every real folder, into folders not listed yet (so a folder
+reached both directly and through a link is listed once, under its real path, and cycles end). Whether a listed file really is a readable image
   is found out lazily by `image_size` / `load_image`.
 - `image_size(path)`: (width, height) in the EXIF-applied frame, from the file's header only.
 - `load_image(path)`: H x W x 3 RGB uint8 in the EXIF-applied frame, so what the annotator sees is what is
@@ -95,12 +96,17 @@ def scan_folder(root: str | os.PathLike) -> ScanResult:
         raise ImageLoadError(f"{root_path} is not a folder")
     images: list[str] = []
     skipped: list[SkippedFile] = []
-    visited = {real_root}
+    visited: set[Path] = set()
     pending = [(real_root, "")]
-    while pending:
-        folder, prefix = pending.pop()
+    linked: list[tuple[Path, str]] = []
+    while pending or linked:
+        folder, prefix = pending.pop() if pending else linked.pop(0)
+        real = folder.resolve()
+        if real in visited:
+            continue
+        visited.add(real)
         try:
-            entries = list(os.scandir(folder))
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as err:
             skipped.append(SkippedFile(prefix.rstrip("/") or ".", f"folder cannot be read: {err.strerror or err}"))
             continue
@@ -112,10 +118,7 @@ def scan_folder(root: str | os.PathLike) -> ScanResult:
             if reason is not None:
                 skipped.append(SkippedFile(relative, reason))
             elif entry.is_dir():
-                real = Path(entry.path).resolve()
-                if real not in visited:
-                    visited.add(real)
-                    pending.append((Path(entry.path), relative + "/"))
+                (linked if entry.is_symlink() else pending).append((Path(entry.path), relative + "/"))
             elif Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES:
                 skipped.append(SkippedFile(relative, f"not an image type ({Path(entry.name).suffix or 'no suffix'})"))
             elif entry.stat().st_size == 0:
