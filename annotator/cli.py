@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
 from annotator import __version__
-from annotator.errors import AnnotatorError, ImageLoadError
+from annotator.errors import AnnotatorError, ImageLoadError, ModelUnavailable
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+DEFAULT_MODEL = "llava-hf/llava-1.5-7b-hf"
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -104,6 +108,21 @@ examples:
   annotator find-heads --model resources/models/planted-llava --synthetic 300 --out planted-heads.json
 """
 
+PRELABEL_HELP = """\
+Proposals for every image of FOLDER, stored as pending annotations in the folder's project store (review
+them in the app's review queue) and exported as COCO with scores. Ctrl-C stops after the current image;
+running the same command again resumes where it stopped, without duplicating anything. Unreadable images are
+skipped and listed at the end.
+
+--expressions accepts a text file (one expression per line, asked of every image) or JSONL lines
+{"image": relative path, "expression": text} for per-image expressions.
+
+examples:
+  annotator prelabel photos/ --expression "the red car" --expression "the person on the left" --masks
+  annotator prelabel photos/ --expressions queries.jsonl --model resources/models/planted-llava --out photos.json
+  annotator prelabel photos/ --expression "the dog" --ray ray://head-node:10001   (not available yet)
+"""
+
 EVAL_HELP = """\
 REC and RES metrics as the paper reports them: Acc@0.5 (box IoU >= 0.5 is a hit) and mean box IoU; cIoU
 (total intersection over total union) and mIoU (mean per-expression IoU) for masks; one row per split.
@@ -159,7 +178,42 @@ def build_find_heads_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-n", type=_positive_int, default=10, metavar="N", help="votes per sample (default: 10)")
     parser.add_argument("--skip-layers", type=_non_negative_int, default=2, metavar="N", help="first layers excluded (default: 2)")
     parser.add_argument("--out", type=Path, metavar="FILE", help="heads file to write (default: exports/<model>-heads.json)")
-    parser.set_defaults(handler=_run_find_heads)
+    parser.set_defaults(handler=_run_find_heads, prog=parser.prog)
+    return parser
+
+
+def build_prelabel_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="annotator prelabel", description=PRELABEL_HELP, formatter_class=_formatter)
+    parser.add_argument("folder", type=_existing_folder, help="image folder (scanned recursively)")
+    queries = parser.add_argument_group("expressions").add_mutually_exclusive_group(required=True)
+    queries.add_argument("--expression", action="append", metavar="TEXT", help="an expression asked of every image (repeatable)")
+    queries.add_argument("--expressions", type=_existing_file, metavar="FILE", help="text file (one per line) or per-image JSONL")
+    _add_model_options(parser, default_model=DEFAULT_MODEL)
+    parser.add_argument("--heads", type=_existing_file, metavar="FILE", help="heads file (default: the known heads of --model)")
+    parser.add_argument("--category", default="object", metavar="NAME", help="category of the proposals (default: object)")
+    parser.add_argument(
+        "--masks",
+        nargs="?",
+        const="sam",
+        choices=("sam", "coarse"),
+        help="add masks: 'sam' (default) prompts Segment Anything with the box; 'coarse' keeps the heads' region",
+    )
+    parser.add_argument("--sam-type", choices=("vit_h", "vit_l", "vit_b"), default="vit_h", help="SAM size (default: vit_h)")
+    parser.add_argument("--sam-checkpoint", type=_existing_file, metavar="FILE", help="SAM checkpoint (default: the user cache)")
+    parser.add_argument("--all-instances", action="store_true", help="keep every region the heads find, not only the largest")
+    parser.add_argument("--out", type=Path, metavar="FILE", help="COCO file to write (default: exports/<folder>.json)")
+    parser.add_argument("--store", type=Path, metavar="FILE", help="project store (default: the folder's own store)")
+    parser.add_argument(
+        "--prefetch", type=_non_negative_int, default=2, metavar="N", help="images decoded ahead on a loader thread; 0 loads inline (default: 2)"
+    )
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run on a Ray cluster (a local instance without ADDRESS); not available yet",
+    )
+    parser.set_defaults(handler=_run_prelabel, prog=parser.prog)
     return parser
 
 
@@ -168,12 +222,13 @@ def build_eval_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gt", type=_existing_file, required=True, metavar="FILE", help="ground truth")
     parser.add_argument("--pred", type=_existing_file, required=True, metavar="FILE", help="predictions")
     parser.add_argument("--benchmark", action="store_true", help="also print images/s and the latency distribution")
-    parser.set_defaults(handler=_run_eval)
+    parser.set_defaults(handler=_run_eval, prog=parser.prog)
     return parser
 
 
 COMMANDS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "find-heads": build_find_heads_parser,
+    "prelabel": build_prelabel_parser,
     "eval": build_eval_parser,
 }
 
@@ -241,12 +296,8 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_find_heads(args: argparse.Namespace) -> int:
-    device, dtype = _device_and_dtype(args.device, args.dtype)
-    from tqdm import tqdm
-
+    _check_model_reference(args.model)
     from annotator.grounding import calibration
-    from annotator.grounding.heads import select_localization_heads
-    from annotator.grounding.lvlm import LvlmEngine
 
     skipped: list[str] = []
     if args.data is not None:
@@ -261,6 +312,11 @@ def _run_find_heads(args: argparse.Namespace) -> int:
         source = f"{total} synthetic scenes (seed {args.seed})"
     out = args.out or _default_heads_path(args.model)
     out.parent.mkdir(parents=True, exist_ok=True)
+    device, dtype = _device_and_dtype(args.device, args.dtype)
+    from tqdm import tqdm
+
+    from annotator.grounding.heads import select_localization_heads
+    from annotator.grounding.lvlm import LvlmEngine
 
     engine = LvlmEngine.load(args.model, device=device, dtype=dtype, prefix_cache_size=0)
     progress = tqdm(images, total=total, desc="find-heads", unit="sample", dynamic_ncols=True)
@@ -290,6 +346,136 @@ def _run_find_heads(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_prelabel(args: argparse.Namespace) -> int:
+    if args.ray is not None:
+        return _fail(args.prog, "--ray: pre-labelling on a Ray cluster is not available yet; run without --ray to use this machine")
+    from annotator.prelabel import expression_plan
+
+    plan = expression_plan(args.expression, args.expressions)
+    _check_model_reference(args.model)
+    device, dtype = _device_and_dtype(args.device, args.dtype)
+    heads_file = _heads_file(args.heads, args.model)
+    from tqdm import tqdm
+
+    from annotator.grounding.grounder import Grounder
+    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.grounding.proposer import Proposer
+    from annotator.paths import EXPORTS_DIR
+    from annotator.prelabel import Prelabeller
+    from annotator.project.coco import export_coco
+    from annotator.project.store import ProjectStore
+
+    out = args.out or EXPORTS_DIR / f"{args.folder.resolve().name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    segmenter = None
+    if args.masks == "sam":
+        from annotator.grounding.segment import Segmenter
+
+        segmenter = Segmenter.load(args.sam_type, args.sam_checkpoint, device)
+    deepest = max(layer for layer, _ in heads_file.heads)
+    engine = LvlmEngine.load(args.model, device=device, dtype=dtype, truncate_after_layer=deepest)
+    try:
+        grounder = Grounder(engine, heads_file.heads)
+    except ValueError as exc:
+        raise ModelUnavailable(f"{args.heads or 'the known heads'} do not fit {args.model}: {exc}") from exc
+    store = ProjectStore.open(args.store, image_root=args.folder) if args.store else ProjectStore.for_folder(args.folder)
+    with store, _closing(segmenter):
+        prelabeller = Prelabeller(
+            Proposer(grounder, segmenter),
+            store,
+            category=args.category,
+            masks=args.masks,
+            all_instances=args.all_instances,
+            prefetch_depth=args.prefetch,
+            model_id=args.model,
+        )
+        stop = threading.Event()
+        with _progress_bar(tqdm) as bar, _stop_on_interrupt(stop, args.prog):
+            report = prelabeller.run(plan, stop=stop, progress=bar)
+        exported = export_coco(store, out, statuses=("pending", "accepted"))
+    print(
+        f"{report.images_done} image(s) labelled now, {report.images_already_done} done earlier, "
+        f"{report.proposals_added} proposal(s) added in {report.seconds:.1f} s ({report.images_per_second:.2f} images/s)"
+    )
+    print(f"exported {exported.annotations} annotation(s) on {exported.images} image(s) to {out}")
+    _print_skipped(list(report.skipped))
+    if report.interrupted:
+        print(f"{args.prog}: interrupted with {report.images_left} image(s) to go; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _check_model_reference(model: str) -> None:
+    """A model named by a path must exist; a hub id ('owner/name') is checked when it loads."""
+    path_like = model.startswith(("/", ".", "~")) or "\\" in model or model.count("/") != 1
+    if path_like and not Path(model).expanduser().is_dir():
+        raise ModelUnavailable(
+            f"--model {model}: no such model folder (give a local LLaVA-1.5 folder or a hub id like {DEFAULT_MODEL})"
+        )
+
+
+def _heads_file(path: Path | None, model: str):
+    """The heads file given, or the known heads of the model; `ModelUnavailable` when there are none."""
+    from annotator.grounding.heads import HeadsFile, find_heads_file
+
+    try:
+        heads_file = HeadsFile.load(path) if path is not None else find_heads_file(model)
+    except ValueError as exc:
+        raise ModelUnavailable(str(exc)) from exc
+    if heads_file is None:
+        raise ModelUnavailable(
+            f"no localization heads are known for {model}; find them with "
+            f"'annotator find-heads --model {model} --data FILE' and pass the file with --heads"
+        )
+    return heads_file
+
+
+@contextmanager
+def _closing(segmenter):
+    """Stop the segmenter's prefetch worker on the way out (nothing to do without one)."""
+    try:
+        yield
+    finally:
+        if segmenter is not None:
+            segmenter.close()
+
+
+@contextmanager
+def _progress_bar(tqdm):
+    """A tqdm bar driven by the pre-labeller's `progress(done, already_done, total)` calls."""
+    bar = None
+
+    def update(done: int, already_done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, initial=already_done, desc="prelabel", unit="image", dynamic_ncols=True)
+        bar.update(already_done + done - bar.n)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+@contextmanager
+def _stop_on_interrupt(stop: threading.Event, prog: str):
+    """The first Ctrl-C (or SIGTERM) sets `stop`; a second Ctrl-C interrupts at once."""
+
+    def handle(signum: int, frame: object) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+        print(f"\n{prog}: stopping after the current image (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _default_heads_path(model: str) -> Path:
     from annotator.paths import EXPORTS_DIR
 
@@ -308,14 +494,10 @@ def _device_and_dtype(device: str, dtype: str):
     """Check the device exists here (a one-line error if not) and turn the names into torch's."""
     import torch
 
-    from annotator.errors import ModelUnavailable
-
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ModelUnavailable(
-                f"--device {device}: PyTorch {torch.__version__} sees no CUDA GPU on this machine; "
-                "use --device cpu, or install a CUDA build of PyTorch"
-            )
+            hint = "use --device cpu" if torch.version.cuda else "this PyTorch has no CUDA support; install a CUDA build"
+            raise ModelUnavailable(f"--device {device}: PyTorch {torch.__version__} sees no CUDA GPU on this machine; {hint}")
         index = int(device.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
             raise ModelUnavailable(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
