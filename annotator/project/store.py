@@ -333,17 +333,24 @@ class ProjectStore:
         return self._max_pixels
 
     def _migrate(self) -> None:
+        """Check the schema version; take the write lock only when a migration is due."""
+        if self._schema_version() == SCHEMA_VERSION:
+            return
         with self._transaction():
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise ProjectStoreError(
-                    f"project store {self._path} has schema version {version}; "
-                    f"this version of annotator reads up to {SCHEMA_VERSION}: update annotator"
-                )
+            version = self._schema_version()
             for step in range(version, SCHEMA_VERSION):
                 for statement in _statements(MIGRATIONS[step]):
                     self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _schema_version(self) -> int:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ProjectStoreError(
+                f"project store {self._path} has schema version {version}; "
+                f"this version of annotator reads up to {SCHEMA_VERSION}: update annotator"
+            )
+        return version
 
     def _settle_image_root(self, image_root: str | os.PathLike | None) -> Path:
         stored = self._db.execute("SELECT value FROM meta WHERE key = 'image_root'").fetchone()
@@ -847,6 +854,11 @@ class ProjectStore:
         """Delete an annotation (one undoable step)."""
         self.annotation(annotation_id)
         self._mutate("delete annotation", [{"op": "delete", "table": "annotations", "ids": [annotation_id]}])
+
+    def connection_settings(self) -> dict[str, Any]:
+        """The SQLite settings in force: journal_mode, synchronous (1 NORMAL, 2 FULL), foreign_keys, busy_timeout (ms)."""
+        names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+        return {name: self._db.execute(f"PRAGMA {name}").fetchone()[0] for name in names}
 
     def integrity_check(self) -> str:
         """SQLite's `PRAGMA integrity_check` ("ok" when the file is sound)."""
