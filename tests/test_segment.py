@@ -279,6 +279,26 @@ def test_an_image_id_reused_for_an_image_of_another_size_is_refused(segmenter):
         segmenter.segment_box("a", _image(16, height=60), BOX)
 
 
+def test_a_bf16_encoder_runs_under_autocast_and_the_decoder_does_not(sam, monkeypatch):
+    seen = {}
+    encoder, decoder = sam.image_encoder.forward, sam.mask_decoder.forward
+
+    def encoder_spy(x):
+        seen["encoder"] = (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))
+        return encoder(x)
+
+    def decoder_spy(**kwargs):
+        seen["decoder"] = torch.is_autocast_enabled("cpu")
+        return decoder(**kwargs)
+
+    monkeypatch.setattr(sam.image_encoder, "forward", encoder_spy)
+    monkeypatch.setattr(sam.mask_decoder, "forward", decoder_spy)
+    with Segmenter(sam, encoder_dtype=torch.bfloat16) as segmenter:
+        result = segmenter.segment_box("a", _image(18), BOX)
+    assert seen == {"encoder": (True, torch.bfloat16), "decoder": False}
+    assert result.mask.shape == (120, 200)
+
+
 def test_an_image_that_is_not_rgb_uint8_is_refused(segmenter):
     with pytest.raises(ValueError, match="RGB uint8"):
         segmenter.segment_box("a", _image(17).astype(np.float32), BOX)

@@ -64,6 +64,8 @@ def download(
     with `ModelUnavailable`; so is a download that cannot be completed, whose `.part` file is kept for a later
     call. An exception raised by `progress` stops the download and propagates; the `.part` file is kept.
     """
+    if retries < 0:
+        raise ValueError(f"retries must be 0 or more, got {retries}")
     dest = Path(dest)
     part = partial_path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,9 @@
 """Segment Anything masks from a box prompt, point refinement, and a cache of image embeddings (design.md 2, 4).
 
 `Segmenter` holds one `segment_anything` `Sam`. The expensive part of SAM is the image embedding (vit_b takes
-14-20 s on a 2-core CPU, vit_h a few ms on an H100); prompts only run the light decoder. So embeddings are kept
-per image id in a bounded LRU, `prefetch` computes the next image's embedding on a background thread, and a
-prompt on a cached image runs only the decoder.
+14-20 s on a 2-core CPU, where a box prompt's decode takes ~0.1 s). So embeddings are kept per image id in a
+bounded LRU, `prefetch` computes the next image's embedding on a background thread, and a prompt on a cached
+image runs only the decoder.
 
 Checkpoints are the official ones, loaded with `torch.load(..., weights_only=True)` into a model built by
 `sam_model_registry` (whose own `checkpoint=` loading unpickles without that guard, so it is never used).
@@ -263,7 +263,8 @@ class Segmenter:
         spill_ratio: float = DEFAULT_SPILL_RATIO,
         encoder_dtype: torch.dtype = torch.float32,
     ) -> None:
-        """`encoder_dtype=torch.bfloat16` runs the image encoder under CUDA autocast; decoding stays float32."""
+        """`encoder_dtype=torch.bfloat16` runs the image encoder under autocast on the model's device; the cached
+        features and the decoder stay float32."""
         if cache_size < 1:
             raise ValueError(f"cache_size must be at least 1, got {cache_size}")
         self.sam = sam.eval()
