@@ -750,10 +750,12 @@ class ProjectStore:
         sizes: dict[int, tuple[int, int]] = {}
         category_ids = {category.id for category in self.categories()}
         rows = [self._new_row(item, sizes, category_ids) for item in items]
+        if not rows:
+            return []
         if undoable:
             applied = self._mutate(label, [_insert("annotations", *rows)])
             return [row["id"] for row in applied[0]["rows"]]
-        columns = list(rows[0]) if rows else []
+        columns = list(rows[0])
         with self._transaction():
             cursor = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM annotations")
             first = cursor.fetchone()[0] + 1
