@@ -175,12 +175,15 @@ def test_a_vanished_file_keeps_its_annotations_and_comes_back(store, folder):
     assert len(store.annotations(image_id)) == 1
 
 
-def test_add_image_refuses_paths_out_of_the_folder(store, folder, tmp_path):
+def test_add_images_registers_files_and_refuses_paths_out_of_the_folder(store, folder, tmp_path):
     _image(tmp_path / "outside.png")
+    _image(folder / "new" / "c.png", width=12, height=8)
     (folder / "link.png").symlink_to(tmp_path / "outside.png")
-    for path in ("../outside.png", "/etc/passwd", "C:\\Windows\\win.ini", "link.png"):
-        with pytest.raises(ProjectStoreError, match="image folder"):
-            store.add_image(path)
+    escapes = ["../outside.png", "/etc/passwd", "C:\\Windows\\win.ini", "link.png"]
+    records, refused = store.add_images(["new/c.png", "a.png", *escapes, "absent.png"])
+    assert [(r.path, r.width, r.height) for r in records] == [("new/c.png", 12, 8), ("a.png", 40, 30)]
+    assert [s.path for s in refused] == [*escapes, "absent.png"]
+    assert all("image folder" in s.reason for s in refused[:4]) and "no image file" in refused[4].reason
 
 
 # ----- annotations ---------------------------------------------------------------------------------------------

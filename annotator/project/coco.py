@@ -47,7 +47,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Literal, get_args
 
 from annotator import __version__
-from annotator.errors import CocoFormatError, ProjectStoreError
+from annotator.errors import CocoFormatError
 from annotator.project.atomic_file import atomic_text_file
 from annotator.project.geometry import (
     DEFAULT_MIN_AREA_PX,
@@ -357,43 +357,48 @@ def _import_images(
     store: ProjectStore, entries: list, issues: list[ImportIssue]
 ) -> tuple[dict[int, tuple[int, int, int]], int, int]:
     """COCO image id -> (store image id, width, height) for the images that can be imported."""
-    mapping: dict[int, tuple[int, int, int]] = {}
-    matched = added = 0
+    wanted: dict[int, tuple[str, int, int]] = {}
     for entry in entries:
         coco_id = entry.get("id") if isinstance(entry, dict) else None
         try:
             if not _is_int(coco_id):
                 raise ValueError("image has no integer id")
-            if coco_id in mapping:
+            if coco_id in wanted:
                 raise ValueError("duplicate image id")
             relative = _relative_file_name(entry.get("file_name"))
             width, height = entry.get("width"), entry.get("height")
             if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
                 raise ValueError(f"{relative}: width and height must be positive integers")
-            record = store.image_by_path(relative)
-            if record is None:
-                try:
-                    record = store.add_image(relative)
-                except ProjectStoreError as err:
-                    raise ValueError(f"{relative}: {err}") from None
-                added += 1
-            else:
-                if not record.present:
-                    raise ValueError(f"{relative} is missing from the image folder")
-                record = store.ensure_image_info(record.id)
-                matched += 1
-            if record.width is None:
-                raise ValueError(f"{relative}: {record.error}")
-            if (record.width, record.height) != (width, height):
-                raise ValueError(
-                    f"{relative} is {width}x{height} in the file but {record.width}x{record.height} on disk "
-                    "(EXIF orientation applied)"
-                )
         except ValueError as err:
             issues.append(ImportIssue("image", coco_id, str(err)))
             continue
-        mapping[coco_id] = (record.id, record.width, record.height)
-    return mapping, matched, added
+        wanted[coco_id] = (relative, width, height)
+    known = {relative: store.image_by_path(relative) for relative, _, _ in wanted.values()}
+    new_paths = [relative for relative, record in known.items() if record is None]
+    added_records, refused = store.add_images(new_paths)
+    reasons = {skipped.path: skipped.reason for skipped in refused}
+    store.fill_image_info([record.id for record in known.values() if record is not None and record.present])
+    records = {record.path: record for record in added_records}
+    records.update({path: store.image(record.id) for path, record in known.items() if record is not None})
+    mapping: dict[int, tuple[int, int, int]] = {}
+    for coco_id, (relative, width, height) in wanted.items():
+        record = records.get(relative)
+        if record is None:
+            reason = reasons[relative]
+        elif not record.present:
+            reason = f"{relative} is missing from the image folder"
+        elif record.width is None:
+            reason = f"{relative}: {record.error}"
+        elif (record.width, record.height) != (width, height):
+            reason = (
+                f"{relative} is {width}x{height} in the file but {record.width}x{record.height} on disk "
+                "(EXIF orientation applied)"
+            )
+        else:
+            mapping[coco_id] = (record.id, record.width, record.height)
+            continue
+        issues.append(ImportIssue("image", coco_id, reason))
+    return mapping, len(wanted) - len(new_paths), len(added_records)
 
 
 def _relative_file_name(file_name: Any) -> str:

@@ -556,20 +556,33 @@ class ProjectStore:
             if len(old) == 1 and len(new_by_print.get(fingerprint, ())) == 1
         }
 
-    def add_image(self, relative_path: str) -> ImageRecord:
-        """Register one image file under the root (used by imports); its record if already known."""
-        absolute = self.resolve_image_path(relative_path)
-        if absolute.suffix.lower() not in IMAGE_SUFFIXES or not absolute.is_file():
-            raise ProjectStoreError(f"{relative_path} is not an image file under {self._image_root}")
-        existing = self._db.execute("SELECT id FROM images WHERE path = ?", (relative_path,)).fetchone()
-        if existing is None:
-            with self._transaction():
-                position = self._db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM images").fetchone()[0]
-                cursor = self._db.execute(
-                    "INSERT INTO images (path, position) VALUES (?, ?)", (relative_path, position)
-                )
-            existing = (cursor.lastrowid,)
-        return self.ensure_image_info(existing[0])
+    def add_images(self, relative_paths: Sequence[str]) -> tuple[list[ImageRecord], list[SkippedFile]]:
+        """Register image files under the root by relative path (used by imports), in one transaction, and read
+        their headers; records (also of paths already known) in the given order, and the paths refused, why."""
+        records: list[ImageRecord] = []
+        refused: list[SkippedFile] = []
+        accepted: list[str] = []
+        for relative in relative_paths:
+            try:
+                absolute = self.resolve_image_path(relative)
+            except ProjectStoreError as err:
+                refused.append(SkippedFile(relative, str(err)))
+                continue
+            if absolute.suffix.lower() not in IMAGE_SUFFIXES or not absolute.is_file():
+                refused.append(SkippedFile(relative, f"no image file {relative} under {self._image_root}"))
+                continue
+            accepted.append(relative)
+        known = {path for path in accepted if self.image_by_path(path) is not None}
+        with self._transaction():
+            position = self._db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM images").fetchone()[0]
+            self._db.executemany(
+                "INSERT INTO images (path, position) VALUES (?, ?)",
+                ((path, position + i) for i, path in enumerate(p for p in dict.fromkeys(accepted) if p not in known)),
+            )
+        ids = [self.image_by_path(path).id for path in accepted]
+        self.fill_image_info(ids)
+        records = [self.image(image_id) for image_id in ids]
+        return records, refused
 
     def resolve_image_path(self, relative_path: str) -> Path:
         """The absolute path of an image path relative to the root; ProjectStoreError if it leads outside."""
@@ -589,31 +602,42 @@ class ProjectStore:
     def ensure_image_info(self, image_id: int) -> ImageRecord:
         """Read the image's size and fingerprint from its header unless cached for the file as it is now."""
         self.image(image_id)
-        path, width, file_bytes, mtime_ns = self._db.execute(
-            "SELECT path, width, file_bytes, mtime_ns FROM images WHERE id = ?", (image_id,)
-        ).fetchone()
-        update = self._read_info(path, width, file_bytes, mtime_ns)
-        if update is not None:
-            with self._transaction():
-                self._db.execute(_INFO_UPDATE, (*update, image_id))
+        self.fill_image_info([image_id])
         return self.image(image_id)
 
-    def fill_image_info(self, progress: Callable[[int, int], None] | None = None) -> int:
-        """Read the header of every listed image whose size is not cached yet; how many were read.
+    def fill_image_info(
+        self, image_ids: Sequence[int] | None = None, *, progress: Callable[[int, int], None] | None = None
+    ) -> int:
+        """Read image headers; how many were read. With `image_ids`: those images whose cached size does not
+        match the file as it is now (byte size and mtime); without: every listed image never read.
 
         Commits every 500 images; `progress(done, total)` is called after each commit.
         """
-        todo = self._db.execute(
-            "SELECT id, path FROM images WHERE present = 1 AND width IS NULL AND error IS NULL ORDER BY position"
-        ).fetchall()
+        if image_ids is None:
+            todo = [
+                (image_id, path, None, None, None)
+                for image_id, path in self._db.execute(
+                    "SELECT id, path FROM images WHERE present = 1 AND width IS NULL AND error IS NULL ORDER BY position"
+                )
+            ]
+        else:
+            query = "SELECT id, path, width, file_bytes, mtime_ns FROM images WHERE id = ?"
+            todo = [row for image_id in image_ids if (row := self._db.execute(query, (image_id,)).fetchone())]
+        read = 0
         for start in range(0, len(todo), _INFO_BATCH):
             batch = todo[start : start + _INFO_BATCH]
-            updates = [(*self._read_info(path, None, None, None), image_id) for image_id, path in batch]
-            with self._transaction():
-                self._db.executemany(_INFO_UPDATE, updates)
+            updates = [
+                (*update, image_id)
+                for image_id, path, width, file_bytes, mtime_ns in batch
+                if (update := self._read_info(path, width, file_bytes, mtime_ns)) is not None
+            ]
+            if updates:
+                with self._transaction():
+                    self._db.executemany(_INFO_UPDATE, updates)
+            read += len(updates)
             if progress is not None:
                 progress(start + len(batch), len(todo))
-        return len(todo)
+        return read
 
     def _read_info(self, path: str, width: int | None, file_bytes: int | None, mtime_ns: int | None) -> tuple | None:
         """(width, height, file_bytes, mtime_ns, fingerprint, error) from the file, or None if the cache holds."""
