@@ -30,7 +30,7 @@ import numpy as np
 from annotator.errors import CocoFormatError, ImageLoadError, ProjectStoreError
 from annotator.jsonl import is_jsonl, read_jsonl
 from annotator.project.geometry import Rle
-from annotator.project.images import load_image
+from annotator.project.images import IMAGE_SUFFIXES, load_image
 from annotator.project.store import NewAnnotation, ProjectStore
 
 MaskKind = Literal["sam", "coarse"]
@@ -217,7 +217,7 @@ class Prelabeller:
         start = perf_counter()
         stop = stop or threading.Event()
         scan = self.store.sync_folder()
-        skipped = [f"{s.path}: {s.reason}" for s in scan.skipped]
+        skipped = [f"{s.path}: {s.reason}" for s in scan.skipped if _meant_as_image(self.store.image_root / s.path)]
         todo, already_done = self._pending_work(plan, skipped)
         total = len(todo) + already_done
         if progress is not None:
@@ -329,3 +329,9 @@ class Prelabeller:
             status="pending",
             extra=extra,
         )
+
+
+def _meant_as_image(path: Path) -> bool:
+    """A skipped folder entry worth reporting: one with an image suffix, or one that is not a plain file
+    (broken link, unreadable folder). Other files (a README, the ground truth) are simply not images."""
+    return path.suffix.lower() in IMAGE_SUFFIXES or not path.is_file()

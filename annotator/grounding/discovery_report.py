@@ -79,7 +79,7 @@ def plot_selection_frequency(selection: HeadSelection, path: str | Path, top: in
         colours = [_CHOSEN if head in selection.heads else _OTHER for head, _ in ranked]
         axes.bar(np.arange(len(ranked)), heights, color=colours)
         axes.set_xticks(np.arange(len(ranked)), labels, rotation=60, ha="right", fontsize=8)
-    axes.set_ylim(0.0, 1.0)
+    axes.set_ylim(0.0, 1.05)
     axes.set_ylabel("selection frequency (votes / samples)")
     axes.set_xlabel(f"top {len(ranked)} heads by votes (red: the {len(selection.heads)} localization heads)")
     axes.set_title(title or f"Selection frequency over {selection.num_samples} samples")
