@@ -59,7 +59,8 @@ class Proposal:
     grid_w]` float32, in the order of `heads`. `score`: the fraction of the combined map's mass on the chosen
     region's cells, in [0, 1] (0 when there is no region). `regions`: the chosen region first, then (with
     `all_instances`) every other region by hull area. `mask` / `mask_score`: a segmentation mask (bool H x W) and
-    its predicted quality, set later by `with_mask`. `timing`: milliseconds of the call.
+    its predicted quality, set later by `with_mask`; `mask_note`: why a segmentation mask was not applied (None
+    when it was, or when none was asked for). `timing`: milliseconds of the call.
     """
 
     box_xyxy: BoxXYXY
@@ -75,6 +76,7 @@ class Proposal:
     timing: "GroundingTiming"
     mask: np.ndarray | None = dataclasses.field(default=None, repr=False)
     mask_score: float | None = None
+    mask_note: str | None = None
 
     @cached_property
     def heatmap(self) -> np.ndarray:

@@ -34,7 +34,7 @@ from annotator.grounding.attention_capture import (
     stop_after,
 )
 from annotator.grounding.frame import ImageFrame
-from annotator.grounding.model_input import Prompt, PromptBuilder, mean_colour, square_image
+from annotator.grounding.model_input import Prompt, PromptBuilder, PromptPrefix, mean_colour, square_image
 
 DEFAULT_MODEL_ID = "llava-hf/llava-1.5-7b-hf"
 Head = tuple[int, int]
@@ -150,7 +150,7 @@ class LvlmEngine:
             dtype = torch.float32 if device.type == "cpu" else _gpu_dtype()
         name = str(model_id_or_path)
         config, processor = _load_config_and_processor(name)
-        model_class, config = _model_class_and_config(name, config, truncate_after_layer)
+        model_class, config = grounding_model_class(config, truncate_after_layer, name)
         kwargs: dict = {"config": config, "dtype": dtype}
         if load_in_4bit:
             kwargs["quantization_config"] = _four_bit_config(name, device, dtype)
@@ -253,6 +253,16 @@ class LvlmEngine:
         timing = GroundingTiming(prefix_ms, expression_ms, (perf_counter() - start) * 1000.0, cached)
         return HeadAttention(maps=maps, heads=tuple(head_list), frame=frame, timing=timing)
 
+    def prepare(self, image_rgb_uint8: np.ndarray, image_id: Hashable, heads: Sequence[Head] | None = None) -> bool:
+        """Compute and cache the image's prefix (system text + image tokens) deep enough for `heads`, ahead of
+        its first expression. Returns whether it was already cached; does nothing when caching is off."""
+        if self.prefix_cache_size <= 0:
+            return False
+        depth = max(layer for layer, _ in self._check_heads(heads)) + 1
+        with torch.inference_mode():
+            _, cached = self._cached_prefix(image_rgb_uint8, self._prompts.prefix, image_id, depth)
+        return cached
+
     def _check_heads(self, heads: Sequence[Head] | None) -> list[Head]:
         if heads is None:
             return [(layer, head) for layer in range(self.num_layers) for head in range(self.num_heads)]
@@ -286,19 +296,8 @@ class LvlmEngine:
         """The expression's tokens against a copy of the image's cached prefix (computed first if missing)."""
         from transformers import DynamicCache
 
-        image = _check_image(image)
-        entry = self._prefixes.get(image_id)
-        frame = self.frame_for(image.shape[1], image.shape[0])
-        cached = entry is not None and entry.depth >= depth and entry.frame == frame
         start = perf_counter()
-        if cached:
-            self._prefixes.move_to_end(image_id)
-        else:
-            entry = self._compute_prefix(image, prompt, depth)
-            self._prefixes[image_id] = entry
-            self._prefixes.move_to_end(image_id)
-            while len(self._prefixes) > self.prefix_cache_size:
-                self._prefixes.popitem(last=False)
+        entry, cached = self._cached_prefix(image, prompt.prefix, image_id, depth)
         prefix_ms = 0.0 if cached else self._elapsed_ms(start)
         start = perf_counter()
         kv = DynamicCache(ddp_cache_data=iter(entry.kv), config=self._text_model.config)
@@ -306,12 +305,28 @@ class LvlmEngine:
         self._run_text(embeds, kv, depth, capture)
         return prefix_ms, self._elapsed_ms(start), entry.frame, cached
 
-    def _compute_prefix(self, image: np.ndarray, prompt: Prompt, depth: int) -> _CachedPrefix:
+    def _cached_prefix(
+        self, image: np.ndarray, prefix: PromptPrefix, image_id: Hashable, depth: int
+    ) -> tuple[_CachedPrefix, bool]:
+        """The image's prefix entry (computed and stored when missing or too shallow) and whether it was cached."""
+        image = _check_image(image)
+        entry = self._prefixes.get(image_id)
+        frame = self.frame_for(image.shape[1], image.shape[0])
+        cached = entry is not None and entry.depth >= depth and entry.frame == frame
+        if not cached:
+            entry = self._compute_prefix(image, prefix, depth)
+            self._prefixes[image_id] = entry
+        self._prefixes.move_to_end(image_id)
+        while len(self._prefixes) > self.prefix_cache_size:
+            self._prefixes.popitem(last=False)
+        return entry, cached
+
+    def _compute_prefix(self, image: np.ndarray, prefix: PromptPrefix, depth: int) -> _CachedPrefix:
         from transformers import DynamicCache
 
         pixels, frame = self.pixel_values(image)
         features = self._image_features(pixels)
-        embeds = self._embed(prompt.prefix.ids, features, prompt.prefix.image_start)
+        embeds = self._embed(prefix.ids, features, prefix.image_start)
         kv = DynamicCache(config=self._text_model.config)
         self._run_text(embeds, kv, depth, None)
         return _CachedPrefix(kv=kv, depth=depth, frame=frame)
@@ -383,9 +398,10 @@ def _unavailable_message(name: str, exc: Exception) -> str:
     )
 
 
-def _model_class_and_config(name: str, config, truncate_after_layer: int | None):
-    """`LlavaForConditionalGeneration` and the config, or for a truncated load a subclass without the LM head
-    whose config builds text layers 0..`truncate_after_layer` only (the checkpoint's other weights are skipped)."""
+def grounding_model_class(config, truncate_after_layer: int | None = None, name: str = "the model"):
+    """The model class to build for grounding, and its config: `LlavaForConditionalGeneration` as is, or for a
+    truncated model a subclass without the LM head whose config builds text layers 0..`truncate_after_layer` only
+    (a checkpoint's weights for the rest are skipped when loading). Changes `config` in place."""
     from transformers import LlavaForConditionalGeneration
 
     if truncate_after_layer is None:
