@@ -9,7 +9,7 @@ after Ctrl-C or a crash picks up where the last committed image left off and nev
 Overlap: `ImageLoader` decodes the next images on a background thread (`depth` ahead, bounded), so decoding,
 EXIF rotation and colour conversion run while the model works on the current image; when a decoded next image
 is at hand the proposer is asked to `prefetch` it (the SAM embedding and the model prefix, where the proposer
-computes those ahead). `depth=0` loads inline, for comparison.
+computes those ahead; its time counts in that image's latency). `depth=0` loads inline and prefetches nothing.
 
 Each stored proposal's `extra` keeps the paper's attention box, the mask kind and score, and `latency_ms`: the
 wall time of the proposer call for that expression (the first expression of an image includes the image's own
@@ -230,6 +230,7 @@ class Prelabeller:
         expressions_of = {image_id: expressions for image_id, _, expressions in todo}
         processed = done = added = 0
         latencies: list[float] = []
+        ahead_ms: dict[int, float] = {}
         try:
             items = iter(loader)
             current = next(items, None)
@@ -238,9 +239,12 @@ class Prelabeller:
                 if current.pixels is None:
                     skipped.append(f"{current.path}: {current.error}")
                 else:
+                    lead_ms = ahead_ms.pop(current.image_id, 0.0)
                     if following is not None and following.pixels is not None and self.prefetch_depth > 0:
+                        began = perf_counter()
                         self.proposer.prefetch(following.image_id, following.pixels)
-                    count, latency = self._label_image(current, expressions_of[current.image_id])
+                        ahead_ms[following.image_id] = (perf_counter() - began) * 1000.0
+                    count, latency = self._label_image(current, expressions_of[current.image_id], lead_ms)
                     added += count
                     latencies.append(latency)
                     done += 1
@@ -284,14 +288,17 @@ class Prelabeller:
                 already_done += 1
         return todo, already_done
 
-    def _label_image(self, loaded: LoadedImage, expressions: tuple[str, ...]) -> tuple[int, float]:
-        """Propose every expression on one image and commit them together; (proposals added, summed ms)."""
+    def _label_image(self, loaded: LoadedImage, expressions: tuple[str, ...], lead_ms: float) -> tuple[int, float]:
+        """Propose every expression on one image and commit them together; (proposals added, summed ms).
+
+        `lead_ms`: time already spent on this image by the proposer's prefetch, counted in its first expression.
+        """
         items = []
         total_ms = 0.0
-        for expression in expressions:
+        for index, expression in enumerate(expressions):
             began = perf_counter()
             proposals = self.proposer.propose(loaded.image_id, loaded.pixels, expression, all_instances=self.all_instances)
-            latency_ms = (perf_counter() - began) * 1000.0
+            latency_ms = (perf_counter() - began) * 1000.0 + (lead_ms if index == 0 else 0.0)
             total_ms += latency_ms
             items.extend(self._annotation(loaded.image_id, expression, p, latency_ms) for p in proposals)
         if items:
@@ -313,6 +320,8 @@ class Prelabeller:
             "latency_ms": round(latency_ms, 3),
             "model": self.model_id,
         }
+        if self.masks == "sam" and proposal.mask_note:
+            extra["mask_note"] = proposal.mask_note
         if mask_kind is not None:
             extra["mask_kind"] = mask_kind
             if proposal.mask_score is not None:

@@ -1,0 +1,151 @@
+"""`annotator prelabel` on generated folders with the planted model: accuracy through `eval`, Ctrl-C and resume,
+skipped images, and a heads file written by `find-heads`."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from annotator.cli import main
+from annotator.evaluation import evaluate, read_ground_truth, read_predictions
+from annotator.grounding.frame import ImageFrame
+from annotator.grounding.planted import PLANTED_HEADS, PLANTED_MODEL_DIR
+from annotator.grounding.scenes import SceneConfig, generate_scenes
+from annotator.scene_folder import write_scene_folder
+
+IMAGES = 24
+SEED = 11
+GRID, INPUT = 24, 336
+SCENES = SceneConfig(long_side=(320, 384), aspect=(0.9, 1.1), target_width=(0.42, 0.55), other_width=(0.12, 0.3))
+"""Targets are 0.42-0.55 of the longer side: 10-13 cells of LLaVA-1.5's 24 x 24 grid (the method needs 9+)."""
+
+
+def prelabel_command(folder: Path, ground_truth: Path, out: Path) -> list[str]:
+    return [
+        "prelabel", str(folder), "--expressions", str(ground_truth), "--model", str(PLANTED_MODEL_DIR),
+        "--out", str(out), "--device", "cpu", "--masks", "coarse",
+    ]  # fmt: skip
+
+
+def labelled_images(store_path: Path) -> int:
+    """Images with at least one annotation, read from the store file like a second process would."""
+    if not store_path.exists():
+        return 0
+    with sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=5) as db:
+        try:
+            return db.execute("SELECT COUNT(DISTINCT image_id) FROM annotations").fetchone()[0]
+        except sqlite3.OperationalError:  # the schema is not written yet
+            return 0
+
+
+@pytest.fixture(scope="module")
+def interrupted_then_resumed(tmp_path_factory):
+    """A real `annotator prelabel` process stopped with SIGINT half-way, then the same command run again."""
+    root = tmp_path_factory.mktemp("prelabel-resume")
+    folder = root / "scenes"
+    ground_truth = write_scene_folder(folder, IMAGES, SEED, SCENES)
+    out = root / "export.json"
+    command = [sys.executable, "-m", "annotator.cli", *prelabel_command(folder, ground_truth, out)]
+    store_path = folder / ".annotator" / "project.sqlite"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the test machine is shared; one thread each is the frugal choice
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while labelled_images(store_path) < IMAGES // 2 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # polling a second process's progress, not synchronising with a sleep
+    first.send_signal(signal.SIGINT)
+    first_out, first_err = first.communicate(timeout=120)
+    labelled_after_first = labelled_images(store_path)
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    return {
+        "folder": folder,
+        "ground_truth": ground_truth,
+        "out": out,
+        "store": store_path,
+        "first": (first.returncode, first_out, first_err),
+        "labelled_after_first": labelled_after_first,
+        "second": (second.returncode, second.stdout, second.stderr),
+    }
+
+
+def test_generated_targets_are_at_least_nine_grid_cells_wide():
+    widths = [
+        scene.target.width_cells(ImageFrame.for_image(scene.width, scene.height, GRID, INPUT))
+        for scene in generate_scenes(SEED, IMAGES, SCENES)
+    ]
+    assert min(widths) >= 9
+
+
+def test_sigint_half_way_stops_after_a_committed_image_with_exit_130(interrupted_then_resumed):
+    code, _, err = interrupted_then_resumed["first"]
+    assert code == 130, err
+    assert "run the same command again to resume" in err
+    assert IMAGES // 2 <= interrupted_then_resumed["labelled_after_first"] < IMAGES
+
+
+def test_the_rerun_finishes_with_each_images_proposal_once(interrupted_then_resumed):
+    code, out, err = interrupted_then_resumed["second"]
+    assert code == 0, err
+    assert f"{IMAGES - interrupted_then_resumed['labelled_after_first']} image(s) labelled now" in out
+    with sqlite3.connect(f"file:{interrupted_then_resumed['store']}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT image_id, expression, COUNT(*) FROM annotations GROUP BY image_id, expression").fetchall()
+    assert len(rows) == IMAGES
+    assert {count for _, _, count in rows} == {1}
+
+
+def test_prelabel_then_eval_against_the_ground_truth_hits_at_least_95_percent(interrupted_then_resumed, capsys):
+    truths = read_ground_truth(interrupted_then_resumed["ground_truth"])
+    predictions = read_predictions(interrupted_then_resumed["out"])
+    assert len(predictions) == IMAGES
+    assert evaluate(truths, predictions).overall.accuracy >= 0.95
+    code = main(["eval", "--gt", str(interrupted_then_resumed["ground_truth"]), "--pred", str(interrupted_then_resumed["out"])])
+    assert code == 0 and f"| synthetic | {IMAGES} | 0 |" in capsys.readouterr().out
+
+
+def test_the_export_carries_scores_expressions_and_pending_status(interrupted_then_resumed):
+    data = json.loads(interrupted_then_resumed["out"].read_text(encoding="utf-8"))
+    annotations = data["annotations"]
+    assert all(0.0 <= a["score"] <= 1.0 and a["expression"] and a["status"] == "pending" for a in annotations)
+    assert all(a["source"] == "proposal" and a["heads"] for a in annotations)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """An in-process run on three scenes, a corrupt PNG, an empty JPEG and a README, with a discovered heads file."""
+    root = tmp_path_factory.mktemp("prelabel-small")
+    folder = root / "images"
+    write_scene_folder(folder, 3, seed=5, config=SCENES)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "README.txt").write_text("not an image")
+    heads = root / "discovered.json"
+    discovered = {"model": str(PLANTED_MODEL_DIR), "heads": [list(h) for h in reversed(PLANTED_HEADS.localization)],
+                  "source": "find-heads"}
+    heads.write_text(json.dumps(discovered), encoding="utf-8")
+    out = root / "small.json"
+    command = ["prelabel", str(folder), "--expression", "the red one", "--model", str(PLANTED_MODEL_DIR),
+               "--heads", str(heads), "--out", str(out), "--device", "cpu", "--prefetch", "0"]
+    return folder, out, command
+
+
+def test_a_heads_file_from_find_heads_is_what_prelabel_uses(small_run, capsys):
+    folder, out, command = small_run
+    assert main(command) == 0
+    capsys.readouterr()
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert {tuple(map(tuple, a["heads"])) for a in data["annotations"]} == {tuple(reversed(PLANTED_HEADS.localization))}
+
+
+def test_unreadable_images_are_skipped_and_listed_at_the_end(small_run, capsys):
+    folder, out, command = small_run
+    fresh = ["--store", str(out.with_name("fresh.sqlite")), "--out", str(out.with_name("again.json"))]
+    assert main([*command, *fresh]) == 0
+    printed = capsys.readouterr().out
+    tail = printed[printed.index("skipped"):]
+    assert "broken.png" in tail and "empty.jpg" in tail and "README" not in tail
+    assert "3 image(s) labelled now" in printed
