@@ -6,7 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from tests.tiny_llava import SPEC_FINE, SPEC_GQA, SPEC_PLAIN, eager_image_attention, random_image, tiny_llava, tiny_processor
+from tests.tiny_llava import (  # noqa: F401 (one_torch_thread is a fixture)
+    SPEC_FINE,
+    SPEC_GQA,
+    SPEC_PLAIN,
+    eager_image_attention,
+    one_torch_thread,
+    random_image,
+    tiny_llava,
+    tiny_processor,
+)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 EXPRESSION = "the red cup on the left"
 
@@ -28,7 +39,10 @@ def engine_and_model(spec):
     return LvlmEngine(model, tiny_processor(spec)), reference_model
 
 
-@pytest.mark.parametrize("spec", [SPEC_PLAIN, SPEC_GQA, SPEC_FINE], ids=["mha-4x4-grid", "gqa-4x4-grid", "gqa-8x8-grid"])
+SPECS = {"mha-4x4-grid": SPEC_PLAIN, "gqa-4x4-grid": SPEC_GQA, "gqa-8x8-grid": SPEC_FINE}
+
+
+@pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS.keys())
 @pytest.mark.parametrize("height, width", [(40, 40), (30, 70)], ids=["square", "wide"])
 def test_every_layer_and_head_matches_eager_attention(spec, height, width):
     engine, reference_model = engine_and_model(spec)

@@ -5,7 +5,16 @@ import pytest
 
 from annotator.grounding.frame import ImageFrame
 from annotator.grounding.model_input import SYSTEM_PROMPT, mean_colour, square_image
-from tests.tiny_llava import SPEC_FINE, SPEC_PLAIN, random_image, tiny_engine, tiny_processor
+from tests.tiny_llava import (  # noqa: F401 (one_torch_thread is a fixture)
+    SPEC_FINE,
+    SPEC_PLAIN,
+    one_torch_thread,
+    random_image,
+    tiny_engine,
+    tiny_processor,
+)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

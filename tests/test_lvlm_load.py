@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from annotator.errors import ModelUnavailable
-from tests.tiny_llava import SPEC_GQA, random_image, tiny_llava, tiny_processor
+from tests.tiny_llava import SPEC_GQA, one_torch_thread, random_image, tiny_llava, tiny_processor  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 EXPRESSION = "the dog on the left"
 
@@ -113,7 +115,8 @@ def test_a_folder_of_another_model_type_raises_model_unavailable(tmp_path):
 
     from annotator.grounding.lvlm import LvlmEngine
 
-    LlamaConfig(num_hidden_layers=1, hidden_size=8, intermediate_size=8, num_attention_heads=2).save_pretrained(tmp_path)
+    config = LlamaConfig(num_hidden_layers=1, hidden_size=8, intermediate_size=8, num_attention_heads=2)
+    config.save_pretrained(tmp_path)
     with pytest.raises(ModelUnavailable, match="'llama' checkpoint"):
         LvlmEngine.load(tmp_path)
 

@@ -5,7 +5,9 @@ import itertools
 import numpy as np
 import pytest
 
-from tests.tiny_llava import SPEC_GQA, random_image, tiny_engine
+from tests.tiny_llava import SPEC_GQA, one_torch_thread, random_image, tiny_engine  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 EXPRESSIONS = ("the red cup on the left", "a small dog", "the man who is holding the blue ball")
 HEADS = [(1, 0), (1, 3), (0, 2)]

@@ -52,10 +52,13 @@ def last_token_attention(
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     capture: LastTokenCapture | None = kwargs.pop(CAPTURE_KWARG, None)
-    output = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    output = sdpa_attention_forward(
+        module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+    )
     heads = capture.heads_by_layer.get(module.layer_idx) if capture is not None else None
     if heads:
-        capture.rows[module.layer_idx] = _last_row(query, key, attention_mask, scaling, heads)[0, :, capture.key_positions]
+        row = _last_row(query, key, attention_mask, scaling, heads)
+        capture.rows[module.layer_idx] = row[0, :, capture.key_positions]
     return output
 
 

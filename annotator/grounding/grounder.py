@@ -127,7 +127,11 @@ class Grounder:
         self.sigma = sigma
 
     def propose(
-        self, image_rgb_uint8: np.ndarray, expression: str, image_id: Hashable | None = None, all_instances: bool = False
+        self,
+        image_rgb_uint8: np.ndarray,
+        expression: str,
+        image_id: Hashable | None = None,
+        all_instances: bool = False,
     ) -> Proposal:
         """Ground `expression` in the image (RGB uint8 H x W x 3). `image_id` reuses the image's cached prefix.
 

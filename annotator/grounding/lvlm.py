@@ -70,7 +70,7 @@ class HeadAttention:
     timing: GroundingTiming
 
 
-@dataclass
+@dataclass(frozen=True)
 class _CachedPrefix:
     """KV cache of the prompt prefix for one image, for layers 0..`depth - 1`."""
 
