@@ -411,7 +411,7 @@ def grounding_model_class(config, truncate_after_layer: int | None = None, name:
         raise ValueError(f"truncate_after_layer={truncate_after_layer}, but {name} has {total} text layers")
     config.text_config.num_hidden_layers = truncate_after_layer + 1
     dropped = "|".join(str(i) for i in range(truncate_after_layer + 1, total))
-    skipped = [r"(^|\.)lm_head\."] + ([rf"language_model\.layers\.({dropped})\."] if dropped else [])
+    skipped = [r"(^|\.)lm_head\."] + ([rf"language_model\.(model\.)?layers\.({dropped})\."] if dropped else [])
 
     class TruncatedLlava(LlavaForConditionalGeneration):
         """LLaVA without the LM head and the text layers above `truncate_after_layer`, for grounding only."""
