@@ -66,6 +66,15 @@ def test_a_shape_touching_the_image_border_survives_polygons():
     assert _iou(_round_trip(corner), corner) >= 0.95
 
 
+def test_one_pixel_thin_tails_and_walls_survive_polygons():
+    mask = np.zeros((H, W), dtype=bool)
+    mask[10:20, 10:20] = True
+    mask[15, 20:40] = True  # a tail one pixel thin
+    mask[40:60, 60:80] = True
+    mask[41:59, 61:79] = False  # a frame one pixel thin around a hole
+    assert np.array_equal(_round_trip(mask), mask)
+
+
 def test_a_square_outline_runs_along_the_pixel_edges():
     square = np.zeros((H, W), dtype=bool)
     square[10:20, 30:45] = True  # rows 10..19, columns 30..44

@@ -122,7 +122,7 @@ def mask_to_polygons(
             holes.append(contours[child])
             child = links[child][0]
         parts.append(_part_outline(contour, holes))
-    shape = shapely.union_all(parts).simplify(tolerance_px, preserve_topology=True)
+    shape = (parts[0] if len(parts) == 1 else shapely.union_all(parts)).simplify(tolerance_px, preserve_topology=True)
     return _drop_small(shape, min_area_px)
 
 
@@ -139,14 +139,21 @@ def _ring_geometry(points: np.ndarray) -> shapely.Geometry:
 
 
 def _part_outline(contour: np.ndarray, holes: list[np.ndarray]) -> shapely.Geometry:
-    """One connected part: its traced centres minus its holes, grown by half a pixel to the pixel edges."""
+    """One connected part: its traced centres minus its holes, grown by half a pixel to the pixel edges.
+
+    `make_valid` keeps stretches one pixel thin as lines, so they survive; walls one pixel thin between the
+    outline and a hole are kept by adding the traced rings themselves.
+    """
     outer = _centre_ring(contour)
-    inners = [_centre_ring(hole) for hole in holes]
-    pieces = [_ring_geometry(ring) for ring in [outer, *inners]]
-    if len(outer) >= 3:
+    if len(outer) < 3:
+        return _ring_geometry(outer).buffer(0.5, cap_style="square", join_style="mitre")
+    area = shapely.make_valid(Polygon(outer))
+    if holes:
+        inners = [_centre_ring(hole) for hole in holes]
         cut = shapely.union_all([shapely.make_valid(Polygon(ring)) for ring in inners if len(ring) >= 3])
-        pieces.append(shapely.make_valid(Polygon(outer)).difference(cut))
-    return shapely.union_all(pieces).buffer(0.5, cap_style="square", join_style="mitre")
+        rings = [_ring_geometry(ring) for ring in [outer, *inners]]
+        area = shapely.union_all([area.difference(cut), *rings])
+    return area.buffer(0.5, cap_style="square", join_style="mitre")
 
 
 def _drop_small(shape: shapely.Geometry, min_area_px: float) -> MultiPolygon:

@@ -57,6 +57,7 @@ _TRANSPOSE_FOR_ORIENTATION = {
 }
 _SWAPS_AXES = frozenset({5, 6, 7, 8})
 _WHITE = (255, 255, 255)
+_DIGIT_RUNS = re.compile(r"(\d+)")
 
 
 @dataclass(frozen=True)
@@ -77,11 +78,9 @@ class ScanResult:
 
 
 def natural_key(relative_path: str) -> tuple:
-    """Sort key that orders digit runs by value, component by component, case-insensitively."""
-    parts = tuple(
-        tuple(int(tok) if i % 2 else tok.casefold() for i, tok in enumerate(re.split(r"(\d+)", part)))
-        for part in relative_path.split("/")
-    )
+    """Sort key that orders digit runs by value, folder by folder ('/' sorts first), case-insensitively."""
+    parts: list = _DIGIT_RUNS.split(relative_path.replace("/", "\0").casefold())
+    parts[1::2] = map(int, parts[1::2])
     return parts, relative_path
 
 
@@ -119,8 +118,8 @@ def scan_folder(root: str | os.PathLike) -> ScanResult:
                 skipped.append(SkippedFile(relative, reason))
             elif entry.is_dir():
                 (linked if entry.is_symlink() else pending).append((Path(entry.path), relative + "/"))
-            elif Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES:
-                skipped.append(SkippedFile(relative, f"not an image type ({Path(entry.name).suffix or 'no suffix'})"))
+            elif (suffix := os.path.splitext(entry.name)[1]).lower() not in IMAGE_SUFFIXES:
+                skipped.append(SkippedFile(relative, f"not an image type ({suffix or 'no suffix'})"))
             elif entry.stat().st_size == 0:
                 skipped.append(SkippedFile(relative, "empty file (0 bytes)"))
             else:

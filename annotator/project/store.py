@@ -489,37 +489,29 @@ class ProjectStore:
         found = scan.images
         found_set = set(found)
         known = {
-            path: (image_id, bool(present), fingerprint, file_bytes)
-            for image_id, path, present, fingerprint, file_bytes in self._db.execute(
-                "SELECT id, path, present, fingerprint, file_bytes FROM images"
+            path: (image_id, bool(present), fingerprint, file_bytes, position)
+            for image_id, path, present, fingerprint, file_bytes, position in self._db.execute(
+                "SELECT id, path, present, fingerprint, file_bytes, position FROM images"
             )
         }
         new = [p for p in found if p not in known]
         vanished = {path: info for path, info in known.items() if info[1] and path not in found_set}
         moves = self._find_moves(new, vanished)
-        moved_to = set(moves.values())
-        with self._transaction():
-            for old_path, new_path in moves.items():
-                self._db.execute(
-                    "UPDATE images SET path = ?, present = 1 WHERE id = ?", (new_path, known[old_path][0])
-                )
-            positions = {p: i for i, p in enumerate(found)}
-            self._db.executemany(
-                "INSERT INTO images (path, position) VALUES (?, ?)",
-                ((p, positions[p]) for p in new if p not in moved_to),
-            )
-            self._db.executemany(
-                "UPDATE images SET present = 0 WHERE path = ?", ((p,) for p in vanished if p not in moves)
-            )
-            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS listing (path TEXT PRIMARY KEY, position INTEGER)")
-            self._db.execute("DELETE FROM temp.listing")
-            self._db.executemany("INSERT INTO temp.listing VALUES (?, ?)", ((p, i) for i, p in enumerate(found)))
-            self._db.execute(
-                "UPDATE images SET position = (SELECT position FROM temp.listing WHERE listing.path = images.path), "
-                "present = 1 WHERE path IN (SELECT path FROM temp.listing) "
-                "AND (present = 0 OR position != (SELECT position FROM temp.listing WHERE listing.path = images.path))"
-            )
-            self._db.execute("DELETE FROM temp.listing")
+        moved_to = {new_path: known[old_path][0] for old_path, new_path in moves.items()}
+        inserts, updates = [], []
+        for position, path in enumerate(found):
+            if path in moved_to:
+                updates.append((path, position, moved_to[path]))
+            elif path not in known:
+                inserts.append((path, position))
+            elif not known[path][1] or known[path][4] != position:
+                updates.append((path, position, known[path][0]))
+        gone = [(path,) for path in vanished if path not in moves]
+        if inserts or updates or gone:
+            with self._transaction():
+                self._db.executemany("UPDATE images SET present = 0 WHERE path = ?", gone)
+                self._db.executemany("UPDATE images SET path = ?, position = ?, present = 1 WHERE id = ?", updates)
+                self._db.executemany("INSERT INTO images (path, position) VALUES (?, ?)", inserts)
         return SyncReport(
             added=len(new) - len(moves),
             reattached=len(moves),
@@ -531,7 +523,7 @@ class ProjectStore:
     def _find_moves(self, new: list[str], vanished: dict[str, tuple]) -> dict[str, str]:
         """Vanished path -> new path, where a fingerprint matches exactly one vanished and one new file."""
         by_size: dict[int, list[tuple[str, str]]] = {}
-        for path, (_, _, fingerprint, file_bytes) in vanished.items():
+        for path, (_, _, fingerprint, file_bytes, _) in vanished.items():
             if fingerprint is not None and file_bytes is not None:
                 by_size.setdefault(file_bytes, []).append((path, fingerprint))
         if not by_size:
