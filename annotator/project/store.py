@@ -31,11 +31,23 @@ Undo
     the row operations that undo and redo it. `undo()` / `redo()` apply them (the app's QUndoStack calls these).
     History is per store object (a session): one session never undoes another's changes, a new change drops the
     session's redo steps, and the oldest entries beyond `HISTORY_LIMIT` are pruned. Folder syncs, header reads
-    and bulk imports (`add_annotations(..., undoable=False)`) are not undoable.
+    and calls with `undoable=False` (imports, the pre-labeller's bulk adds) are not recorded.
+
+API (records are frozen dataclasses: `ImageRecord`, `Category`, `Annotation`; `NewAnnotation` for bulk adds)
+    images: `sync_folder`, `images`, `image`, `image_by_path`, `image_path`, `ensure_image_info`,
+    `fill_image_info`, `add_images`, `status_counts`, `set_image_done`;
+    categories: `categories`, `category`, `category_by_name`, `add_category`, `ensure_category`;
+    annotations: `annotations`, `annotation`, `add_annotation`, `add_annotations`, `accept`, `reject`,
+    `set_status`, `update_box`, `update_mask`, `update_category`, `delete_annotation`;
+    history: `undo`, `redo`, `can_undo`, `can_redo`; file: `path`, `image_root`, `max_pixels`,
+    `connection_settings`, `integrity_check`, `close` (also a context manager).
+    Caller mistakes (a box outside the image, a mask of the wrong size, an unknown category) raise ValueError;
+    an unknown id raises KeyError; the file itself (busy, unwritable, corrupt, too new) raises ProjectStoreError.
 
 Schema
     `PRAGMA user_version` is the schema version. Opening applies the forward migrations from the file's version
-    to `SCHEMA_VERSION` in one transaction; a file written by a newer version is refused.
+    to `SCHEMA_VERSION` in one transaction (taking the write lock only then); a file written by a newer version
+    is refused.
 """
 
 from __future__ import annotations
