@@ -155,6 +155,113 @@ class ImageLoader:
 
 
 @dataclass(frozen=True)
+class PendingWork:
+    """What a run still has to do: `todo` holds (image id, path, expressions still to ask) per image in folder
+    order; `already_done`: images complete from an earlier run; `skipped`: 'path: reason' found on the way."""
+
+    todo: tuple[tuple[int, str, tuple[str, ...]], ...]
+    already_done: int
+    skipped: tuple[str, ...]
+
+
+def find_pending_work(store: ProjectStore, plan: ExpressionPlan) -> PendingWork:
+    """Sync the store with its folder and list, per image, the planned expressions the store does not hold yet."""
+    scan = store.sync_folder()
+    skipped = [f"{s.path}: {s.reason}" for s in scan.skipped if _meant_as_image(store.image_root / s.path)]
+    records = store.images()
+    known = {record.path for record in records}
+    skipped.extend(f"{path}: not an image in the folder" for path in plan.per_image if path not in known)
+    todo, already_done = [], 0
+    for record in records:
+        wanted = plan.for_image(record.path)
+        if not wanted:
+            continue
+        if record.error is not None:
+            skipped.append(f"{record.path}: {record.error}")
+            continue
+        asked = {normalise_expression(a.expression) for a in store.annotations(record.id)} if record.n_annotations else set()
+        missing = tuple(e for e in wanted if e not in asked)
+        if missing:
+            todo.append((record.id, record.path, missing))
+        else:
+            already_done += 1
+    return PendingWork(tuple(todo), already_done, tuple(skipped))
+
+
+@dataclass(frozen=True)
+class ImageLabeller:
+    """Turns a proposer's answers on one image into pending annotations of category `category_id`.
+
+    `masks`: None (boxes only), "sam" (the proposer's SAM masks) or "coarse" (the heads' region, the paper's
+    pseudo-mask). `model_id` is recorded with every proposal. Holds no model, so it travels to other processes.
+    """
+
+    category_id: int
+    masks: MaskKind | None = None
+    all_instances: bool = False
+    model_id: str = ""
+
+    def label(
+        self, proposer: Any, image_id: int, pixels: np.ndarray, expressions: Sequence[str], lead_ms: float = 0.0
+    ) -> tuple[list[NewAnnotation], float]:
+        """Propose every expression on the image; the annotations to store and the summed proposer ms.
+
+        `lead_ms`: time already spent on this image by the proposer's prefetch, counted in its first expression.
+        """
+        items = []
+        total_ms = 0.0
+        for index, expression in enumerate(expressions):
+            began = perf_counter()
+            proposals = proposer.propose(image_id, pixels, expression, all_instances=self.all_instances)
+            latency_ms = (perf_counter() - began) * 1000.0 + (lead_ms if index == 0 else 0.0)
+            total_ms += latency_ms
+            items.extend(self.annotation(image_id, expression, p, latency_ms) for p in proposals)
+        return items, total_ms
+
+    def annotation(self, image_id: int, expression: str, proposal: Any, latency_ms: float) -> NewAnnotation:
+        """One proposal as a pending annotation, with the attention box, latency and mask kind in its extra."""
+        mask, mask_kind = None, None
+        if self.masks == "sam" and proposal.mask is not None:
+            mask, mask_kind = proposal.mask, "sam"
+        elif self.masks == "coarse" and proposal.coarse_mask.any():
+            proposal = proposal.with_mask(proposal.coarse_mask, None)
+            mask, mask_kind = proposal.mask, "coarse"
+        extra = {
+            "attention_box_xyxy": [float(v) for v in proposal.attention_box_xyxy],
+            "latency_ms": round(latency_ms, 3),
+            "model": self.model_id,
+        }
+        if self.masks == "sam" and proposal.mask_note:
+            extra["mask_note"] = proposal.mask_note
+        if mask_kind is not None:
+            extra["mask_kind"] = mask_kind
+            if proposal.mask_score is not None:
+                extra["mask_score"] = float(proposal.mask_score)
+        return NewAnnotation(
+            image_id=image_id,
+            category_id=self.category_id,
+            box_xyxy=tuple(float(v) for v in proposal.box_xyxy),
+            rle=None if mask is None else Rle.from_mask(mask),
+            expression=expression,
+            source="proposal",
+            score=float(proposal.score),
+            heads=tuple(proposal.heads),
+            status="pending",
+            extra=extra,
+        )
+
+
+def store_annotations(store: ProjectStore, items: Sequence[NewAnnotation], where: str) -> None:
+    """Commit one unit of proposals (an image, a shard) in one transaction, outside the undo history."""
+    if not items:
+        return
+    try:
+        store.add_annotations(items, undoable=False, label=f"prelabel {where}")
+    except ValueError as exc:
+        raise ProjectStoreError(f"{where}: the proposals cannot be stored ({exc})") from exc
+
+
+@dataclass(frozen=True)
 class PrelabelReport:
     """What a run did. `images_total`: images with expressions to ask; `images_already_done`: complete from an
     earlier run; `images_done`: completed in this run; `images_left`: not reached (after a stop); `skipped`: 'path: reason' for images that could not be
@@ -197,11 +304,8 @@ class Prelabeller:
     ) -> None:
         self.proposer = proposer
         self.store = store
-        self.category_id = store.ensure_category(category).id
-        self.masks = masks
-        self.all_instances = all_instances
+        self.labeller = ImageLabeller(store.ensure_category(category).id, masks, all_instances, model_id)
         self.prefetch_depth = prefetch_depth
-        self.model_id = model_id
 
     def run(
         self,
@@ -216,9 +320,8 @@ class Prelabeller:
         """
         start = perf_counter()
         stop = stop or threading.Event()
-        scan = self.store.sync_folder()
-        skipped = [f"{s.path}: {s.reason}" for s in scan.skipped if _meant_as_image(self.store.image_root / s.path)]
-        todo, already_done = self._pending_work(plan, skipped)
+        work = find_pending_work(self.store, plan)
+        todo, already_done, skipped = work.todo, work.already_done, list(work.skipped)
         total = len(todo) + already_done
         if progress is not None:
             progress(0, already_done, total)
@@ -244,7 +347,11 @@ class Prelabeller:
                         began = perf_counter()
                         self.proposer.prefetch(following.image_id, following.pixels)
                         ahead_ms[following.image_id] = (perf_counter() - began) * 1000.0
-                    count, latency = self._label_image(current, expressions_of[current.image_id], lead_ms)
+                    annotations, latency = self.labeller.label(
+                        self.proposer, current.image_id, current.pixels, expressions_of[current.image_id], lead_ms
+                    )
+                    store_annotations(self.store, annotations, current.path)
+                    count = len(annotations)
                     added += count
                     latencies.append(latency)
                     done += 1
@@ -265,78 +372,6 @@ class Prelabeller:
             latencies_ms=tuple(latencies),
             seconds=perf_counter() - start,
             interrupted=interrupted,
-        )
-
-    def _pending_work(self, plan: ExpressionPlan, skipped: list[str]) -> tuple[list[tuple[int, str, tuple[str, ...]]], int]:
-        """(image id, path, expressions still to ask) per image, in folder order, and how many are complete."""
-        records = self.store.images()
-        known = {record.path for record in records}
-        skipped.extend(f"{path}: not an image in the folder" for path in plan.per_image if path not in known)
-        todo, already_done = [], 0
-        for record in records:
-            wanted = plan.for_image(record.path)
-            if not wanted:
-                continue
-            if record.error is not None:
-                skipped.append(f"{record.path}: {record.error}")
-                continue
-            asked = {normalise_expression(a.expression) for a in self.store.annotations(record.id)} if record.n_annotations else set()
-            missing = tuple(e for e in wanted if e not in asked)
-            if missing:
-                todo.append((record.id, record.path, missing))
-            else:
-                already_done += 1
-        return todo, already_done
-
-    def _label_image(self, loaded: LoadedImage, expressions: tuple[str, ...], lead_ms: float) -> tuple[int, float]:
-        """Propose every expression on one image and commit them together; (proposals added, summed ms).
-
-        `lead_ms`: time already spent on this image by the proposer's prefetch, counted in its first expression.
-        """
-        items = []
-        total_ms = 0.0
-        for index, expression in enumerate(expressions):
-            began = perf_counter()
-            proposals = self.proposer.propose(loaded.image_id, loaded.pixels, expression, all_instances=self.all_instances)
-            latency_ms = (perf_counter() - began) * 1000.0 + (lead_ms if index == 0 else 0.0)
-            total_ms += latency_ms
-            items.extend(self._annotation(loaded.image_id, expression, p, latency_ms) for p in proposals)
-        if items:
-            try:
-                self.store.add_annotations(items, undoable=False, label=f"prelabel {loaded.path}")
-            except ValueError as exc:
-                raise ProjectStoreError(f"{loaded.path}: the proposals cannot be stored ({exc})") from exc
-        return len(items), total_ms
-
-    def _annotation(self, image_id: int, expression: str, proposal: Any, latency_ms: float) -> NewAnnotation:
-        mask, mask_kind = None, None
-        if self.masks == "sam" and proposal.mask is not None:
-            mask, mask_kind = proposal.mask, "sam"
-        elif self.masks == "coarse" and proposal.coarse_mask.any():
-            proposal = proposal.with_mask(proposal.coarse_mask, None)
-            mask, mask_kind = proposal.mask, "coarse"
-        extra = {
-            "attention_box_xyxy": [float(v) for v in proposal.attention_box_xyxy],
-            "latency_ms": round(latency_ms, 3),
-            "model": self.model_id,
-        }
-        if self.masks == "sam" and proposal.mask_note:
-            extra["mask_note"] = proposal.mask_note
-        if mask_kind is not None:
-            extra["mask_kind"] = mask_kind
-            if proposal.mask_score is not None:
-                extra["mask_score"] = float(proposal.mask_score)
-        return NewAnnotation(
-            image_id=image_id,
-            category_id=self.category_id,
-            box_xyxy=tuple(float(v) for v in proposal.box_xyxy),
-            rle=None if mask is None else Rle.from_mask(mask),
-            expression=expression,
-            source="proposal",
-            score=float(proposal.score),
-            heads=tuple(proposal.heads),
-            status="pending",
-            extra=extra,
         )
 
 
