@@ -1,0 +1,58 @@
+"""Opening a folder off the GUI thread: create or reopen its project store and bring it in line with the files.
+
+The scan reads directory entries only (no image is decoded), and the store's folder sync inserts new files in
+one transaction, so 10,000 images list in about a second; the GUI then opens its own store connection (a store
+belongs to the thread that opened it) and lists the images from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from time import perf_counter
+
+from PySide6.QtCore import QThread, Signal
+
+from annotator.errors import AnnotatorError
+from annotator.project.images import SkippedFile, scan_folder
+from annotator.project.store import ProjectStore, SyncReport
+
+
+@dataclass(frozen=True)
+class FolderSynced:
+    """The folder's store is up to date: where it is, what the scan skipped (with reasons), what changed."""
+
+    folder: Path
+    store_path: Path
+    skipped: tuple[SkippedFile, ...]
+    report: SyncReport
+    seconds: float
+
+
+class FolderSync(QThread):
+    """Scans a folder and syncs its store on a background thread; emits `synced` or `failed` (a message)."""
+
+    synced = Signal(object)  # FolderSynced
+    failed = Signal(str)
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def run(self) -> None:
+        start = perf_counter()
+        try:
+            store = ProjectStore.for_folder(self.folder)
+            try:
+                scan = scan_folder(self.folder)
+                report = store.sync_folder(scan)
+                store_path = store.path
+            finally:
+                store.close()
+        except AnnotatorError as err:
+            self.failed.emit(str(err))
+            return
+        except OSError as err:
+            self.failed.emit(f"{self.folder} cannot be opened: {err.strerror or err}")
+            return
+        self.synced.emit(FolderSynced(self.folder, store_path, scan.skipped, report, perf_counter() - start))
