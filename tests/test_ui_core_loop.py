@@ -1,0 +1,268 @@
+"""The app's core loop with the planted model: open a folder, type an expression, accept or reject, export."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import threading
+from pathlib import Path
+from time import perf_counter
+
+import numpy as np
+from pycocotools.coco import COCO
+from PySide6.QtCore import Qt, QTimer
+
+from annotator.grounding.scenes import write_demo
+from annotator.paths import DEMO_DIR
+from annotator.ui.export_dialog import ExportDialog
+from annotator.ui.settings import ModelSettings
+from tests.ui_fixtures import (  # noqa: F401 (fixtures are found by name)
+    STEP_TIMEOUT_MS,
+    app_settings,
+    box_iou,
+    isolated_qsettings,
+    make_window,
+    open_folder,
+    planted_model_path,
+    propose,
+    reopen_store,
+    scene_folder,
+    show_image_named,
+    window,
+)
+
+
+def test_open_type_accept_export_gives_a_coco_file_with_the_planted_object(qtbot, window, scene_folder, tmp_path):
+    folder, scenes = scene_folder
+    open_folder(qtbot, window, folder)
+    name = "scene_012.png"
+    scene = scenes[name]
+    show_image_named(qtbot, window, name)
+    assert propose(qtbot, window, scene.expression) == 1
+    with qtbot.waitSignal(window.annotations_changed, timeout=STEP_TIMEOUT_MS):
+        qtbot.keyClick(window.canvas, Qt.Key.Key_Return)
+
+    with qtbot.waitSignal(window.exported, timeout=STEP_TIMEOUT_MS):
+        qtbot.keyClick(window, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+        dialog = window.export_dialog
+        assert isinstance(dialog, ExportDialog)
+        dialog.path.setText(str(tmp_path / "export.json"))
+        dialog.accept()
+
+    coco = COCO(str(tmp_path / "export.json"))
+    [annotation] = coco.loadAnns(coco.getAnnIds())
+    [image] = coco.loadImgs([annotation["image_id"]])
+    x, y, w, h = annotation["bbox"]
+    assert image["file_name"] == name
+    assert annotation["expression"] == scene.expression
+    assert box_iou((x, y, x + w, y + h), scene.target.box_xyxy) >= 0.5
+    assert coco.annToMask(annotation).any()
+
+
+def test_the_expression_box_head_noun_becomes_the_category(qtbot, window, scene_folder):
+    folder, scenes = scene_folder
+    open_folder(qtbot, window, folder)
+    scene = scenes[show_image_name(window)]
+    colour, shape = scene.target.colour, scene.target.shape
+    propose(qtbot, window, f"the {colour} {shape}")
+    with qtbot.waitSignal(window.annotations_changed, timeout=STEP_TIMEOUT_MS):
+        qtbot.keyClick(window.canvas, Qt.Key.Key_Space)
+    [annotation] = window.store.annotations(window.current_image_id)
+    assert window.store.category(annotation.category_id).name == shape
+
+
+def test_rejecting_a_proposal_leaves_nothing_in_the_store(qtbot, window, scene_folder):
+    folder, scenes = scene_folder
+    open_folder(qtbot, window, folder)
+    scene = scenes[show_image_name(window)]
+    propose(qtbot, window, scene.expression)
+    assert window.canvas.annotation_keys()
+    qtbot.keyClick(window.canvas, Qt.Key.Key_Escape)
+    assert window.canvas.annotation_keys() == []
+    with reopen_store(folder) as store:
+        assert store.annotations() == []
+        assert store.categories() == []
+
+
+def test_an_accepted_annotation_survives_closing_and_reopening_the_app(qtbot, app_settings, window, scene_folder):
+    folder, scenes = scene_folder
+    open_folder(qtbot, window, folder)
+    scene = scenes[show_image_name(window)]
+    propose(qtbot, window, scene.expression)
+    with qtbot.waitSignal(window.annotations_changed, timeout=STEP_TIMEOUT_MS):
+        qtbot.keyClick(window.canvas, Qt.Key.Key_Return)
+    accepted_box = window.store.annotations()[0].box_xyxy
+    window.close()
+
+    reopened = make_window(qtbot, app_settings)
+    open_folder(qtbot, reopened, folder)
+    [annotation] = reopened.store.annotations()
+    assert annotation.status == "accepted"
+    assert annotation.box_xyxy == accepted_box
+    assert annotation.expression == scene.expression
+    assert reopened.canvas.annotation_keys() == [annotation.id]
+
+
+def test_a_10ms_timer_keeps_firing_while_inference_runs(qtbot, window, scene_folder, record_property):
+    folder, scenes = scene_folder
+    open_folder(qtbot, window, folder)
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(perf_counter()))
+    timer.start()
+    for step in range(3):
+        scene = scenes[show_image_name(window)]
+        for expression in (scene.expression, "the black one", f"the {scene.target.colour} one in the picture"):
+            propose(qtbot, window, expression)
+        if step < 2:
+            with qtbot.waitSignal(window.image_shown, timeout=STEP_TIMEOUT_MS):
+                qtbot.keyClick(window.canvas, Qt.Key.Key_D)
+    timer.stop()
+    gaps_ms = np.diff(ticks) * 1000.0
+    record_property("largest_gap_ms", float(gaps_ms.max()))
+    print(f"10 ms timer over 3 images x 3 proposals: {len(ticks)} ticks, largest gap {gaps_ms.max():.1f} ms")
+    assert len(ticks) > 20
+    assert gaps_ms.max() < 100.0
+
+
+def test_switching_images_mid_inference_never_shows_the_old_proposal(qtbot, window, scene_folder):
+    folder, scenes = scene_folder
+    open_folder(qtbot, window, folder)
+    first = show_image_name(window)
+    gate = threading.Event()
+    worker = window.inference.inference
+    real = worker._models
+    worker._models = dataclasses.replace(real, proposer=GatedProposer(real.proposer, gate))
+
+    box = window.panel.expression
+    box.setFocus()
+    qtbot.keyClicks(box, scenes[first].expression)
+    qtbot.keyClick(box, Qt.Key.Key_Return)
+    qtbot.waitUntil(worker._models.proposer.entered.is_set, timeout=STEP_TIMEOUT_MS)
+    with qtbot.waitSignal(window.image_shown, timeout=STEP_TIMEOUT_MS):
+        qtbot.keyClick(window.canvas, Qt.Key.Key_D)
+    second = window.store.image(window.current_image_id).path
+    assert second != first
+    with qtbot.waitSignal(worker.proposed, timeout=STEP_TIMEOUT_MS):
+        gate.set()
+    qtbot.wait(50)
+    assert window.canvas.annotation_keys() == []
+    assert window.heads_panel.head_names == []
+
+    assert propose(qtbot, window, scenes[second].expression) == 1
+    [key] = window.canvas.annotation_keys()
+    shown_box = window.canvas.item_for(key).box_xyxy
+    assert box_iou(shown_box, scenes[second].target.box_xyxy) >= 0.5
+
+
+def test_a_corrupt_image_gives_a_message_and_the_app_keeps_working(qtbot, window, scene_folder):
+    folder, scenes = scene_folder
+    good = (folder / "scene_011.png").read_bytes()
+    (folder / "scene_011b.png").write_bytes(good[: len(good) // 3])
+    open_folder(qtbot, window, folder)
+    with qtbot.waitSignal(window.message_shown, timeout=STEP_TIMEOUT_MS) as message:
+        window.show_image(window.store.image_by_path("scene_011b.png").id)
+    assert "scene_011b.png" in message.args[0]
+    assert "scene_011b.png" in window.canvas.placeholder
+
+    with qtbot.waitSignal(window.image_shown, timeout=STEP_TIMEOUT_MS):
+        qtbot.keyClick(window.canvas, Qt.Key.Key_D)
+    name = window.store.image(window.current_image_id).path
+    assert propose(qtbot, window, scenes[name].expression) == 1
+
+
+def test_a_failing_model_load_gives_a_message_and_the_app_keeps_working(qtbot, app_settings, scene_folder, tmp_path):
+    missing = tmp_path / "no-such-llava"
+    app_settings.set_model_settings(ModelSettings(model=str(missing), sam_type="none"))
+    window = make_window(qtbot, app_settings)
+    with qtbot.waitSignal(window.models_changed, timeout=STEP_TIMEOUT_MS) as loaded:
+        window.start_models()
+    assert loaded.args[0] is None
+    assert window.message_bar.isVisible()
+    assert str(missing) in window.message_bar.text
+    assert "Use demo model" in window.message_bar.button_texts()
+
+    folder, scenes = scene_folder
+    open_folder(qtbot, window, folder)
+    with qtbot.waitSignal(window.image_shown, timeout=STEP_TIMEOUT_MS):
+        qtbot.keyClick(window.canvas, Qt.Key.Key_D)
+    with qtbot.waitSignal(window.message_shown, timeout=STEP_TIMEOUT_MS):
+        propose_without_waiting(qtbot, window, "the red one")
+    assert window.canvas.annotation_keys() == []
+
+
+def test_the_demo_model_is_offered_and_named_in_the_title(qtbot, app_settings, tmp_path, planted_model_path, monkeypatch):
+    monkeypatch.setattr("annotator.ui.settings.DEMO_MODEL_PATH", planted_model_path)
+    app_settings.set_model_settings(ModelSettings(model=str(tmp_path / "no-such-llava"), sam_type="none"))
+    window = make_window(qtbot, app_settings)
+    with qtbot.waitSignal(window.models_changed, timeout=STEP_TIMEOUT_MS):
+        window.start_models()
+    with qtbot.waitSignal(window.models_changed, timeout=STEP_TIMEOUT_MS) as loaded:
+        qtbot.mouseClick(window.message_bar.button("Use demo model"), Qt.MouseButton.LeftButton)
+    assert loaded.args[0].is_demo
+    assert "DEMO" in window.windowTitle()
+    assert app_settings.model_settings().model == str(planted_model_path)
+
+
+def test_skipped_files_are_listed_with_their_reason(qtbot, window, scene_folder):
+    folder, _ = scene_folder
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "empty.png").write_bytes(b"")
+    open_folder(qtbot, window, folder)
+    skipped = [window.image_list.skipped.item(i).text() for i in range(window.image_list.skipped.count())]
+    assert any(text.startswith("empty.png: ") for text in skipped)
+    assert window.image_list.proxy.rowCount() == 3
+
+
+def test_screenshot_of_the_main_window_with_a_proposal_on_a_demo_image(qtbot, window, tmp_path):
+    folder = tmp_path / "demo"
+    if any(DEMO_DIR.glob("*.png")):
+        shutil.copytree(DEMO_DIR, folder, ignore=shutil.ignore_patterns(".*"))
+    else:
+        write_demo(folder)
+    open_folder(qtbot, window, folder)
+    record = window.store.image(window.current_image_id)
+    truth = {json.loads(line)["image"]: json.loads(line) for line in (folder / "ground_truth.jsonl").read_text().splitlines()}
+    target = truth[record.path]["objects"][0]
+    propose(qtbot, window, target["expression"])
+    window.set_heatmap_visible(False)
+    qtbot.waitUntil(lambda: all(label.isVisible() for label in window.heads_panel.map_labels))
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / "main_window_proposal.png"
+    assert window.grab().save(str(path))
+    [key] = window.canvas.annotation_keys()
+    assert box_iou(window.canvas.item_for(key).box_xyxy, target["box_xyxy"]) >= 0.5
+    assert path.stat().st_size > 10_000
+
+
+class GatedProposer:
+    """The real proposer, made to wait at `gate` once it has started proposing (a slow model, deterministically)."""
+
+    def __init__(self, proposer, gate: threading.Event) -> None:
+        self.proposer = proposer
+        self.gate = gate
+        self.entered = threading.Event()
+
+    def propose(self, *args, **kwargs):
+        self.entered.set()
+        assert self.gate.wait(timeout=STEP_TIMEOUT_MS / 1000)
+        return self.proposer.propose(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.proposer, name)
+
+
+def show_image_name(window) -> str:
+    return window.store.image(window.current_image_id).path
+
+
+def propose_without_waiting(qtbot, window, expression: str) -> None:
+    box = window.panel.expression
+    box.setFocus()
+    qtbot.keyClicks(box, expression)
+    qtbot.keyClick(box, Qt.Key.Key_Return)
+
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

@@ -1,0 +1,151 @@
+"""Fixtures for the app's tests: settings in a temporary INI file (the user's are never touched), folders of
+generated scenes with known objects, the planted model, and a shown main window.
+
+Import the fixtures into a test module with `from tests.ui_fixtures import *`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PySide6.QtCore import QSettings, Qt
+
+from annotator.grounding.scenes import Scene, SceneConfig, box_iou, generate_scene
+from annotator.paths import MODELS_DIR
+from annotator.project.store import ProjectStore
+from annotator.ui.main_window import MainWindow
+from annotator.ui.settings import AppSettings, ModelSettings
+
+SHIPPED_PLANTED_MODEL = MODELS_DIR / "planted-llava"
+WIDE_OBJECTS = SceneConfig(
+    long_side=(336, 336),
+    aspect=(1.0, 1.0),
+    num_objects=(2, 3),
+    target_width=(0.42, 0.5),
+    other_width=(0.18, 0.24),
+    object_aspect=(0.85, 1.15),
+    noise_sigma=(3.0, 6.0),
+)
+"""Square scenes whose target is 10-12 cells wide on a 24 x 24 grid (the method widens boxes ~2 cells a side)."""
+MODEL_TIMEOUT_MS = 120_000
+STEP_TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="session")
+def planted_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped planted model folder, or a fresh build of it when the repository does not hold it yet."""
+    if (SHIPPED_PLANTED_MODEL / "heads.json").is_file():
+        return SHIPPED_PLANTED_MODEL
+    from annotator.grounding.planted import save_planted_model
+
+    return save_planted_model(tmp_path_factory.mktemp("planted") / "planted-llava")
+
+
+@pytest.fixture(autouse=True)
+def isolated_qsettings(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Any QSettings made with the default constructor lands in a temporary folder, never the user's."""
+    folder = tmp_path_factory.mktemp("qsettings")
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    for scope in (QSettings.Scope.UserScope, QSettings.Scope.SystemScope):
+        QSettings.setPath(QSettings.Format.IniFormat, scope, str(folder))
+
+
+@pytest.fixture
+def app_settings(tmp_path: Path, planted_model_path: Path) -> AppSettings:
+    """Settings in a temporary INI file, with the planted model chosen and no SAM."""
+    settings = AppSettings.at(tmp_path / "settings.ini")
+    settings.set_model_settings(ModelSettings(model=str(planted_model_path), sam_type="none"))
+    return settings
+
+
+def write_scenes(folder: Path, seeds: list[int], config: SceneConfig = WIDE_OBJECTS) -> dict[str, Scene]:
+    """Write one PNG per seed (`scene_<seed>.png`) into `folder`; the scenes by file name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    scenes = {}
+    for seed in seeds:
+        scene = generate_scene(np.random.default_rng(seed), config)
+        name = f"scene_{seed:03d}.png"
+        cv2.imwrite(str(folder / name), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
+        scenes[name] = scene
+    return scenes
+
+
+@pytest.fixture
+def scene_folder(tmp_path: Path) -> tuple[Path, dict[str, Scene]]:
+    """Three generated scenes with wide, distinctly coloured targets."""
+    folder = tmp_path / "images"
+    return folder, write_scenes(folder, [11, 12, 13])
+
+
+def make_window(qtbot, settings: AppSettings) -> MainWindow:
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    window.resize(1280, 800)
+    window.show()
+    qtbot.waitExposed(window)
+    window.activateWindow()
+    return window
+
+
+@pytest.fixture
+def window(qtbot, app_settings: AppSettings) -> MainWindow:
+    """A shown main window with the planted model loading in the background."""
+    window = make_window(qtbot, app_settings)
+    with qtbot.waitSignal(window.models_changed, timeout=MODEL_TIMEOUT_MS) as loaded:
+        window.start_models()
+    assert loaded.args[0] is not None, window.message_bar.text
+    return window
+
+
+def open_folder(qtbot, window: MainWindow, folder: Path) -> None:
+    """Open `folder` and wait until its first image is on the canvas."""
+    with qtbot.waitSignal(window.image_shown, timeout=STEP_TIMEOUT_MS):
+        window.open_folder(folder)
+
+
+def show_image_named(qtbot, window: MainWindow, name: str) -> int:
+    """Make the image called `name` current and wait until it is shown; its image id."""
+    assert window.store is not None
+    record = window.store.image_by_path(name)
+    assert record is not None
+    if window.current_image_id != record.id:
+        with qtbot.waitSignal(window.image_shown, timeout=STEP_TIMEOUT_MS):
+            window.show_image(record.id)
+    return record.id
+
+
+def propose(qtbot, window: MainWindow, expression: str) -> int:
+    """Type `expression` and press Enter; wait for the proposals; how many there are."""
+    box = window.panel.expression
+    box.setFocus()
+    box.clear()
+    qtbot.keyClicks(box, expression)
+    with qtbot.waitSignal(window.proposals_shown, timeout=MODEL_TIMEOUT_MS) as shown:
+        qtbot.keyClick(box, Qt.Key.Key_Return)
+    return int(shown.args[0])
+
+
+def reopen_store(folder: Path) -> ProjectStore:
+    return ProjectStore.for_folder(folder)
+
+
+__all__ = [
+    "MODEL_TIMEOUT_MS",
+    "STEP_TIMEOUT_MS",
+    "WIDE_OBJECTS",
+    "app_settings",
+    "box_iou",
+    "isolated_qsettings",
+    "make_window",
+    "open_folder",
+    "planted_model_path",
+    "propose",
+    "reopen_store",
+    "scene_folder",
+    "show_image_named",
+    "window",
+    "write_scenes",
+]
