@@ -45,6 +45,8 @@ FILTERS = (
 )
 ORDERS = (("natural", "Folder order"), ("least_confident", "Least confident pending first"))
 RecordRole = Qt.ItemDataRole.UserRole + 1
+ReviewKeyRole = Qt.ItemDataRole.UserRole + 2
+"""Sort key of the review order: an image's lowest pending score, then pending without score, then the rest."""
 
 
 def record_status(record: ImageRecord) -> str:
@@ -123,20 +125,30 @@ class ImageListModel(QAbstractListModel):
             return "\n".join(lines)
         if role == RecordRole:
             return record
+        if role == ReviewKeyRole:
+            score = self._min_pending_score.get(record.id)
+            if record.n_pending and score is not None:
+                return float(score)
+            return 2.0 if record.n_pending else 3.0
         return None
 
 
 class ImageFilterModel(QSortFilterProxyModel):
-    """Filters by a text (part of the path, any case) and a status; orders by folder order or review order."""
+    """Filters by a text (part of the path, any case) and a status; orders by folder order or review order.
+
+    The review order sorts on `ReviewKeyRole` numbers, compared by Qt itself (a stable sort, so ties keep the
+    folder order); the folder order does not sort at all. Both stay fast for 10,000 rows.
+    """
 
     def __init__(self, source: ImageListModel) -> None:
         super().__init__()
         self._images = source
         self.setSourceModel(source)
+        self.setSortRole(ReviewKeyRole)
+        self.setDynamicSortFilter(False)
         self._text = ""
         self._status = "all"
         self._order = "natural"
-        self.sort(0)
 
     def set_text(self, text: str) -> None:
         self._text = text.strip().lower()
@@ -148,8 +160,7 @@ class ImageFilterModel(QSortFilterProxyModel):
 
     def set_order(self, order: str) -> None:
         self._order = order
-        self.invalidate()
-        self.sort(0)
+        self.sort(0 if order == "least_confident" else -1)
 
     def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:
         record = self._images.record_at(source_row)
@@ -161,28 +172,13 @@ class ImageFilterModel(QSortFilterProxyModel):
             return record_status(record) == self._status
         return True
 
-    def lessThan(
-        self, left: QModelIndex | QPersistentModelIndex, right: QModelIndex | QPersistentModelIndex
-    ) -> bool:
-        if self._order == "least_confident":
-            a = self._review_key(left.row())
-            b = self._review_key(right.row())
-            if a != b:
-                return a < b
-        return left.row() < right.row()
-
-    def _review_key(self, source_row: int) -> tuple[int, float]:
-        record = self._images.record_at(source_row)
-        score = self._images.pending_score(record.id)
-        if record.n_pending and score is not None:
-            return (0, score)
-        if record.n_pending:
-            return (1, 0.0)
-        return (2, 0.0)
-
 
 class ImageListPanel(QWidget):
-    """Filter box, status filter, order, the list, and the skipped files."""
+    """Filter box, status filter, order, the list, and the skipped files.
+
+    Without a filter and in folder order the view shows the model itself; the filtering proxy is attached only
+    while a filter or the review order is on, so opening 10,000 images costs no per-row Python filtering.
+    """
 
     image_chosen = Signal(int)  # image id
     order_changed = Signal(str)
@@ -201,8 +197,9 @@ class ImageListPanel(QWidget):
         for key, text in ORDERS:
             self.order.addItem(text, key)
         self.view = QListView()
-        self.view.setModel(self.proxy)
         self.view.setUniformItemSizes(True)
+        self.view.setLayoutMode(QListView.LayoutMode.Batched)
+        self.view.setBatchSize(1000)
         self.view.setEditTriggers(QListView.EditTrigger.NoEditTriggers)
         self.view.setSelectionMode(QListView.SelectionMode.SingleSelection)
         self.summary = QLabel()
@@ -224,11 +221,21 @@ class ImageListPanel(QWidget):
         layout.addWidget(self.skipped_label)
         layout.addWidget(self.skipped)
         self.set_skipped([])
+        self._shown: ImageListModel | ImageFilterModel | None = None
+        self._show(self.model)
 
-        self.filter_box.textChanged.connect(self.proxy.set_text)
-        self.status_filter.currentIndexChanged.connect(lambda: self.proxy.set_status(self.status_filter.currentData()))
+        self.filter_box.textChanged.connect(self._filters_changed)
+        self.status_filter.currentIndexChanged.connect(self._filters_changed)
         self.order.currentIndexChanged.connect(self._order_changed)
-        self.view.selectionModel().currentChanged.connect(self._current_changed)
+
+    @property
+    def filtering(self) -> bool:
+        """Whether the view shows the filtered / sorted proxy rather than every image in folder order."""
+        return self._shown is self.proxy
+
+    def visible_count(self) -> int:
+        """Images listed in the view (after the filter)."""
+        return self._shown.rowCount()
 
     def set_records(self, records: Sequence[ImageRecord]) -> None:
         self.model.set_records(records)
@@ -256,16 +263,16 @@ class ImageListPanel(QWidget):
 
     def current_image_id(self) -> int | None:
         index = self.view.currentIndex()
-        if not index.isValid():
-            return None
-        return self.proxy.data(index, RecordRole).id
+        return self._shown.data(index, RecordRole).id if index.isValid() else None
+
+    def position_of(self, image_id: int) -> int | None:
+        """The image's row in the view (0-based), None when filtered out."""
+        index = self._view_index(image_id)
+        return index.row() if index.isValid() else None
 
     def select_image(self, image_id: int) -> bool:
-        """Make an image current in the view (without emitting `image_chosen` twice); False if filtered out."""
-        row = self.model.row_of(image_id)
-        if row is None:
-            return False
-        index = self.proxy.mapFromSource(self.model.index(row))
+        """Make an image current in the view; False if it is filtered out."""
+        index = self._view_index(image_id)
         if not index.isValid():
             return False
         if self.view.currentIndex() != index:
@@ -276,24 +283,53 @@ class ImageListPanel(QWidget):
     def neighbour(self, image_id: int | None, step: int) -> int | None:
         """The image `step` rows away in the list as filtered and sorted; the first one when `image_id` is not
         shown; None past either end."""
-        count = self.proxy.rowCount()
+        count = self._shown.rowCount()
         if count == 0:
             return None
-        row = self.model.row_of(image_id) if image_id is not None else None
-        index = self.proxy.mapFromSource(self.model.index(row)) if row is not None else QModelIndex()
+        index = self._view_index(image_id) if image_id is not None else QModelIndex()
         target = index.row() + step if index.isValid() else (0 if step > 0 else count - 1)
         if not 0 <= target < count:
             return None
-        return self.proxy.data(self.proxy.index(target, 0), RecordRole).id
+        return self._shown.data(self._shown.index(target, 0), RecordRole).id
+
+    def _view_index(self, image_id: int) -> QModelIndex:
+        row = self.model.row_of(image_id)
+        if row is None:
+            return QModelIndex()
+        index = self.model.index(row)
+        return self.proxy.mapFromSource(index) if self.filtering else index
+
+    def _show(self, model: ImageListModel | ImageFilterModel) -> None:
+        """Put `model` in the view, keeping the current image current when it is still listed."""
+        if model is self._shown:
+            return
+        current = self.current_image_id() if self._shown is not None else None
+        if model is self.proxy:
+            self.proxy.setSourceModel(self.model)
+        self._shown = model
+        self.view.setModel(model)
+        self.view.selectionModel().currentChanged.connect(self._current_changed)
+        if model is self.model:
+            self.proxy.setSourceModel(None)
+        if current is not None:
+            self.select_image(current)
+
+    def _filters_changed(self) -> None:
+        wanted = bool(self.filter_box.text().strip()) or self.status_filter.currentData() != "all"
+        wanted = wanted or self.review_order != "natural"
+        if wanted:
+            self.proxy.set_text(self.filter_box.text())
+            self.proxy.set_status(str(self.status_filter.currentData()))
+            self.proxy.set_order(self.review_order)
+        self._show(self.proxy if wanted else self.model)
 
     def _current_changed(self, current: QModelIndex, previous: QModelIndex) -> None:
         if current.isValid():
-            self.image_chosen.emit(self.proxy.data(current, RecordRole).id)
+            self.image_chosen.emit(self._shown.data(current, RecordRole).id)
 
     def _order_changed(self) -> None:
-        order = str(self.order.currentData())
-        self.proxy.set_order(order)
-        self.order_changed.emit(order)
+        self._filters_changed()
+        self.order_changed.emit(self.review_order)
 
 
 def _status_icon(colour: str) -> QIcon:

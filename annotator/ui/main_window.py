@@ -455,10 +455,10 @@ class MainWindow(QMainWindow):
         self.store = store
         self.folder = synced.folder
         self.images.clear()
-        self.image_list.set_records(store.images())
+        self.image_list.set_records(synced.records)
         self.image_list.set_skipped(synced.skipped)
+        self.image_list.set_summary(synced.status_counts)
         self._refresh_categories()
-        self._refresh_summary()
         if self.image_list.review_order != "natural":
             self._review_order_changed(self.image_list.review_order)
         self.settings.add_recent_folder(synced.folder)
@@ -515,8 +515,9 @@ class MainWindow(QMainWindow):
         self._prefetch_around()
         self._refresh_panel()
         self._update_title()
-        position = self.image_list.proxy.mapFromSource(self.image_list.model.index(self.image_list.model.row_of(image_id)))
-        self.show_status(f"{record.path} ({position.row() + 1} of {self.image_list.proxy.rowCount()})")
+        position = self.image_list.position_of(image_id)
+        where = f" ({position + 1} of {self.image_list.visible_count()})" if position is not None else ""
+        self.show_status(f"{record.path}{where}")
 
     def _leave_image(self) -> None:
         """Forget what belonged to the current image: pending proposals, queued work, the heatmap."""
