@@ -16,7 +16,7 @@ import re
 import signal
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
@@ -378,10 +378,11 @@ def _run_prelabel(args: argparse.Namespace) -> int:
         grounder = Grounder(engine, heads_file.heads)
     except ValueError as exc:
         raise ModelUnavailable(f"{args.heads or 'the known heads'} do not fit {args.model}: {exc}") from exc
+    proposer = Proposer(grounder, segmenter)
     store = ProjectStore.open(args.store, image_root=args.folder) if args.store else ProjectStore.for_folder(args.folder)
-    with store, _closing(segmenter):
+    with store, closing(proposer):
         prelabeller = Prelabeller(
-            Proposer(grounder, segmenter),
+            proposer,
             store,
             category=args.category,
             masks=args.masks,
@@ -428,16 +429,6 @@ def _heads_file(path: Path | None, model: str):
             f"'annotator find-heads --model {model} --data FILE' and pass the file with --heads"
         )
     return heads_file
-
-
-@contextmanager
-def _closing(segmenter):
-    """Stop the segmenter's prefetch worker on the way out (nothing to do without one)."""
-    try:
-        yield
-    finally:
-        if segmenter is not None:
-            segmenter.close()
 
 
 @contextmanager

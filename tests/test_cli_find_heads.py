@@ -11,6 +11,17 @@ from annotator.grounding.planted import PLANTED_HEADS, PLANTED_MODEL_DIR
 SAMPLES = 120
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The test machine is shared: one intra-op thread keeps these model runs frugal (and steadier under load)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def discovery(tmp_path_factory):
     """One discovery run over 120 synthetic scenes: (exit code, heads file path)."""
@@ -47,3 +58,12 @@ def test_both_plots_are_valid_pngs(discovery, suffix):
         assert image.format == "PNG"
         assert image.size[0] > 400 and image.size[1] > 300
         image.verify()
+
+
+def test_the_heads_file_loads_in_the_app(discovery):
+    from annotator.ui.model_loading import resolve_heads
+    from annotator.ui.settings import ModelSettings
+
+    _, out = discovery
+    settings = ModelSettings(model=str(PLANTED_MODEL_DIR), heads_file=str(out))
+    assert set(resolve_heads(settings).heads) == set(PLANTED_HEADS.localization)

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,17 @@ def labelled_images(store_path: Path) -> int:
             return db.execute("SELECT COUNT(DISTINCT image_id) FROM annotations").fetchone()[0]
         except sqlite3.OperationalError:  # the schema is not written yet
             return 0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The test machine is shared: one intra-op thread keeps these model runs frugal (and steadier under load)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +161,30 @@ def test_unreadable_images_are_skipped_and_listed_at_the_end(small_run, capsys):
     tail = printed[printed.index("skipped"):]
     assert "broken.png" in tail and "empty.jpg" in tail and "README" not in tail
     assert "3 image(s) labelled now" in printed
+
+
+def test_with_sam_each_proposal_keeps_its_mask_or_the_reason_it_has_none(tmp_path):
+    from annotator.grounding.grounder import Grounder
+    from annotator.grounding.heads import HeadsFile
+    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.grounding.proposer import Proposer
+    from annotator.grounding.segment import Segmenter
+    from annotator.prelabel import Prelabeller, expression_plan
+    from annotator.project.store import ProjectStore
+    from tests.tiny_sam import build_tiny_sam
+
+    folder = tmp_path / "images"
+    ground_truth = write_scene_folder(folder, 3, seed=8, config=SCENES)
+    heads = HeadsFile.load(PLANTED_MODEL_DIR / "heads.json").heads
+    engine = LvlmEngine.load(PLANTED_MODEL_DIR, device="cpu", truncate_after_layer=max(l for l, _ in heads))
+    proposer = Proposer(Grounder(engine, heads), Segmenter(build_tiny_sam()))
+    with closing(proposer), ProjectStore.for_folder(folder) as store:
+        report = Prelabeller(proposer, store, masks="sam").run(expression_plan(path=ground_truth))
+        annotations = store.annotations()
+    assert report.images_done == 3 and len(annotations) == 3
+    for annotation in annotations:
+        if annotation.rle is not None:
+            assert annotation.extra["mask_kind"] == "sam" and "mask_score" in annotation.extra
+            assert annotation.box_xyxy == annotation.rle.box_xyxy
+        else:
+            assert annotation.extra["mask_note"]
