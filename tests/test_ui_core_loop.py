@@ -16,8 +16,9 @@ from PySide6.QtCore import Qt, QTimer
 from annotator.grounding.scenes import write_demo
 from annotator.paths import DEMO_DIR
 from annotator.ui.export_dialog import ExportDialog
-from annotator.ui.settings import ModelSettings
+from annotator.ui.settings import DEFAULT_MODEL, AppSettings, ModelSettings
 from tests.ui_fixtures import (  # noqa: F401 (fixtures are found by name)
+    MODEL_TIMEOUT_MS,
     STEP_TIMEOUT_MS,
     app_settings,
     box_iou,
@@ -204,6 +205,31 @@ def test_the_demo_model_is_offered_and_named_in_the_title(qtbot, app_settings, t
     assert loaded.args[0].is_demo
     assert "DEMO" in window.windowTitle()
     assert app_settings.model_settings().model == str(planted_model_path)
+
+
+def test_first_run_without_a_downloaded_model_loads_the_demo_model_and_says_why(
+    qtbot, tmp_path, planted_model_path, monkeypatch
+):
+    monkeypatch.setattr("annotator.ui.settings.DEMO_MODEL_PATH", planted_model_path)
+    settings = AppSettings.at(tmp_path / "fresh.ini")
+    window = make_window(qtbot, settings)
+    with qtbot.waitSignal(window.message_shown, timeout=STEP_TIMEOUT_MS):
+        window.start_models()
+    assert DEFAULT_MODEL in window.message_bar.text
+    qtbot.waitUntil(lambda: window.models_info is not None, timeout=MODEL_TIMEOUT_MS)
+    assert window.models_info.is_demo
+    assert "DEMO" in window.windowTitle()
+
+
+def test_a_second_expression_on_the_same_image_reuses_the_image_prefix(qtbot, window, scene_folder):
+    folder, scenes = scene_folder
+    open_folder(qtbot, window, folder)
+    scene = scenes[show_image_name(window)]
+    propose(qtbot, window, scene.expression)
+    qtbot.keyClick(window.canvas, Qt.Key.Key_Escape)
+    propose(qtbot, window, f"the {scene.target.colour} one")
+    assert window.last_proposal.timing.prefix_cached
+    assert "image prefix cached" in window.statusBar().currentMessage()
 
 
 def test_skipped_files_are_listed_with_their_reason(qtbot, window, scene_folder):

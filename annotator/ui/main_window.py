@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import QByteArray, Qt, Signal
@@ -50,6 +51,9 @@ from annotator.ui.palette import category_colour, pending_colour
 from annotator.ui.settings import AppSettings, ModelSettings
 from annotator.ui.shortcuts import SHORTCUTS, effective_keys
 from annotator.ui.shortcuts_dialog import ShortcutsDialog
+if TYPE_CHECKING:
+    from annotator.grounding.grounder import Proposal
+
 from annotator.ui.worker import (
     DecodedImages,
     ImageClient,
@@ -314,6 +318,11 @@ class MainWindow(QMainWindow):
         self.canvas.box_edited.connect(self.edit_box)
         self.canvas.box_drawn.connect(self._box_drawn)
 
+    @property
+    def last_proposal(self) -> "Proposal | None":
+        """The latest proposal shown on the current image (None before the first, or after moving on)."""
+        return self._last_shown.proposal if self._last_shown is not None else None
+
     # Messages ---------------------------------------------------------------------------------------------------
     def show_status(self, text: str) -> None:
         self.statusBar().showMessage(text)
@@ -404,6 +413,7 @@ class MainWindow(QMainWindow):
         self.model_label.setText("No model")
         self._update_busy()
         self._update_title()
+        self.models_changed.emit(None)
         first_run = not self.settings.has_model_choice()
         if first_run and failed is not None and not failed.is_demo:
             self.message_bar.show_message(
@@ -422,7 +432,6 @@ class MainWindow(QMainWindow):
             )
             self.show_status(f"The model could not be loaded: {message}")
             self.message_shown.emit(message)
-        self.models_changed.emit(None)
 
     # Folders ----------------------------------------------------------------------------------------------------
     def choose_folder(self) -> None:

@@ -85,6 +85,12 @@ def load_models(models: ModelSettings, progress: Callable[[str], None]) -> Loade
     from annotator.grounding.proposer import Proposer
 
     start = perf_counter()
+    folder = Path(models.model).expanduser()
+    if (folder.is_absolute() or models.model.startswith((".", "~"))) and not folder.is_dir():
+        raise ModelUnavailable(
+            f"the model folder {folder} does not exist. Choose a LLaVA-1.5 folder or a hub id "
+            f"(such as llava-hf/llava-1.5-7b-hf) in Settings."
+        )
     heads_file = resolve_heads(models)
     deepest = max(layer for layer, _ in heads_file.heads)
     device = None if models.device == "auto" else models.device
