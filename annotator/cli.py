@@ -120,7 +120,8 @@ skipped and listed at the end.
 examples:
   annotator prelabel photos/ --expression "the red car" --expression "the person on the left" --masks
   annotator prelabel photos/ --expressions queries.jsonl --model resources/models/planted-llava --out photos.json
-  annotator prelabel photos/ --expression "the dog" --ray ray://head-node:10001   (not available yet)
+  annotator prelabel photos/ --expression "the dog" --ray              (a local Ray instance)
+  annotator prelabel /shared/photos --expression "the dog" --ray ray://head-node:10001 --ray-shards /shared/shards
 """
 
 EVAL_HELP = """\
@@ -206,13 +207,17 @@ def build_prelabel_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--prefetch", type=_non_negative_int, default=2, metavar="N", help="images decoded ahead on a loader thread; 0 loads inline (default: 2)"
     )
-    parser.add_argument(
+    cluster = parser.add_argument_group("Ray cluster (pip install 'annotator[ray]')")
+    cluster.add_argument(
         "--ray",
         nargs="?",
         const="local",
         metavar="ADDRESS",
-        help="run on a Ray cluster (a local instance without ADDRESS); not available yet",
+        help="run on Ray Data: join the cluster at ADDRESS (ray://host:10001, host:6379, auto) or start a local one",
     )
+    cluster.add_argument("--ray-actors", type=_positive_int, metavar="N", help="model actors (default: one per GPU or node)")
+    cluster.add_argument("--ray-shards", type=Path, metavar="DIR", help="result shards, kept to resume (default: beside --out)")
+    cluster.add_argument("--ray-shard-size", type=_positive_int, metavar="N", help="images per shard (default: 64)")
     parser.set_defaults(handler=_run_prelabel, prog=parser.prog)
     return parser
 
@@ -348,7 +353,7 @@ def _run_find_heads(args: argparse.Namespace) -> int:
 
 def _run_prelabel(args: argparse.Namespace) -> int:
     if args.ray is not None:
-        return _fail(args.prog, "--ray: pre-labelling on a Ray cluster is not available yet; run without --ray to use this machine")
+        return _run_prelabel_on_ray(args)
     from annotator.prelabel import expression_plan
 
     plan = expression_plan(args.expression, args.expressions)
@@ -397,6 +402,73 @@ def _run_prelabel(args: argparse.Namespace) -> int:
     print(
         f"{report.images_done} image(s) labelled now, {report.images_already_done} done earlier, "
         f"{report.proposals_added} proposal(s) added in {report.seconds:.1f} s ({report.images_per_second:.2f} images/s)"
+    )
+    print(f"exported {exported.annotations} annotation(s) on {exported.images} image(s) to {out}")
+    _print_skipped(list(report.skipped))
+    if report.interrupted:
+        print(f"{args.prog}: interrupted with {report.images_left} image(s) to go; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _run_prelabel_on_ray(args: argparse.Namespace) -> int:
+    """`prelabel --ray`: the models load in Ray actors (on the cluster's devices), the results merge into the store."""
+    from annotator.distributed.ray_prelabel import DEFAULT_SHARD_SIZE, ProposerSpec, RayPrelabeller, connect, import_ray
+
+    import_ray()
+    from annotator.prelabel import expression_plan
+
+    plan = expression_plan(args.expression, args.expressions)
+    _check_model_reference(args.model)
+    heads_file = _heads_file(args.heads, args.model)
+    from tqdm import tqdm
+
+    from annotator.paths import EXPORTS_DIR
+    from annotator.project.coco import export_coco
+    from annotator.project.store import ProjectStore
+
+    out = args.out or EXPORTS_DIR / f"{args.folder.resolve().name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shards_dir = args.ray_shards or out.with_suffix(".shards")
+    spec = ProposerSpec(
+        model=args.model,
+        heads=tuple((int(layer), int(head)) for layer, head in heads_file.heads),
+        device=None if args.device == "auto" else args.device,
+        dtype=None if args.dtype == "auto" else args.dtype,
+        masks=args.masks,
+        sam_type=args.sam_type,
+        sam_checkpoint=None if args.sam_checkpoint is None else str(args.sam_checkpoint.resolve()),
+    )
+    started = connect(None if args.ray == "local" else args.ray)
+    try:
+        store = ProjectStore.open(args.store, image_root=args.folder) if args.store else ProjectStore.for_folder(args.folder)
+        with store:
+            prelabeller = RayPrelabeller(
+                spec,
+                store,
+                shards_dir,
+                category=args.category,
+                all_instances=args.all_instances,
+                shard_size=args.ray_shard_size or DEFAULT_SHARD_SIZE,
+                actors=args.ray_actors,
+            )
+            stop = threading.Event()
+            with _progress_bar(tqdm) as bar, _stop_on_interrupt(stop, args.prog):
+                report = prelabeller.run(plan, stop=stop, progress=bar)
+            exported = export_coco(store, out, statuses=("pending", "accepted"))
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    print(
+        f"{report.images_done} image(s) labelled now, {report.images_already_done} done earlier, "
+        f"{report.proposals_added} proposal(s) added in {report.seconds:.1f} s ({report.images_per_second:.2f} images/s)"
+    )
+    pool = "no actors needed" if report.actors is None else f"{report.actors.actors} actor(s)"
+    print(
+        f"shards in {shards_dir}: {report.shards_written} computed now ({pool}), "
+        f"{report.shards_reused} found already written"
     )
     print(f"exported {exported.annotations} annotation(s) on {exported.images} image(s) to {out}")
     _print_skipped(list(report.skipped))

@@ -73,9 +73,10 @@ def test_device_cuda_without_a_gpu_exits_2_with_one_line(tmp_path, capsys):
     assert_one_line_error(code, capsys.readouterr().err, "--device cuda", "no CUDA GPU")
 
 
-def test_prelabel_ray_says_it_is_not_available_yet(tmp_path, capsys):
+def test_prelabel_ray_without_ray_installed_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the ray extra were not installed
     code = main(["prelabel", str(tmp_path), "--expression", "the cat", "--ray"])
-    assert_one_line_error(code, capsys.readouterr().err, "--ray", "not available yet")
+    assert_one_line_error(code, capsys.readouterr().err, "--ray", "pip install 'annotator[ray]'")
 
 
 def test_heads_file_that_is_not_one_exits_2_naming_it(tmp_path, capsys):
