@@ -117,3 +117,19 @@ def test_timing_reports_the_prefix_and_the_expression_in_milliseconds(engine):
     assert first.prefix_ms > 0 and first.expression_ms > 0 and first.total_ms >= first.prefix_ms + first.expression_ms
     assert second.prefix_ms == 0 and second.prefix_cached
 
+
+
+def test_prepare_caches_the_prefix_ahead_of_the_first_expression(engine):
+    image = random_image(30, 70)
+    assert engine.prepare(image, "img", heads=HEADS) is False
+    assert engine.prepare(image, "img", heads=HEADS) is True
+    first = engine.head_attention(image, EXPRESSIONS[0], heads=HEADS, image_id="img")
+    full = engine.image_attention(image, EXPRESSIONS[0])
+    assert first.timing.prefix_cached
+    np.testing.assert_allclose(first.maps, full[[1, 1, 0], [0, 3, 2]], rtol=0, atol=1e-4)
+
+
+def test_prepare_does_nothing_when_caching_is_off():
+    engine = tiny_engine(SPEC_GQA, prefix_cache_size=0)
+    assert engine.prepare(random_image(30, 70), "img", heads=HEADS) is False
+    assert engine.cached_image_ids == ()
