@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from annotator.grounding.frame import ImageFrame
-from annotator.grounding.model_input import SYSTEM_PROMPT, mean_colour, square_image
+from annotator.grounding.model_input import SYSTEM_PROMPT, PromptBuilder, mean_colour, square_image
 from tests.tiny_llava import (  # noqa: F401 (one_torch_thread is a fixture)
     SPEC_FINE,
     SPEC_PLAIN,
@@ -57,6 +57,35 @@ def test_the_image_tokens_fill_the_grid_after_the_system_text(engine):
     assert tokens[image] == ["<image>"] * 64
     assert tokens[image.start - 1] == "\n" and tokens[0] == "<s>"
     assert tokens.count("<image>") == 64
+
+
+class NewlineSpaceTokenizer:
+    """A tokenizer double that puts a lone "▁" between "<image>\n" and the expression, and appends an EOS."""
+
+    eos_token_id = 1
+
+    def __init__(self):
+        self.vocab = {"<s>": 0, "</s>": 1, "<image>": 2, "\n": 3, "\u2581": 4}
+
+    def __call__(self, text, add_special_tokens=True):
+        head, _, expression = text.partition("<image>\n")
+        tail = ["\u2581", *expression.split()] if expression else []
+        tokens = ["<s>", *head.split(), "<image>", "\n", *tail, "</s>"]
+        return {"input_ids": [self.convert_tokens_to_ids(t) for t in tokens]}
+
+    def convert_tokens_to_ids(self, token):
+        return self.vocab.setdefault(token, len(self.vocab))
+
+    def convert_ids_to_tokens(self, ids):
+        names = {i: t for t, i in self.vocab.items()}
+        return names[ids] if isinstance(ids, int) else [names[i] for i in ids]
+
+
+def test_a_lone_space_token_after_the_newline_and_a_trailing_eos_are_dropped():
+    tokenizer = NewlineSpaceTokenizer()
+    builder = PromptBuilder(tokenizer, "<image>", num_image_tokens=3, max_expression_tokens=8, max_positions=100)
+    tokens = tokenizer.convert_ids_to_tokens(list(builder.build("red cup").ids))
+    assert tokens == ["<s>", *SYSTEM_PROMPT.split(), "<image>", "<image>", "<image>", "\n", "red", "cup"]
 
 
 @pytest.mark.parametrize("expression", ["", "   ", " \n\t "])

@@ -126,3 +126,12 @@ def test_four_bit_loading_on_the_cpu_is_refused_with_a_reason(saved_model):
 
     with pytest.raises(ModelUnavailable, match="needs a CUDA GPU"):
         LvlmEngine.load(saved_model[0], device="cpu", load_in_4bit=True)
+
+
+def test_a_model_that_keeps_the_cls_feature_is_refused():
+    from annotator.grounding.lvlm import LvlmEngine
+
+    model = tiny_llava(SPEC_GQA)
+    model.config.vision_feature_select_strategy = "full"
+    with pytest.raises(ValueError, match="keeps the CLS feature"):
+        LvlmEngine(model, tiny_processor(SPEC_GQA))
