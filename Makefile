@@ -18,7 +18,7 @@ install: $(VENV)/bin/python
 
 install-test: $(VENV)/bin/python
 	$(if $(strip $(TORCH)),$(PIP) install $(PIP_FLAGS) $(TORCH))
-	$(PIP) install $(PIP_FLAGS) -e ".[test]"
+	$(PIP) install $(PIP_FLAGS) -e ".[test,ray]"
 
 run: install
 	$(VENV)/bin/annotator $(ARGS)
