@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
-from PySide6.QtCore import QEvent, Qt, Signal
-from PySide6.QtGui import QColor, QKeyEvent, QKeySequence
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QKeyEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -25,10 +25,7 @@ from PySide6.QtWidgets import (
 
 
 class ExpressionBox(QLineEdit):
-    """A line edit with a shell-like history: Up recalls older expressions, Down newer ones.
-
-    While its own text has nothing to undo or redo, Ctrl+Z / Ctrl+Shift+Z go to the window (annotation undo).
-    """
+    """A line edit with a shell-like history: Up recalls older expressions, Down newer ones."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -48,16 +45,6 @@ class ExpressionBox(QLineEdit):
     @property
     def history(self) -> list[str]:
         return list(self._history)
-
-    def event(self, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.ShortcutOverride and isinstance(event, QKeyEvent):
-            if event.matches(QKeySequence.StandardKey.Undo) and not self.isUndoAvailable():
-                event.ignore()
-                return True
-            if event.matches(QKeySequence.StandardKey.Redo) and not self.isRedoAvailable():
-                event.ignore()
-                return True
-        return super().event(event)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         if event.key() == Qt.Key.Key_Up and self._history:

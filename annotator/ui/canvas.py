@@ -190,6 +190,14 @@ class AnnotationItem(QGraphicsItem):
     def label_text(self) -> str:
         return self._label.text if self._label is not None else ""
 
+    def shows(self, annotation: CanvasAnnotation) -> bool:
+        """Whether the item already draws exactly this annotation (same outline object, box not being edited)."""
+        return (
+            self.annotation == annotation
+            and self.annotation.outline is annotation.outline
+            and self.box_xyxy == annotation.box_xyxy
+        )
+
     def set_annotation(self, annotation: CanvasAnnotation) -> None:
         self.prepareGeometryChange()
         self.annotation = annotation
@@ -366,7 +374,7 @@ class Canvas(QGraphicsView):
                 item = AnnotationItem(annotation)
                 self._items[annotation.key] = item
                 self.scene().addItem(item)
-            else:
+            elif not item.shows(annotation):
                 item.set_annotation(annotation)
         if self._active not in self._items:
             self._active = None

@@ -45,6 +45,7 @@ from annotator.ui.export_dialog import ExportChoice, ExportDialog
 from annotator.ui.folder_sync import FolderSync, FolderSynced
 from annotator.ui.heads_panel import HeadsPanel
 from annotator.ui.image_list import ImageListPanel
+from annotator.ui.key_routing import AppShortcutsFirst, modifier_keys
 from annotator.ui.message_bar import MessageBar
 from annotator.ui.model_loading import ModelsInfo
 from annotator.ui.palette import category_colour, pending_colour
@@ -115,6 +116,7 @@ class MainWindow(QMainWindow):
         self.current_image_id: int | None = None
         self.models_info: ModelsInfo | None = None
         self._loading_models: ModelSettings | None = None
+        self._demo_reason = ""
         self._sync: FolderSync | None = None
         self._pending: dict[str, PendingAnnotation] = {}
         self._pending_counter = 0
@@ -126,6 +128,7 @@ class MainWindow(QMainWindow):
         self._outlines: dict[tuple[int, int, str], QPainterPath] = {}
         self._outline_requested: set[tuple[int, int, str]] = set()
         self._image_ready = False
+        self._category_names: dict[int, str] | None = None
         self._overlay_shown: ShownProposal | None = None
         self._shut_down = False
 
@@ -238,6 +241,9 @@ class MainWindow(QMainWindow):
             self.addAction(action)
             self.actions_by_name[shortcut.action] = action
         self.canvas.set_key_actions(canvas_keys)
+        self._text_key_filter = AppShortcutsFirst(self._window_modifier_keys(overrides), self)
+        for field in (self.panel.expression, self.panel.category.lineEdit(), self.image_list.filter_box):
+            field.installEventFilter(self._text_key_filter)
 
         a = self.actions_by_name
         menu_bar = self.menuBar()
@@ -272,6 +278,11 @@ class MainWindow(QMainWindow):
         self.undo_stack.canRedoChanged.connect(a["redo"].setEnabled)
         a["undo"].setEnabled(False)
         a["redo"].setEnabled(False)
+
+    @staticmethod
+    def _window_modifier_keys(overrides: dict[str, tuple[str, ...]]) -> set[str]:
+        keys = [k for s in SHORTCUTS if s.scope == "window" for k in effective_keys(s.action, overrides)]
+        return modifier_keys(keys)
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
@@ -333,19 +344,18 @@ class MainWindow(QMainWindow):
         self.message_bar.show_message(text, "error")
         self.message_shown.emit(text)
 
-    def _set_busy(self, text: str) -> None:
-        self.busy_label.setText(text)
-        self.progress.setVisible(bool(text))
-
     def _update_busy(self) -> None:
+        """The busy indicator in the status bar: spinning while models load or the worker answers a request."""
         if self._loading_models is not None:
-            self._set_busy("Loading model…")
+            text, busy = "", True
         elif self._proposal_seq is not None:
-            self._set_busy("Proposing…")
+            text, busy = "Proposing…", True
         elif self._segment_seq:
-            self._set_busy("Segmenting…")
+            text, busy = "Segmenting…", True
         else:
-            self._set_busy("")
+            text, busy = "", False
+        self.busy_label.setText(text)
+        self.progress.setVisible(busy)
 
     def _update_title(self) -> None:
         parts = []
@@ -371,6 +381,7 @@ class MainWindow(QMainWindow):
 
     def use_demo_model(self) -> None:
         """Switch to the planted demo model (remembered in the settings)."""
+        self._demo_reason = ""
         demo = self.settings.model_settings().with_demo_model()
         self.settings.set_model_settings(demo)
         self.message_bar.hide()
@@ -392,13 +403,13 @@ class MainWindow(QMainWindow):
         self._update_busy()
         self._update_title()
         if info.is_demo:
-            if not self.message_bar.isVisible() or "demo" not in self.message_bar.text:
-                self.message_bar.show_message(
-                    "Using the demo model: a tiny planted LLaVA that finds coloured shapes by their colour word "
-                    "(try “the purple ring” or “the yellow one” on resources/demo). Choose a real model in Settings.",
-                    "info",
-                    [("Settings…", self.open_settings)],
-                )
+            why = f"No LLaVA model on this machine yet: {self._demo_reason}\n" if self._demo_reason else ""
+            self.message_bar.show_message(
+                why + "Using the demo model: a tiny planted LLaVA that finds coloured shapes by their colour word "
+                "(try “the purple ring” or “the yellow one” on resources/demo). Choose a real model in Settings.",
+                "warning" if why else "info",
+                [("Settings…", self.open_settings)],
+            )
         elif info.sam_note:
             self.message_bar.show_message(info.sam_note, "warning", [("Settings…", self.open_settings)])
         else:
@@ -416,9 +427,9 @@ class MainWindow(QMainWindow):
         self.models_changed.emit(None)
         first_run = not self.settings.has_model_choice()
         if first_run and failed is not None and not failed.is_demo:
+            self._demo_reason = message
             self.message_bar.show_message(
-                f"No LLaVA model on this machine yet. {message}\n"
-                "Meanwhile the demo model is loading: it only finds coloured shapes. Choose a real model in Settings.",
+                f"No LLaVA model on this machine yet: {message}\nLoading the demo model meanwhile…",
                 "warning",
                 [("Settings…", self.open_settings)],
             )
@@ -426,7 +437,7 @@ class MainWindow(QMainWindow):
             self.start_models(self.settings.model_settings().with_demo_model())
         else:
             self.message_bar.show_message(
-                f"The model could not be loaded. {message}",
+                f"The model could not be loaded: {message}",
                 "error",
                 [("Use demo model", self.use_demo_model), ("Settings…", self.open_settings)],
             )
@@ -486,6 +497,7 @@ class MainWindow(QMainWindow):
         self.folder_opened.emit(str(synced.folder))
         if first is not None:
             self.show_image(first)
+            self.focus_expression()
 
     def _close_store(self) -> None:
         self._discard_pending()
@@ -499,6 +511,7 @@ class MainWindow(QMainWindow):
         if self.store is not None:
             self.store.close()
             self.store = None
+        self._category_names = None
 
     def _rebuild_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -618,7 +631,7 @@ class MainWindow(QMainWindow):
             return
         self._proposal_seq = None
         self._update_busy()
-        names = [c.name for c in self.store.categories()] if self.store is not None else []
+        names = list(self._names().values())
         category = default_category(result.expression, names, self.settings.last_category) or DEFAULT_CATEGORY
         for shown in result.proposals:
             proposal = shown.proposal
@@ -697,7 +710,8 @@ class MainWindow(QMainWindow):
     def accept(self) -> None:
         key = self._target_key()
         if key is None:
-            self.show_status("Nothing to accept: type an expression and press Enter.")
+            self.focus_expression()
+            self.show_status("Type an expression and press Enter.")
             return
         if isinstance(key, str):
             self._accept_pending(self._pending[key])
@@ -786,7 +800,9 @@ class MainWindow(QMainWindow):
         self._after_decision(rejected=True)
 
     def _after_decision(self, rejected: bool = False) -> None:
-        """After accept or reject: the next pending annotation becomes active, else back to the expression box."""
+        """After accept or reject: the next pending annotation becomes active. Else, after a reject the expression
+        is selected in its box to be rephrased; after an accept the box is cleared and the canvas keeps the keys,
+        so D goes on to the next image and Enter (or E) starts the next expression."""
         self._refresh_annotations()
         following = self._target_key()
         if following is not None:
@@ -796,10 +812,11 @@ class MainWindow(QMainWindow):
             return
         box = self.panel.expression
         if rejected:
+            box.setFocus()
             box.selectAll()
         else:
             box.setText("")
-        box.setFocus()
+            self.canvas.setFocus()
 
     def delete_active(self) -> None:
         key = self.canvas.active_key
@@ -930,6 +947,7 @@ class MainWindow(QMainWindow):
     def _after_store_change(self, image_id: int) -> None:
         if self.store is None:
             return
+        self._refresh_categories()
         self.image_list.model.update_record(self.store.image(image_id))
         self._refresh_summary()
         if image_id != self.current_image_id:
@@ -1054,7 +1072,7 @@ class MainWindow(QMainWindow):
             return
         self._pending_counter += 1
         key = f"p{self._pending_counter}"
-        names = [c.name for c in store.categories()]
+        names = list(self._names().values())
         category = self.panel.category_text or self.settings.last_category or (names[0] if names else DEFAULT_CATEGORY)
         self._pending[key] = PendingAnnotation(
             key=key,
@@ -1217,6 +1235,7 @@ class MainWindow(QMainWindow):
                 for key in keys:
                     canvas_keys[key] = action.trigger
         self.canvas.set_key_actions(canvas_keys)
+        self._text_key_filter.keys = self._window_modifier_keys(overrides)
 
     def _review_order_changed(self, order: str) -> None:
         if self.store is None:
@@ -1293,7 +1312,7 @@ class MainWindow(QMainWindow):
             return []
         drawn: list[CanvasAnnotation] = []
         missing: list[Rle] = []
-        names = {c.id: c.name for c in self.store.categories()} if self.store is not None else {}
+        names = self._names()
         for annotation in self._stored_annotations():
             outline = None
             if annotation.rle is not None:
@@ -1342,7 +1361,7 @@ class MainWindow(QMainWindow):
         store = self.store
         active = self.canvas.active_key
         rows: list[AnnotationRow] = []
-        names = {c.id: c.name for c in store.categories()} if store is not None else {}
+        names = self._names()
         for annotation in self._stored_annotations():
             name = names.get(annotation.category_id, "?")
             score = f" {annotation.score:.2f}" if annotation.score is not None else ""
@@ -1426,11 +1445,17 @@ class MainWindow(QMainWindow):
             proposal.heads, shown.head_images, frame, frame.box_to_grid(tuple(proposal.attention_box_xyxy))
         )
 
+    def _names(self) -> dict[int, str]:
+        """Category names by id (read from the store once per change)."""
+        if self._category_names is None:
+            self._category_names = {c.id: c.name for c in self.store.categories()} if self.store is not None else {}
+        return self._category_names
+
     def _refresh_categories(self) -> None:
+        self._category_names = None
         if self.store is None:
             return
-        names = [c.name for c in self.store.categories()]
-        self.panel.set_categories(names, self.panel.category_text)
+        self.panel.set_categories(list(self._names().values()), self.panel.category_text)
 
     def _refresh_summary(self) -> None:
         if self.store is not None:

@@ -76,14 +76,29 @@ def cpu_threads_for_app() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+def hub_model_missing(model: str) -> str | None:
+    """Why a hub model cannot be loaded from this machine's Hugging Face cache, or None when it is there (or when
+    `model` is not a hub id). Reads the local cache only: the app never starts a download of many gigabytes
+    without asking."""
+    if Path(model).expanduser().exists():
+        return None
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    try:
+        found = try_to_load_from_cache(model, "config.json")
+    except ValueError:
+        return None
+    if isinstance(found, str):
+        return None
+    return (
+        f"{model} is not downloaded (it is not in the Hugging Face cache {HF_HUB_CACHE}). "
+        f"Download it with `hf download {model}`, or choose a local LLaVA-1.5 folder in Settings."
+    )
+
+
 def load_models(models: ModelSettings, progress: Callable[[str], None]) -> LoadedModels:
     """Load LLaVA + heads + SAM as configured; raises `ModelUnavailable` when LLaVA or its heads cannot be had."""
-    import torch
-
-    from annotator.grounding.grounder import Grounder
-    from annotator.grounding.lvlm import LvlmEngine
-    from annotator.grounding.proposer import Proposer
-
     start = perf_counter()
     folder = Path(models.model).expanduser()
     if (folder.is_absolute() or models.model.startswith((".", "~"))) and not folder.is_dir():
@@ -91,7 +106,16 @@ def load_models(models: ModelSettings, progress: Callable[[str], None]) -> Loade
             f"the model folder {folder} does not exist. Choose a LLaVA-1.5 folder or a hub id "
             f"(such as llava-hf/llava-1.5-7b-hf) in Settings."
         )
+    missing = hub_model_missing(models.model)
+    if missing is not None:
+        raise ModelUnavailable(missing)
     heads_file = resolve_heads(models)
+    import torch  # imported here, once the cheap checks passed: torch and transformers take seconds to import
+
+    from annotator.grounding.grounder import Grounder
+    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.grounding.proposer import Proposer
+
     deepest = max(layer for layer, _ in heads_file.heads)
     device = None if models.device == "auto" else models.device
     dtype = getattr(torch, models.dtype) if models.dtype in _DTYPES else None
