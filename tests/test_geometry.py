@@ -159,7 +159,8 @@ def test_rle_segmentation_is_the_compressed_rle():
 
 
 def test_polygons_uncompressed_and_compressed_rle_decode_to_the_same_mask():
-    # A 2 x 3 box at x 1..2, y 1..3 in a 5 x 4 (height x width) image; column-major runs: 6 off, 3 on, 2 off, 3 on, 6 off.
+    # A 2 x 3 box at x 1..2, y 1..3 in a 5 x 4 (height x width) image.
+    # Column-major runs: 6 off, 3 on, 2 off, 3 on, 6 off.
     polygon = [[1.0, 1.0, 3.0, 1.0, 3.0, 4.0, 1.0, 4.0]]
     uncompressed = {"size": [5, 4], "counts": [6, 3, 2, 3, 6]}
     expected = np.zeros((5, 4), dtype=bool)

@@ -161,7 +161,9 @@ def export_refcoco(
                 "file_name": file_names[ann["image_id"]],
                 "split": splits[ann["image_id"]],
                 "sent_ids": [ref_id],
-                "sentences": [{"sent": sentence, "raw": ann["expression"], "tokens": _tokens(sentence), "sent_id": ref_id}],
+                "sentences": [
+                    {"sent": sentence, "raw": ann["expression"], "tokens": _tokens(sentence), "sent_id": ref_id}
+                ],
             }
         )
     with atomic_text_file(instances_path) as f:
@@ -443,11 +445,11 @@ def _new_annotation(
     extra = entry.get("extra", {})
     if not isinstance(expression, str):
         raise ValueError("expression is not a string")
-    if score is not None and not (isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)):
+    if score is not None and not _is_finite_number(score):
         raise ValueError("score is not a number")
     if status not in get_args(Status):
         raise ValueError(f"status {status!r} is not one of {get_args(Status)}")
-    if not (isinstance(heads, list) and all(isinstance(h, list) and len(h) == 2 and all(map(_is_int, h)) for h in heads)):
+    if not isinstance(heads, list) or not all(_is_head(h) for h in heads):
         raise ValueError("heads is not a list of [layer, head] pairs")
     if not isinstance(extra, dict):
         raise ValueError("extra is not an object")
@@ -469,7 +471,7 @@ def _clipped_box(bbox: Any, width: int, height: int) -> tuple[float, float, floa
     """COCO [x, y, w, h] -> (x0, y0, x1, y1) clipped to the image; ValueError if malformed or empty."""
     if not (isinstance(bbox, list) and len(bbox) == 4):
         raise ValueError("bbox is not [x, y, width, height]")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox):
+    if not all(map(_is_finite_number, bbox)):
         raise ValueError("bbox has a value that is not a finite number")
     x, y, w, h = (float(v) for v in bbox)
     if w <= 0 or h <= 0:
@@ -483,3 +485,12 @@ def _clipped_box(bbox: Any, width: int, height: int) -> tuple[float, float, floa
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_head(value: Any) -> bool:
+    """A [layer, head] pair of integers."""
+    return isinstance(value, list) and len(value) == 2 and all(map(_is_int, value))
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -6,13 +6,14 @@
   folders (name starting with ".") are ignored; the project store lives in one. Zero-byte files, files of other
   types, broken symlinks and symlinks that lead out of `root` are listed in `skipped` with the reason; symlinks
   that stay inside `root` are followed, after every real folder, into folders not listed yet (so a folder
-reached both directly and through a link is listed once, under its real path, and cycles end). Whether a listed file really is a readable image
-  is found out lazily by `image_size` / `load_image`.
+  reached both directly and through a link is listed once, under its real path, and cycles end). Whether a
+  listed file really is a readable image is found out lazily by `image_size` / `load_image`.
 - `image_size(path)`: (width, height) in the EXIF-applied frame, from the file's header only.
 - `load_image(path)`: H x W x 3 RGB uint8 in the EXIF-applied frame, so what the annotator sees is what is
-  annotated and exported. Alpha (LA, RGBA, PA, a tRNS transparency in L, RGB or P) is composited on white; 16-bit grey (I;16) is
-  scaled by 1/257 (the format's full range); 32-bit integer and float grey are stretched from their min..max;
-  CMYK, bilevel and other modes go through Pillow's RGB conversion; multi-frame files give their first frame.
+  annotated and exported. Alpha (LA, RGBA, PA, a tRNS transparency in L, RGB or P) is composited on white;
+  16-bit grey (I;16) is scaled by 1/257 (the format's full range); 32-bit integer and float grey are stretched
+  from their min..max; CMYK, bilevel and other modes go through Pillow's RGB conversion; multi-frame files give
+  their first frame.
 - `content_fingerprint(path)`: what the store uses to re-attach moved or renamed files.
 
 Every failure (missing, not an image, truncated, corrupt, over `max_pixels`) raises `ImageLoadError` naming the

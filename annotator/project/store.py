@@ -387,7 +387,8 @@ class ProjectStore:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as err:
-            raise ProjectStoreError(f"project store {self._path} is busy or unwritable: {_sqlite_reason(err)}") from None
+            reason = _sqlite_reason(err)
+            raise ProjectStoreError(f"project store {self._path} is busy or unwritable: {reason}") from None
         try:
             yield
             self._db.execute("COMMIT")
@@ -621,7 +622,8 @@ class ProjectStore:
             todo = [
                 (image_id, path, None, None, None)
                 for image_id, path in self._db.execute(
-                    "SELECT id, path FROM images WHERE present = 1 AND width IS NULL AND error IS NULL ORDER BY position"
+                    "SELECT id, path FROM images "
+                    "WHERE present = 1 AND width IS NULL AND error IS NULL ORDER BY position"
                 )
             ]
         else:
@@ -693,7 +695,8 @@ class ProjectStore:
     # ----- categories ------------------------------------------------------------------------------------------
 
     def categories(self) -> list[Category]:
-        return [Category(*row) for row in self._db.execute("SELECT id, name, supercategory FROM categories ORDER BY id")]
+        rows = self._db.execute("SELECT id, name, supercategory FROM categories ORDER BY id")
+        return [Category(*row) for row in rows]
 
     def category(self, category_id: int) -> Category:
         row = self._db.execute("SELECT id, name, supercategory FROM categories WHERE id = ?", (category_id,)).fetchone()
@@ -847,7 +850,8 @@ class ProjectStore:
         """Set pending / accepted / rejected (one undoable step)."""
         _check_choice(status, Status, "status")
         self.annotation(annotation_id)
-        self._mutate(f"mark {status}", [_update("annotations", annotation_id, {"status": status, "updated_at": time.time()})])
+        values = {"status": status, "updated_at": time.time()}
+        self._mutate(f"mark {status}", [_update("annotations", annotation_id, values)])
         return self.annotation(annotation_id)
 
     def update_box(self, annotation_id: int, box_xyxy: tuple[float, float, float, float]) -> Annotation:
@@ -886,7 +890,7 @@ class ProjectStore:
         self._mutate("delete annotation", [{"op": "delete", "table": "annotations", "ids": [annotation_id]}])
 
     def connection_settings(self) -> dict[str, Any]:
-        """The SQLite settings in force: journal_mode, synchronous (1 NORMAL, 2 FULL), foreign_keys, busy_timeout (ms)."""
+        """SQLite settings in force: journal_mode, synchronous (1 NORMAL, 2 FULL), foreign_keys, busy_timeout (ms)."""
         names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
         return {name: self._db.execute(f"PRAGMA {name}").fetchone()[0] for name in names}
 
