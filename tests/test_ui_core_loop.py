@@ -31,6 +31,7 @@ from tests.ui_fixtures import (  # noqa: F401 (fixtures are found by name)
     scene_folder,
     show_image_named,
     window,
+    write_scenes,
 )
 
 
@@ -156,6 +157,19 @@ def test_switching_images_mid_inference_never_shows_the_old_proposal(qtbot, wind
     [key] = window.canvas.annotation_keys()
     shown_box = window.canvas.item_for(key).box_xyxy
     assert box_iou(shown_box, scenes[second].target.box_xyxy) >= 0.5
+
+
+def test_another_folder_never_reuses_the_cached_image_of_the_first(qtbot, window, tmp_path):
+    first = write_scenes(tmp_path / "first", [21])
+    second = write_scenes(tmp_path / "second", [22])
+    open_folder(qtbot, window, tmp_path / "first")
+    propose(qtbot, window, first["scene_021.png"].expression)
+    open_folder(qtbot, window, tmp_path / "second")
+    assert window.current_image_id == 1
+    target = second["scene_022.png"]
+    assert propose(qtbot, window, target.expression) == 1
+    [key] = window.canvas.annotation_keys()
+    assert box_iou(window.canvas.item_for(key).box_xyxy, target.target.box_xyxy) >= 0.5
 
 
 def test_a_corrupt_image_gives_a_message_and_the_app_keeps_working(qtbot, window, scene_folder):

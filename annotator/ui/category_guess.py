@@ -17,6 +17,7 @@ _CLAUSE_STARTS = frozenset(
     sitting standing looking facing and or but closest nearest farthest furthest than
     """.split()
 )
+_DETERMINERS = frozenset("the a an this these those some any all every each both my your his her its our their".split())
 _GENERIC = frozenset("one ones thing things object objects item items it this that something stuff guy part".split())
 _WORD = re.compile(r"[a-z][a-z'-]*")
 
@@ -28,7 +29,7 @@ def head_noun(expression: str) -> str | None:
     for word in words:
         if word in _CLAUSE_STARTS and phrase:
             break
-        if word not in _CLAUSE_STARTS:
+        if word not in _CLAUSE_STARTS and word not in _DETERMINERS:
             phrase.append(word)
     if not phrase:
         return None

@@ -47,7 +47,7 @@ from annotator.ui.heads_panel import HeadsPanel
 from annotator.ui.image_list import ImageListPanel
 from annotator.ui.key_routing import AppShortcutsFirst, modifier_keys
 from annotator.ui.message_bar import MessageBar
-from annotator.ui.model_loading import ModelsInfo
+from annotator.ui.model_loading import LoadedModels, ModelsInfo
 from annotator.ui.palette import category_colour, pending_colour
 from annotator.ui.settings import AppSettings, ModelSettings
 from annotator.ui.shortcuts import SHORTCUTS, effective_keys
@@ -114,6 +114,7 @@ class MainWindow(QMainWindow):
         self.store: ProjectStore | None = None
         self.folder: Path | None = None
         self.current_image_id: int | None = None
+        self._project = 0
         self.models_info: ModelsInfo | None = None
         self._loading_models: ModelSettings | None = None
         self._demo_reason = ""
@@ -379,6 +380,13 @@ class MainWindow(QMainWindow):
         self._update_busy()
         self.inference.load_models(models)
 
+    def use_models(self, models: LoadedModels) -> None:
+        """Use models built by the caller (e.g. a notebook with its own engine) instead of the configured ones."""
+        self._loading_models = ModelSettings(model=models.info.model)
+        self.model_label.setText("Loading model…")
+        self._update_busy()
+        self.inference.use_models(models)
+
     def use_demo_model(self) -> None:
         """Switch to the planted demo model (remembered in the settings)."""
         self._demo_reason = ""
@@ -474,6 +482,9 @@ class MainWindow(QMainWindow):
             return
         self.store = store
         self.folder = synced.folder
+        self._project += 1
+        self.inference.project = self._project
+        self.image_loader.project = self._project
         self.images.clear()
         self.image_list.set_records(synced.records)
         self.image_list.set_skipped(synced.skipped)
@@ -577,7 +588,8 @@ class MainWindow(QMainWindow):
         self.show_image(target)
 
     def _image_loaded(self, loaded: LoadedImage) -> None:
-        if loaded.image_id != self.current_image_id or loaded.seq != self.image_loader.last_seq or self.store is None:
+        stale = loaded.seq != self.image_loader.last_seq or loaded.project != self._project
+        if stale or loaded.image_id != self.current_image_id or self.store is None:
             return
         self.store.ensure_image_info(loaded.image_id)
         self.canvas.set_image(loaded.pyramid)
@@ -586,7 +598,7 @@ class MainWindow(QMainWindow):
         self.image_shown.emit(loaded.image_id)
 
     def _image_failed(self, error: WorkerError) -> None:
-        if error.image_id != self.current_image_id:
+        if error.image_id != self.current_image_id or error.project != self._project:
             return
         self.canvas.set_image(None)
         self.canvas.set_placeholder(f"This image cannot be shown.\n{error.message}")
@@ -594,7 +606,7 @@ class MainWindow(QMainWindow):
 
     def _outlined(self, outlines: Outlines) -> None:
         self._outlines.update(outlines.paths)
-        if outlines.image_id == self.current_image_id:
+        if outlines.image_id == self.current_image_id and outlines.project == self._project:
             self._refresh_annotations()
 
     # Proposals --------------------------------------------------------------------------------------------------
@@ -628,6 +640,8 @@ class MainWindow(QMainWindow):
 
     def _proposed(self, result: ProposalResult) -> None:
         if result.seq != self._proposal_seq or result.image_id != self.current_image_id:
+            return
+        if result.project != self._project:
             return
         self._proposal_seq = None
         self._update_busy()
@@ -685,7 +699,7 @@ class MainWindow(QMainWindow):
             if seq == error.seq:
                 del self._segment_seq[key]
         self._update_busy()
-        if error.image_id is None or error.image_id == self.current_image_id:
+        if error.project == self._project and error.image_id in (None, self.current_image_id):
             self.show_error(error.message)
         self._refresh_annotations()
 
@@ -1098,7 +1112,7 @@ class MainWindow(QMainWindow):
         self.canvas.setFocus()
 
     def _segmented(self, update: MaskUpdate) -> None:
-        if self._segment_seq.get(update.key) != update.seq:
+        if self._segment_seq.get(update.key) != update.seq or update.project != self._project:
             return
         del self._segment_seq[update.key]
         self._update_busy()

@@ -50,7 +50,7 @@ MAX_REMEMBERED_MASKS = 64
 
 
 class DecodedImages:
-    """A thread-safe LRU of decoded images (RGB uint8, EXIF applied) keyed by image id.
+    """A thread-safe LRU of decoded images (RGB uint8, EXIF applied) keyed by (project, image id).
 
     Two threads asking for the same image at once share one decode.
     """
@@ -105,6 +105,16 @@ class LoadModelsJob:
 
 
 @dataclass(frozen=True)
+class UseModelsJob:
+    """Models built elsewhere (a notebook, a test) handed to the worker instead of loading from the settings."""
+
+    seq: int
+    models: LoadedModels
+    droppable: bool = False
+    interactive: bool = True
+
+
+@dataclass(frozen=True)
 class ProposeJob:
     seq: int
     image_id: int
@@ -113,6 +123,7 @@ class ProposeJob:
     all_instances: bool
     droppable: bool = True
     interactive: bool = True
+    project: int = 0
 
 
 @dataclass(frozen=True)
@@ -131,6 +142,7 @@ class SegmentJob:
     previous_mask: np.ndarray | None = None
     droppable: bool = True
     interactive: bool = True
+    project: int = 0
 
 
 @dataclass(frozen=True)
@@ -143,6 +155,7 @@ class PrefetchJob:
     wanted: tuple[int, ...]
     droppable: bool = True
     interactive: bool = False
+    project: int = 0
 
 
 @dataclass(frozen=True)
@@ -152,6 +165,7 @@ class LoadImageJob:
     path: Path
     droppable: bool = True
     interactive: bool = True
+    project: int = 0
 
 
 @dataclass(frozen=True)
@@ -163,9 +177,10 @@ class OutlineJob:
     masks: tuple[Rle, ...]
     droppable: bool = True
     interactive: bool = False
+    project: int = 0
 
 
-Job = LoadModelsJob | ProposeJob | SegmentJob | PrefetchJob | LoadImageJob | OutlineJob
+Job = LoadModelsJob | UseModelsJob | ProposeJob | SegmentJob | PrefetchJob | LoadImageJob | OutlineJob
 
 
 class JobQueue:
@@ -236,6 +251,7 @@ class ProposalResult:
     all_instances: bool
     proposals: tuple[ShownProposal, ...]
     elapsed_ms: float
+    project: int = 0
 
 
 @dataclass(frozen=True)
@@ -253,6 +269,7 @@ class MaskUpdate:
     outline: QPainterPath | None
     points: tuple[CanvasPoint, ...]
     elapsed_ms: float
+    project: int = 0
 
 
 @dataclass(frozen=True)
@@ -263,6 +280,7 @@ class LoadedImage:
     image_id: int
     pyramid: ImagePyramid
     elapsed_ms: float
+    project: int = 0
 
 
 @dataclass(frozen=True)
@@ -271,6 +289,7 @@ class Outlines:
 
     image_id: int
     paths: dict[tuple[int, int, str], QPainterPath]
+    project: int = 0
 
 
 def rle_key(rle: Rle) -> tuple[int, int, str]:
@@ -285,6 +304,7 @@ class WorkerError:
     seq: int
     image_id: int | None
     message: str
+    project: int = 0
 
 
 # Workers ------------------------------------------------------------------------------------------------------------
@@ -316,6 +336,10 @@ class InferenceWorker(QObject):
         try:
             if isinstance(job, LoadModelsJob):
                 self._load(job)
+            elif isinstance(job, UseModelsJob):
+                self._close_models()
+                self._models = job.models
+                self.models_ready.emit(job.models.info)
             elif isinstance(job, ProposeJob):
                 self._propose(job)
             elif isinstance(job, SegmentJob):
@@ -323,14 +347,16 @@ class InferenceWorker(QObject):
             elif isinstance(job, PrefetchJob):
                 self._prefetch(job)
         except AnnotatorError as err:
-            self.failed.emit(WorkerError(job.seq, getattr(job, "image_id", None), str(err)))
+            self._report(job, str(err))
         except Exception as err:  # the app keeps working; the traceback goes to the log
             log.exception("inference job %s failed", type(job).__name__)
             what = getattr(job, "path", None)
             where = f" on {Path(what).name}" if what is not None else ""
-            self.failed.emit(
-                WorkerError(job.seq, getattr(job, "image_id", None), f"Failed{where}: {type(err).__name__}: {err}")
-            )
+            self._report(job, f"Failed{where}: {type(err).__name__}: {err}")
+
+    def _report(self, job: Job, message: str) -> None:
+        image_id = getattr(job, "image_id", None)
+        self.failed.emit(WorkerError(job.seq, image_id, message, getattr(job, "project", 0)))
 
     def close(self) -> None:
         """Release the models (stops SAM's prefetch thread) and give torch its thread count back. Call once the
@@ -380,14 +406,15 @@ class InferenceWorker(QObject):
     def _propose(self, job: ProposeJob) -> None:
         models = self._require_models()
         start = perf_counter()
-        image = self.images.get(job.image_id, job.path)
+        key = (job.project, job.image_id)
+        image = self.images.get(key, job.path)
         if self.queue.is_stale(job.seq):
             return
-        proposals = models.proposer.propose(job.image_id, image, job.expression, all_instances=job.all_instances)
+        proposals = models.proposer.propose(key, image, job.expression, all_instances=job.all_instances)
         shown = tuple(self._shown(p) for p in proposals)
         elapsed = (perf_counter() - start) * 1000.0
         self.proposed.emit(
-            ProposalResult(job.seq, job.image_id, job.expression, job.all_instances, shown, elapsed)
+            ProposalResult(job.seq, job.image_id, job.expression, job.all_instances, shown, elapsed, job.project)
         )
 
     def _shown(self, proposal: "Proposal") -> ShownProposal:
@@ -421,16 +448,16 @@ class InferenceWorker(QObject):
             if job.purpose == "box" and job.previous_mask is not None and job.previous_box_xyxy is not None:
                 mask = mask_following_box(job.previous_mask, job.previous_box_xyxy, job.box_xyxy)
         else:
-            image = self.images.get(job.image_id, job.path)
+            key = (job.project, job.image_id)
+            image = self.images.get(key, job.path)
             if job.points:
                 points = np.array([(p.x, p.y) for p in job.points], dtype=np.float64)
                 labels = np.array([1 if p.positive else 0 for p in job.points], dtype=np.int64)
-                result = models.proposer.refine(
-                    job.image_id, image, job.box_xyxy, points, labels, previous=self._previous.get(job.key)
-                )
+                previous = self._previous.get((job.project, job.key))
+                result = models.proposer.refine(key, image, job.box_xyxy, points, labels, previous=previous)
             else:
-                result = segmenter.segment_box(job.image_id, image, job.box_xyxy)
-            self._remember(job.key, result)
+                result = segmenter.segment_box(key, image, job.box_xyxy)
+            self._remember((job.project, job.key), result)
             mask = None if result.empty else result.mask
             score = None if result.empty else result.score
         if mask is not None and not mask.any():
@@ -440,7 +467,7 @@ class InferenceWorker(QObject):
         self.segmented.emit(
             MaskUpdate(
                 job.seq, job.image_id, job.key, job.purpose, box, mask, score, outline, job.points,
-                (perf_counter() - start) * 1000.0,
+                (perf_counter() - start) * 1000.0, job.project,
             )
         )  # fmt: skip
 
@@ -454,13 +481,15 @@ class InferenceWorker(QObject):
         if self._models is None:
             return
         proposer = self._models.proposer
-        for image_id in self._prefetched - set(job.wanted):
-            proposer.forget(image_id)
-        self._prefetched &= set(job.wanted)
-        image = self.images.get(job.image_id, job.path)
+        wanted = {(job.project, image_id) for image_id in job.wanted}
+        for key in self._prefetched - wanted:
+            proposer.forget(key)
+        self._prefetched &= wanted
+        key = (job.project, job.image_id)
+        image = self.images.get(key, job.path)
         if not self.queue.is_stale(job.seq):
-            proposer.prefetch(job.image_id, image)
-            self._prefetched.add(job.image_id)
+            proposer.prefetch(key, image)
+            self._prefetched.add(key)
 
 
 class ImageWorker(QObject):
@@ -481,24 +510,26 @@ class ImageWorker(QObject):
         job = self.queue.take()
         if isinstance(job, OutlineJob):
             paths = {rle_key(rle): mask_outline(rle.to_mask(), self.tolerance_px) for rle in job.masks}
-            self.outlined.emit(Outlines(job.image_id, paths))
+            self.outlined.emit(Outlines(job.image_id, paths, job.project))
             return
         if not isinstance(job, LoadImageJob):
             return
         start = perf_counter()
         try:
-            image = self.images.get(job.image_id, job.path)
+            image = self.images.get((job.project, job.image_id), job.path)
             if self.queue.is_stale(job.seq):
                 return
             pyramid = build_pyramid(image)
         except AnnotatorError as err:
-            self.failed.emit(WorkerError(job.seq, job.image_id, str(err)))
+            self.failed.emit(WorkerError(job.seq, job.image_id, str(err), job.project))
             return
         except Exception as err:
             log.exception("decoding %s failed", job.path)
-            self.failed.emit(WorkerError(job.seq, job.image_id, f"{job.path.name} cannot be shown: {err}"))
+            message = f"{job.path.name} cannot be shown: {err}"
+            self.failed.emit(WorkerError(job.seq, job.image_id, message, job.project))
             return
-        self.loaded.emit(LoadedImage(job.seq, job.image_id, pyramid, (perf_counter() - start) * 1000.0))
+        elapsed = (perf_counter() - start) * 1000.0
+        self.loaded.emit(LoadedImage(job.seq, job.image_id, pyramid, elapsed, job.project))
 
 
 def tight_box(mask: np.ndarray) -> BoxXyxy:
@@ -526,7 +557,12 @@ def mask_following_box(mask: np.ndarray, old_box: BoxXyxy, new_box: BoxXyxy) -> 
 
 # Clients (GUI thread) -----------------------------------------------------------------------------------------------
 class _WorkerThread(QObject):
-    """A QThread running one worker; `submit` queues a job and wakes the worker."""
+    """A QThread running one worker; `submit` queues a job and wakes the worker.
+
+    `project` numbers the open project: image ids restart at 1 in every project, so the models' caches (LVLM
+    prefix, SAM embedding, decoded pixels) are keyed by (project, image id), and results say which project they
+    belong to.
+    """
 
     _wake = Signal()
 
@@ -535,6 +571,7 @@ class _WorkerThread(QObject):
         self.queue = queue
         self.worker = worker
         self._seq = 0
+        self.project = 0
         self._thread = QThread()
         self._thread.setObjectName(name)
         worker.moveToThread(self._thread)
@@ -585,8 +622,14 @@ class InferenceClient(_WorkerThread):
     def load_models(self, models: ModelSettings) -> int:
         return self.submit(LoadModelsJob(self.next_seq(), models))
 
+    def use_models(self, models: LoadedModels) -> int:
+        """Hand ready-made models to the worker (it owns them from now on and closes them)."""
+        return self.submit(UseModelsJob(self.next_seq(), models))
+
     def propose(self, image_id: int, path: Path, expression: str, all_instances: bool) -> int:
-        return self.submit(ProposeJob(self.next_seq(), image_id, path, expression, all_instances))
+        return self.submit(
+            ProposeJob(self.next_seq(), image_id, path, expression, all_instances, project=self.project)
+        )
 
     def segment(
         self,
@@ -603,7 +646,7 @@ class InferenceClient(_WorkerThread):
         """Queue a SAM prompt; `droppable` False for stored annotations, whose result is kept even after moving on."""
         job = SegmentJob(
             self.next_seq(), image_id, path, key, purpose, box_xyxy, points, previous_box_xyxy, previous_mask,
-            droppable=droppable,
+            droppable=droppable, project=self.project,
         )  # fmt: skip
         return self.submit(job)
 
@@ -611,7 +654,7 @@ class InferenceClient(_WorkerThread):
         """Prepare these images in this order (the current one first); earlier prefetches of others are dropped."""
         wanted = tuple(image_id for image_id, _ in images)
         for image_id, path in images:
-            self.submit(PrefetchJob(self.next_seq(), image_id, path, wanted))
+            self.submit(PrefetchJob(self.next_seq(), image_id, path, wanted, project=self.project))
 
     def stop(self) -> None:
         super().stop()
@@ -632,8 +675,8 @@ class ImageClient(_WorkerThread):
 
     def load(self, image_id: int, path: Path) -> int:
         self.move_on()
-        return self.submit(LoadImageJob(self.next_seq(), image_id, path))
+        return self.submit(LoadImageJob(self.next_seq(), image_id, path, project=self.project))
 
     def outline(self, image_id: int, masks: tuple[Rle, ...]) -> int:
-        return self.submit(OutlineJob(self.next_seq(), image_id, masks))
+        return self.submit(OutlineJob(self.next_seq(), image_id, masks, project=self.project))
 
