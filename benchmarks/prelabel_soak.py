@@ -52,6 +52,16 @@ def resident_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def tiny_segmenter() -> Segmenter:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.tiny_sam import build_tiny_sam
@@ -82,7 +92,8 @@ def main() -> int:
         ground_truth = write_scene_folder(folder, args.images, seed=99, config=SCENES)
         start = time.perf_counter()
         with ProjectStore.for_folder(folder) as store:
-            report = Prelabeller(proposer, store, masks=args.masks).run(expression_plan(path=ground_truth), progress=sample)
+            prelabeller = Prelabeller(proposer, store, masks=args.masks, model_id=str(PLANTED_MODEL_DIR))
+            report = prelabeller.run(expression_plan(path=ground_truth), progress=sample)
             stored = len(store.annotations())
     if segmenter is not None:
         segmenter.close()
@@ -92,7 +103,8 @@ def main() -> int:
     peak_done, peak = max(after, key=lambda item: item[1])
     growth = peak / baseline - 1.0
     print("# annotator prelabel soak (planted model)\n")
-    print(f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, torch threads "
+    print(f"- load average at the end: {os.getloadavg()[0]:.2f} (shared machine)")
+    print(f"- machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads "
           f"{torch.get_num_threads()}; Python {platform.python_version()}, torch {torch.__version__}, transformers "
           f"{version('transformers')}, segment-anything {version('segment-anything')}")
     print(f"- {report.images_done} images labelled, {stored} proposals stored with {args.masks} masks, "

@@ -53,7 +53,8 @@ def cpu_name() -> str:
 def run_once(proposer: Proposer, folder: Path, ground_truth: Path, store_path: Path, depth: int, masks: str | None) -> float:
     """One full pre-labelling of the folder on a fresh store; images per second."""
     with ProjectStore.open(store_path, image_root=folder) as store:
-        report = Prelabeller(proposer, store, masks=masks, prefetch_depth=depth).run(expression_plan(path=ground_truth))
+        prelabeller = Prelabeller(proposer, store, masks=masks, prefetch_depth=depth, model_id=str(PLANTED_MODEL_DIR))
+        report = prelabeller.run(expression_plan(path=ground_truth))
     assert report.images_done == report.images_total and not report.skipped, report
     return report.images_per_second
 
