@@ -18,6 +18,7 @@ from annotator.grounding.planted import (
     NUM_LAYERS,
     PLANTED_HEADS,
     PLANTED_MODEL_DIR,
+    build_config,
     build_planted_model,
 )
 from annotator.grounding.scenes import PALETTE, SHAPE_WORDS, TEMPLATE_WORDS, SceneConfig, box_iou, generate_scene
@@ -70,6 +71,15 @@ def test_the_shipped_folder_loads_with_plain_transformers_classes():
     with torch.no_grad():
         logits = model(**inputs).logits
     assert logits.shape[:2] == inputs["input_ids"].shape
+
+
+def test_the_shipped_config_equals_a_fresh_build(fresh):
+    from transformers import LlavaConfig
+
+    written_on_save = ("architectures", "dtype")
+    shipped = {k: v for k, v in LlavaConfig.from_pretrained(PLANTED_MODEL_DIR).to_dict().items() if k not in written_on_save}
+    built = {k: v for k, v in build_config(fresh[1].tokenizer).to_dict().items() if k not in written_on_save}
+    assert shipped == built
 
 
 def test_the_shipped_weights_equal_a_fresh_build(fresh):

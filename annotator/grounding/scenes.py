@@ -164,7 +164,8 @@ class Scene:
 
 
 def generate_scene(rng: np.random.Generator, config: SceneConfig = SceneConfig()) -> Scene:
-    """One scene drawn from `rng` (which it advances)."""
+    """One scene drawn from `rng` (which it advances). The first object placed is the target; objects that find no
+    free place are left out, so a crowded scene can hold fewer than `num_objects`."""
     width, height = _draw_image_size(rng, config)
     image = _background(rng, width, height, config)
     side = max(width, height)
@@ -187,6 +188,8 @@ def generate_scene(rng: np.random.Generator, config: SceneConfig = SceneConfig()
         ys, xs = np.nonzero(mask)
         tight = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
         objects.append(SceneObject(shape, colour, rgb, tight, mask))
+    if not objects:
+        raise ValueError(f"no object fits in a {width} x {height} image; use a larger long_side")
     order = rng.permutation(len(objects))
     shuffled = tuple(objects[int(j)] for j in order)
     target_index = int(np.flatnonzero(order == 0)[0])
