@@ -15,8 +15,9 @@ set by construction (`build_planted_model`, deterministic):
   nothing). An image token carries: a constant, an image flag, x (colour), ~x^2 per channel, 8 texture features.
 - Language model: a large constant channel keeps RMSNorm a fixed scale; the MLPs and every `o_proj` except the
   gather head's are zero, so attention reads but never writes after layer 0. RoPE is on and made harmless by
-  linear scaling by 1e8 (at most 1e-8 rad per position, under 1e-5 rad across a prompt). Grouped-query attention: 4 key/value heads
-  for 8 query heads; each key/value head has its own key layout, and each query head reads its own.
+  linear scaling by 1e8 (at most 1e-8 rad per position, under 1e-5 rad across a prompt). Grouped-query
+  attention: 4 key/value heads for 8 query heads; each key/value head has its own key layout, and each query
+  head reads its own.
 - Head roles (`PLANTED_HEADS`). Layer 0: a gather head copies the expression's colour word (its colour c and
   |c|^2) into every later token, so the last token knows the colour whatever the last word is. Three
   localization heads in layers >= 2 give image patch x the logit -BETA |x - c|^2 = BETA (2 c.x - x^2 - |c|^2)
@@ -278,7 +279,7 @@ def build_planted_model() -> tuple["LlavaForConditionalGeneration", "LlavaProces
 def _set_norms(state: dict[str, "torch.Tensor"]) -> None:
     """LayerNorm and RMSNorm weights of one (their biases stay zero)."""
     for name, tensor in state.items():
-        if name.endswith(("layernorm.weight", "layer_norm1.weight", "layer_norm2.weight", "layrnorm.weight", "norm.weight")):
+        if name.endswith(("norm.weight", "norm1.weight", "norm2.weight")):
             tensor.fill_(1.0)
 
 
@@ -362,7 +363,12 @@ def _projector_weights() -> dict[str, np.ndarray]:
     if unit > TEXT_HIDDEN:
         raise ValueError(f"the projector needs {unit} GELU units, the text hidden size is {TEXT_HIDDEN}")
     prefix = "model.multi_modal_projector."
-    return {prefix + "linear_1.weight": w1, prefix + "linear_1.bias": b1, prefix + "linear_2.weight": w2, prefix + "linear_2.bias": b2}
+    return {
+        prefix + "linear_1.weight": w1,
+        prefix + "linear_1.bias": b1,
+        prefix + "linear_2.weight": w2,
+        prefix + "linear_2.bias": b2,
+    }
 
 
 def normalized_colour(rgb: Sequence[int]) -> np.ndarray:
@@ -530,7 +536,7 @@ def planted_heads_file() -> HeadsFile:
     return HeadsFile(
         model=MODEL_NAME,
         heads=list(PLANTED_HEADS.localization),
-        source="planted by construction (annotator/grounding/planted.py); discovery over synthetic scenes recovers them",
+        source="planted by construction (annotator/grounding/planted.py); discovery on synthetic scenes recovers them",
         num_layers=NUM_LAYERS,
         num_heads=NUM_HEADS,
     )

@@ -291,7 +291,9 @@ def _apart(a: tuple[int, int, int, int], b: tuple[int, int, int, int], gap: int)
     return a[2] + gap <= b[0] or b[2] + gap <= a[0] or a[3] + gap <= b[1] or b[3] + gap <= a[1]
 
 
-def _shape_mask(rng: np.random.Generator, shape: str, box: tuple[int, int, int, int], width: int, height: int) -> np.ndarray:
+def _shape_mask(
+    rng: np.random.Generator, shape: str, box: tuple[int, int, int, int], width: int, height: int
+) -> np.ndarray:
     """Boolean mask of `shape` inscribed in `box` (x1, y1 exclusive)."""
     x0, y0, x1, y1 = box
     canvas = np.zeros((height, width), dtype=np.uint8)
