@@ -87,7 +87,9 @@ def test_rejecting_a_proposal_leaves_nothing_in_the_store(qtbot, window, scene_f
         assert store.categories() == []
 
 
-def test_an_accepted_annotation_survives_closing_and_reopening_the_app(qtbot, app_settings, window, scene_folder):
+def test_an_accepted_annotation_survives_closing_and_reopening_the_app(
+    qtbot, make_window, app_settings, window, scene_folder
+):
     folder, scenes = scene_folder
     open_folder(qtbot, window, folder)
     scene = scenes[show_image_name(window)]
@@ -97,7 +99,7 @@ def test_an_accepted_annotation_survives_closing_and_reopening_the_app(qtbot, ap
     accepted_box = window.store.annotations()[0].box_xyxy
     window.close()
 
-    reopened = make_window(qtbot, app_settings)
+    reopened = make_window(app_settings)
     open_folder(qtbot, reopened, folder)
     [annotation] = reopened.store.annotations()
     assert annotation.status == "accepted"
@@ -188,10 +190,12 @@ def test_a_corrupt_image_gives_a_message_and_the_app_keeps_working(qtbot, window
     assert propose(qtbot, window, scenes[name].expression) == 1
 
 
-def test_a_failing_model_load_gives_a_message_and_the_app_keeps_working(qtbot, app_settings, scene_folder, tmp_path):
+def test_a_failing_model_load_gives_a_message_and_the_app_keeps_working(
+    qtbot, make_window, app_settings, scene_folder, tmp_path
+):
     missing = tmp_path / "no-such-llava"
     app_settings.set_model_settings(ModelSettings(model=str(missing), sam_type="none"))
-    window = make_window(qtbot, app_settings)
+    window = make_window(app_settings)
     with qtbot.waitSignal(window.models_changed, timeout=STEP_TIMEOUT_MS) as loaded:
         window.start_models()
     assert loaded.args[0] is None
@@ -208,10 +212,12 @@ def test_a_failing_model_load_gives_a_message_and_the_app_keeps_working(qtbot, a
     assert window.canvas.annotation_keys() == []
 
 
-def test_the_demo_model_is_offered_and_named_in_the_title(qtbot, app_settings, tmp_path, planted_model_path, monkeypatch):
+def test_the_demo_model_is_offered_and_named_in_the_title(
+    qtbot, make_window, app_settings, tmp_path, planted_model_path, monkeypatch
+):
     monkeypatch.setattr("annotator.ui.settings.DEMO_MODEL_PATH", planted_model_path)
     app_settings.set_model_settings(ModelSettings(model=str(tmp_path / "no-such-llava"), sam_type="none"))
-    window = make_window(qtbot, app_settings)
+    window = make_window(app_settings)
     with qtbot.waitSignal(window.models_changed, timeout=STEP_TIMEOUT_MS):
         window.start_models()
     with qtbot.waitSignal(window.models_changed, timeout=STEP_TIMEOUT_MS) as loaded:
@@ -222,11 +228,11 @@ def test_the_demo_model_is_offered_and_named_in_the_title(qtbot, app_settings, t
 
 
 def test_first_run_without_a_downloaded_model_loads_the_demo_model_and_says_why(
-    qtbot, tmp_path, planted_model_path, monkeypatch
+    qtbot, make_window, tmp_path, planted_model_path, monkeypatch
 ):
     monkeypatch.setattr("annotator.ui.settings.DEMO_MODEL_PATH", planted_model_path)
     settings = AppSettings.at(tmp_path / "fresh.ini")
-    window = make_window(qtbot, settings)
+    window = make_window(settings)
     with qtbot.waitSignal(window.message_shown, timeout=STEP_TIMEOUT_MS):
         window.start_models()
     assert DEFAULT_MODEL in window.message_bar.text

@@ -6,6 +6,7 @@ Import the fixtures into a test module with `from tests.ui_fixtures import *`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -17,6 +18,7 @@ from annotator.grounding.scenes import Scene, SceneConfig, box_iou, generate_sce
 from annotator.paths import MODELS_DIR
 from annotator.project.store import ProjectStore
 from annotator.ui.main_window import MainWindow
+from annotator.ui.model_loading import LoadedModels, ModelsInfo
 from annotator.ui.settings import AppSettings, ModelSettings
 
 SHIPPED_PLANTED_MODEL = MODELS_DIR / "planted-llava"
@@ -80,20 +82,66 @@ def scene_folder(tmp_path: Path) -> tuple[Path, dict[str, Scene]]:
     return folder, write_scenes(folder, [11, 12, 13])
 
 
-def make_window(qtbot, settings: AppSettings) -> MainWindow:
-    window = MainWindow(settings)
-    qtbot.addWidget(window)
-    window.resize(1280, 800)
-    window.show()
-    qtbot.waitExposed(window)
-    window.activateWindow()
+def planted_models_with_tiny_sam(planted_model_path: Path) -> LoadedModels:
+    """The planted LLaVA with its heads and a tiny random-weight SAM (tests/tiny_sam.py), ready for `use_models`."""
+    from annotator.grounding.grounder import Grounder
+    from annotator.grounding.heads import find_heads_file
+    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.grounding.proposer import Proposer
+    from annotator.grounding.segment import Segmenter
+    from tests.tiny_sam import build_tiny_sam
+
+    heads = find_heads_file(str(planted_model_path))
+    grounder = Grounder(LvlmEngine.load(planted_model_path), heads.heads)
+    segmenter = Segmenter(build_tiny_sam(), cache_size=4)
+    info = ModelsInfo(
+        model=str(planted_model_path),
+        heads=tuple(grounder.heads),
+        heads_source=heads.source,
+        sam_type="tiny",
+        sam_note="",
+        is_demo=False,
+        device="cpu",
+        load_seconds=0.0,
+    )
+    return LoadedModels(proposer=Proposer(grounder, segmenter), segmenter=segmenter, info=info)
+
+
+@pytest.fixture
+def sam_window(qtbot, make_window, app_settings: AppSettings, planted_model_path: Path) -> MainWindow:
+    """A shown main window with the planted model and a tiny SAM, so points and boxes re-prompt a real Segmenter."""
+    window = make_window(app_settings)
+    with qtbot.waitSignal(window.models_changed, timeout=MODEL_TIMEOUT_MS):
+        window.use_models(planted_models_with_tiny_sam(planted_model_path))
     return window
 
 
 @pytest.fixture
-def window(qtbot, app_settings: AppSettings) -> MainWindow:
-    """A shown main window with the planted model loading in the background."""
-    window = make_window(qtbot, app_settings)
+def make_window(qtbot) -> Iterator[Callable[[AppSettings], MainWindow]]:
+    """Makes shown, active main windows; keeps them alive for the whole test and closes them after it (a window
+    closed by its owner stops its worker threads; one merely garbage-collected would not)."""
+    made: list[MainWindow] = []
+
+    def make(settings: AppSettings) -> MainWindow:
+        window = MainWindow(settings)
+        made.append(window)
+        qtbot.addWidget(window)
+        window.resize(1280, 800)
+        window.show()
+        qtbot.waitExposed(window)
+        window.activateWindow()
+        qtbot.waitUntil(window.isActiveWindow)
+        return window
+
+    yield make
+    for window in made:
+        window.close()
+
+
+@pytest.fixture
+def window(qtbot, make_window, app_settings: AppSettings) -> MainWindow:
+    """A shown main window with the planted model loaded."""
+    window = make_window(app_settings)
     with qtbot.waitSignal(window.models_changed, timeout=MODEL_TIMEOUT_MS) as loaded:
         window.start_models()
     assert loaded.args[0] is not None, window.message_bar.text
@@ -142,6 +190,8 @@ __all__ = [
     "make_window",
     "open_folder",
     "planted_model_path",
+    "planted_models_with_tiny_sam",
+    "sam_window",
     "propose",
     "reopen_store",
     "scene_folder",

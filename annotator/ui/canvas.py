@@ -410,6 +410,11 @@ class Canvas(QGraphicsView):
         self.scene().addItem(self._overlay)
 
     @property
+    def overlay_image(self) -> QImage | None:
+        """The heatmap image stretched over the image (whether shown or not), or None."""
+        return self._overlay.image if self._overlay is not None else None
+
+    @property
     def has_overlay(self) -> bool:
         return self._overlay is not None
 

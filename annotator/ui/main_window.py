@@ -705,13 +705,14 @@ class MainWindow(QMainWindow):
 
     # Accept, reject, delete, category ---------------------------------------------------------------------------
     def _target_key(self) -> Hashable | None:
-        """The annotation Enter / Esc act on: the active one if pending, else the first pending one."""
+        """The annotation Enter / Esc act on: the active one if pending, else the first proposal, else the first
+        pending annotation in the store (a pre-label) on this image."""
         active = self.canvas.active_key
         if active in self._pending or self._stored_pending(active):
             return active
         if self._pending:
             return next(iter(self._pending))
-        return None
+        return next((a.id for a in self._stored_annotations() if a.status == "pending"), None)
 
     def _stored_pending(self, key: Hashable | None) -> bool:
         if not isinstance(key, int) or self.store is None:
@@ -1443,7 +1444,7 @@ class MainWindow(QMainWindow):
         active = self.canvas.active_key
         shown = self._pending[active].shown if isinstance(active, str) and active in self._pending else None
         shown = shown or self._last_shown
-        if shown is None or shown.proposal.image_id != self.current_image_id or not self._image_ready:
+        if shown is None or shown.image_id != self.current_image_id or not self._image_ready:
             if self._overlay_shown is not None:
                 self.canvas.set_overlay(None)
                 self.heads_panel.set_heads((), (), None, None)

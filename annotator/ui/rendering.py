@@ -58,14 +58,19 @@ def display_frame(frame: ImageFrame, max_side: int = HEATMAP_MAX_SIDE) -> ImageF
 
 
 def heatmap_image(grid_map: np.ndarray, frame: ImageFrame, max_side: int = HEATMAP_MAX_SIDE) -> QImage:
-    """The combined head map over the image (padding cut), coloured, hotter cells more opaque.
+    """The combined head map over the image (padding cut), coloured, its hot region opaque.
 
-    The result covers exactly the image; its size is the image's shrunk to `max_side` on the longer side.
+    Opacity is 0 at and below the map's mean over the grid (the method's own foreground threshold) and ramps to
+    1 at its maximum, so only the region the heads point at is tinted. The result covers exactly the image; its
+    size is the image's shrunk to `max_side` on the longer side.
     """
+    grid = np.asarray(grid_map, dtype=np.float64)
+    low, high = float(grid.mean()), float(grid.max())
     small = display_frame(frame, max_side)
-    values = normalised(small.grid_map_to_pixels(normalised(grid_map), "linear"))
-    rgba = colormaps[HEATMAP_COLORMAP](values, bytes=True)
-    rgba[..., 3] = (255 * (0.2 + 0.8 * values)).astype(np.uint8)
+    values = small.grid_map_to_pixels(grid, "linear").astype(np.float64)
+    heat = np.clip((values - low) / (high - low), 0.0, 1.0) if high > low else np.zeros_like(values)
+    rgba = colormaps[HEATMAP_COLORMAP](0.35 + 0.65 * heat, bytes=True)
+    rgba[..., 3] = np.round(255 * np.sqrt(heat)).astype(np.uint8)
     return rgba_to_qimage(rgba)
 
 

@@ -134,7 +134,7 @@ class SettingsDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(self.tabs, 1)
         layout.addWidget(self.buttons)
-        self.resize(680, 520)
+        self.resize(680, 420)
 
         self.buttons.accepted.connect(self._ok)
         self.buttons.rejected.connect(self.reject)

@@ -227,11 +227,13 @@ class JobQueue:
 class ShownProposal:
     """A proposal with what the canvas and the heads panel draw, made on the worker thread.
 
+    `image_id`: the image in the open project (the proposal's own `image_id` is the models' cache key).
     `mask`: SAM's mask when there is one, else the heads' coarse region (the paper's pseudo-mask), else None;
     `mask_kind` says which ("sam", "coarse" or "none"). `outline`: that mask's outline; `heat`: the heatmap over
     the image; `head_images`: each head's raw grid map, in the order of `proposal.heads`.
     """
 
+    image_id: int
     proposal: "Proposal"
     mask: np.ndarray | None
     mask_kind: str
@@ -411,13 +413,13 @@ class InferenceWorker(QObject):
         if self.queue.is_stale(job.seq):
             return
         proposals = models.proposer.propose(key, image, job.expression, all_instances=job.all_instances)
-        shown = tuple(self._shown(p) for p in proposals)
+        shown = tuple(self._shown(job.image_id, p) for p in proposals)
         elapsed = (perf_counter() - start) * 1000.0
         self.proposed.emit(
             ProposalResult(job.seq, job.image_id, job.expression, job.all_instances, shown, elapsed, job.project)
         )
 
-    def _shown(self, proposal: "Proposal") -> ShownProposal:
+    def _shown(self, image_id: int, proposal: "Proposal") -> ShownProposal:
         if proposal.mask is not None and proposal.mask.any():
             mask, kind = proposal.mask, "sam"
         elif proposal.regions and proposal.coarse_mask.any():
@@ -425,6 +427,7 @@ class InferenceWorker(QObject):
         else:
             mask, kind = None, "none"
         return ShownProposal(
+            image_id=image_id,
             proposal=proposal,
             mask=mask,
             mask_kind=kind,
