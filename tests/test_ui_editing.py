@@ -220,6 +220,38 @@ def test_a_positive_then_a_negative_point_refine_the_mask_and_undo_restores_each
     assert stored(window, annotation_id).box_xyxy == BOX
 
 
+def test_backspace_removes_the_last_point_and_sam_redraws_the_mask_without_it(qtbot, sam_window, scene_folder):
+    window = sam_window
+    folder, _ = scene_folder
+    annotation_id = seed_store(folder)
+    open_folder(qtbot, window, folder)
+    activate(qtbot, window, annotation_id)
+    for x, y in ((100, 120), (150, 160)):
+        with qtbot.waitSignal(window.annotations_changed, timeout=STEP_TIMEOUT_MS):
+            click(qtbot, window, x, y)
+    with qtbot.waitSignal(window.annotations_changed, timeout=STEP_TIMEOUT_MS):
+        qtbot.keyClick(window.canvas, Qt.Key.Key_Backspace)
+    assert len(window.canvas.item_for(annotation_id).annotation.points) == 1
+    assert window.undo_stack.count() == 3
+
+
+def test_a_moved_box_is_segmented_again_from_its_new_place(qtbot, sam_window, scene_folder):
+    window = sam_window
+    folder, _ = scene_folder
+    annotation_id = seed_store(folder)
+    open_folder(qtbot, window, folder)
+    activate(qtbot, window, annotation_id)
+    with qtbot.waitSignal(window.annotations_changed, timeout=STEP_TIMEOUT_MS):
+        dx, dy = drag(qtbot, window, (120, 140), (140, 150))
+    x0, y0, x1, y1 = BOX
+    moved = (x0 + dx, y0 + dy, x1 + dx, y1 + dy)
+    image = load_image(window.store.image_path(window.current_image_id))
+    expected = Segmenter(build_tiny_sam(), cache_size=1).segment_box(0, image, moved)
+    assert stored(window, annotation_id).rle == Rle.from_mask(expected.mask)
+    undo(qtbot, window)
+    assert stored(window, annotation_id).rle is None
+
+
 def test_a_box_drawn_with_w_is_segmented_by_sam_and_accepted_as_manual(qtbot, sam_window, scene_folder):
     window = sam_window
     folder, _ = scene_folder
