@@ -1,0 +1,141 @@
+"""The models the app, the CLI and the docs offer, read from `resources/models.json`.
+
+Three kinds: LLaVA-1.5 checkpoints on the Hugging Face Hub (with their heads file and GPU memory estimates), the
+official SAM checkpoints (whose URL, byte size and SHA-256 are `segment.SAM_CHECKPOINTS`, read from there, never
+written twice) and the planted demo model shipped in `resources/models/`. No Qt, and no torch until a SAM
+preset's checkpoint is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from annotator.errors import ModelUnavailable
+from annotator.grounding.heads import HeadsFile
+from annotator.paths import HEADS_DIR, MODELS_DIR, RESOURCES
+
+if TYPE_CHECKING:
+    from annotator.grounding.segment import CheckpointSpec
+
+PRESETS_FILE = RESOURCES / "models.json"
+
+
+@dataclass(frozen=True)
+class GpuMemoryEstimate:
+    """Weights on the GPU in GB (1e9 bytes): the whole model, truncated after the deepest localization head, and
+    truncated with 4-bit text layers (None where 4-bit is not offered)."""
+
+    full_gb: float
+    truncated_gb: float
+    truncated_4bit_gb: float | None
+
+
+@dataclass(frozen=True)
+class LvlmPreset:
+    """A LLaVA-1.5 checkpoint on the Hub: `heads_file` is the path of its localization heads file."""
+
+    name: str
+    hub_id: str
+    heads_file: Path
+    default_dtype: str
+    num_layers: int
+    supports_4bit: bool
+    gpu_memory: GpuMemoryEstimate
+    description: str
+
+    @property
+    def deepest_head_layer(self) -> int:
+        """The deepest layer (0-based) holding one of the localization heads: the truncation point."""
+        return max(layer for layer, _ in HeadsFile.load(self.heads_file).heads)
+
+
+@dataclass(frozen=True)
+class SamPreset:
+    """An official Segment Anything checkpoint of `model_type` (vit_h, vit_l, vit_b)."""
+
+    name: str
+    model_type: str
+    description: str
+
+    @property
+    def checkpoint(self) -> "CheckpointSpec":
+        """URL, byte size and SHA-256, from `segment.SAM_CHECKPOINTS`."""
+        from annotator.grounding.segment import SAM_CHECKPOINTS
+
+        if self.model_type not in SAM_CHECKPOINTS:
+            raise ModelUnavailable(f"SAM preset {self.name} names unknown model type {self.model_type!r}")
+        return SAM_CHECKPOINTS[self.model_type]
+
+
+@dataclass(frozen=True)
+class DemoPreset:
+    """The planted demo model: a LLaVA folder shipped with the app (`folder`, absolute)."""
+
+    name: str
+    folder: Path
+    description: str
+
+
+Preset = LvlmPreset | SamPreset | DemoPreset
+
+
+@dataclass(frozen=True)
+class Presets:
+    """Every preset of a presets file, in file order."""
+
+    lvlm: tuple[LvlmPreset, ...]
+    sam: tuple[SamPreset, ...]
+    demo: DemoPreset
+
+    @property
+    def all(self) -> tuple[Preset, ...]:
+        return (*self.lvlm, *self.sam, self.demo)
+
+    def get(self, name: str) -> Preset:
+        """The preset called `name` (or, for LLaVA, its hub id); `ModelUnavailable` listing the names if none."""
+        for preset in self.all:
+            if name == preset.name or (isinstance(preset, LvlmPreset) and name == preset.hub_id):
+                return preset
+        raise ModelUnavailable(f"no model preset {name!r}; the presets are {', '.join(p.name for p in self.all)}")
+
+
+def load_presets(path: str | Path = PRESETS_FILE) -> Presets:
+    """Read a presets file; a missing or malformed one raises `ModelUnavailable` naming the file and the entry."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        lvlm = tuple(_lvlm(entry) for entry in data["lvlm"])
+        sam = tuple(SamPreset(e["name"], e["model_type"], e.get("description", "")) for e in data["sam"])
+        demo = data["demo"]
+        demo_preset = DemoPreset(demo["name"], MODELS_DIR / demo["folder"], demo.get("description", ""))
+    except OSError as exc:
+        raise ModelUnavailable(f"cannot read the model presets {path}: {exc.strerror or exc}") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelUnavailable(f"the model presets {path} are malformed: {type(exc).__name__} {exc}") from exc
+    names = [p.name for p in (*lvlm, *sam, demo_preset)]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ModelUnavailable(f"the model presets {path} name {', '.join(duplicates)} more than once")
+    return Presets(lvlm, sam, demo_preset)
+
+
+def _lvlm(entry: dict) -> LvlmPreset:
+    memory = entry["gpu_memory_gb"]
+    supports_4bit = bool(entry["supports_4bit"])
+    return LvlmPreset(
+        name=entry["name"],
+        hub_id=entry["hub_id"],
+        heads_file=HEADS_DIR / entry["heads_file"],
+        default_dtype=entry["default_dtype"],
+        num_layers=int(entry["num_layers"]),
+        supports_4bit=supports_4bit,
+        gpu_memory=GpuMemoryEstimate(
+            full_gb=float(memory["full"]),
+            truncated_gb=float(memory["truncated"]),
+            truncated_4bit_gb=float(memory["truncated_4bit"]) if supports_4bit else None,
+        ),
+        description=entry.get("description", ""),
+    )

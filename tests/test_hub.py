@@ -1,0 +1,257 @@
+"""Hub checkpoints: shard selection for a truncated load, loading from only those shards, the offline cache, and
+the disk-space check before any byte."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from collections import namedtuple
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from annotator.errors import ModelUnavailable
+from annotator.grounding import hub
+from annotator.grounding.planted import PLANTED_MODEL_DIR
+
+GB = 10**9
+SHARDS = ("model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache and user cache under tmp_path, offline, with connections recorded."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf" / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    attempts: list = []
+    monkeypatch.setattr(socket.socket, "connect", lambda self, address: attempts.append(address))
+    return cache, attempts
+
+
+def llava_7b_shaped_index() -> dict[str, str]:
+    """Tensor -> shard like llava-hf/llava-1.5-7b-hf: vision tower, projector, embeddings and layers 0-10 in the
+    first shard, layer 11 split across the first two, 12-22 in the second, the rest, the norm and the LM head last."""
+    weight_map = {"language_model.model.embed_tokens.weight": SHARDS[0]}
+    for layer in range(24):
+        weight_map[f"vision_tower.vision_model.encoder.layers.{layer}.mlp.fc1.weight"] = SHARDS[0]
+    weight_map["vision_tower.vision_model.post_layernorm.weight"] = SHARDS[0]
+    weight_map["multi_modal_projector.linear_1.weight"] = SHARDS[0]
+    weight_map["multi_modal_projector.linear_2.weight"] = SHARDS[0]
+    for layer in range(32):
+        shard = SHARDS[0] if layer <= 10 else SHARDS[1] if layer <= 22 else SHARDS[2]
+        for part in ("self_attn.q_proj", "self_attn.o_proj", "input_layernorm"):
+            weight_map[f"language_model.model.layers.{layer}.{part}.weight"] = SHARDS[0] if layer == 11 else shard
+        weight_map[f"language_model.model.layers.{layer}.mlp.down_proj.weight"] = shard
+    weight_map["language_model.model.norm.weight"] = SHARDS[2]
+    weight_map["language_model.lm_head.weight"] = SHARDS[2]
+    return weight_map
+
+
+REPO_7B = {
+    "config.json": 950,
+    "generation_config.json": 141,
+    "preprocessor_config.json": 505,
+    "tokenizer.json": 1_842_622,
+    "tokenizer.model": 499_723,
+    "tokenizer_config.json": 1_313,
+    "special_tokens_map.json": 552,
+    "chat_template.json": 701,
+    "README.md": 4_000,
+    ".gitattributes": 1_519,
+    hub.INDEX_FILE: 70_000,
+    SHARDS[0]: 4_978_265_800,
+    SHARDS[1]: 4_970_422_232,
+    SHARDS[2]: 4_180_800_360,
+    "pytorch_model-00001-of-00003.bin": 4_978_286_000,
+    "pytorch_model-00002-of-00003.bin": 4_970_440_000,
+    "pytorch_model-00003-of-00003.bin": 4_180_815_000,
+}
+
+
+def test_a_7b_shaped_index_truncated_after_layer_14_needs_the_first_two_shards_only():
+    plan = hub.plan_files("llava-hf/llava-1.5-7b-hf", REPO_7B, llava_7b_shaped_index(), truncate_after_layer=14)
+    chosen = {f.name for f in plan.files}
+    assert SHARDS[0] in chosen and SHARDS[1] in chosen
+    assert [f.name for f in plan.skipped] == [SHARDS[2]]
+    assert plan.bytes_saved == 4_180_800_360
+
+
+def test_a_truncated_plan_keeps_config_tokenizer_and_processor_files_and_never_a_bin():
+    plan = hub.plan_files("llava-hf/llava-1.5-7b-hf", REPO_7B, llava_7b_shaped_index(), truncate_after_layer=14)
+    chosen = {f.name for f in plan.files}
+    non_weights = {n for n in REPO_7B if not n.endswith((".safetensors", ".bin"))}
+    assert chosen == non_weights | {SHARDS[0], SHARDS[1]}
+    assert plan.bytes_needed == sum(REPO_7B[n] for n in chosen)
+
+
+def test_layers_up_to_10_fit_in_the_first_shard_but_layer_11_is_split_across_two():
+    weight_map = llava_7b_shaped_index()
+    up_to_10 = hub.plan_files("r/m", REPO_7B, weight_map, truncate_after_layer=10)
+    up_to_11 = hub.plan_files("r/m", REPO_7B, weight_map, truncate_after_layer=11)
+    assert [f.name for f in up_to_10.skipped] == [SHARDS[1], SHARDS[2]]
+    assert [f.name for f in up_to_11.skipped] == [SHARDS[2]]
+
+
+def test_the_whole_model_plan_keeps_every_shard_and_saves_nothing():
+    plan = hub.plan_files("r/m", REPO_7B, llava_7b_shaped_index(), truncate_after_layer=None)
+    assert {SHARDS[0], SHARDS[1], SHARDS[2]} <= {f.name for f in plan.files}
+    assert plan.bytes_saved == 0
+    assert not [f for f in plan.files if f.name.endswith(".bin")]
+
+
+def test_tensors_of_both_checkpoint_namings_are_classified_by_layer():
+    assert hub.tensor_needed("model.language_model.layers.3.mlp.up_proj.weight", 3)
+    assert not hub.tensor_needed("model.language_model.layers.4.mlp.up_proj.weight", 3)
+    assert not hub.tensor_needed("lm_head.weight", 3)
+    assert not hub.tensor_needed("model.language_model.norm.weight", 3)
+    assert hub.tensor_needed("model.vision_tower.vision_model.encoder.layers.20.mlp.fc1.weight", 3)
+    assert hub.tensor_needed("model.language_model.embed_tokens.weight", 3)
+
+
+@pytest.fixture(scope="module")
+def sharded_planted(tmp_path_factory) -> Path:
+    """The planted model saved in shards of at most 200 kB, with its tokenizer and processor files."""
+    from transformers import LlavaForConditionalGeneration
+
+    folder = tmp_path_factory.mktemp("planted-sharded")
+    model = LlavaForConditionalGeneration.from_pretrained(PLANTED_MODEL_DIR)
+    model.save_pretrained(folder, max_shard_size="200kB")
+    for source in PLANTED_MODEL_DIR.iterdir():
+        if not source.name.endswith(".safetensors") and not (folder / source.name).exists():
+            shutil.copy(source, folder / source.name)
+    return folder
+
+
+def test_the_planted_model_loaded_from_only_the_selected_shards_gives_the_full_models_maps(
+    sharded_planted, hf_cache, tmp_path
+):
+    from annotator.grounding.lvlm import LvlmEngine
+
+    listing = {p.name: p.stat().st_size for p in sharded_planted.iterdir()}
+    weight_map = json.loads((sharded_planted / hub.INDEX_FILE).read_text())["weight_map"]
+    plan = hub.plan_files("testorg/planted-llava", listing, weight_map, truncate_after_layer=3)
+    assert plan.skipped, "the planted model's upper layers should fill shards of their own"
+    partial = tmp_path / "only-selected"
+    partial.mkdir()
+    for repo_file in plan.files:
+        shutil.copy(sharded_planted / repo_file.name, partial / repo_file.name)
+    folder = hub.build_grounding_folder(partial, "testorg/planted-llava", 3)
+
+    truncated = LvlmEngine.load(folder, truncate_after_layer=3)
+    full = LvlmEngine.load(PLANTED_MODEL_DIR)
+    image = np.full((84, 126, 3), 128, dtype=np.uint8)
+    image[20:60, 30:70] = (230, 30, 30)
+    heads = [(3, 5), (2, 0)]
+    np.testing.assert_allclose(
+        truncated.image_attention(image, "the red square", heads),
+        full.image_attention(image, "the red square", heads),
+        rtol=0,
+        atol=1e-6,
+    )
+
+
+def lay_out_hub_cache(cache: Path, repo_id: str, source: Path) -> Path:
+    """The Hugging Face cache layout for `repo_id` at one commit, holding the files of `source`."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(source, snapshot)
+    return snapshot
+
+
+def test_a_hub_style_cache_laid_out_by_the_test_is_found_offline_and_loads(hf_cache):
+    from annotator.grounding.lvlm import LvlmEngine
+
+    cache, attempts = hf_cache
+    snapshot = lay_out_hub_cache(cache, "testorg/planted-llava", PLANTED_MODEL_DIR)
+    found = hub.find_cached("testorg/planted-llava")
+    assert found == hub.CachedModel(
+        "testorg/planted-llava", snapshot, None, sum(p.stat().st_size for p in snapshot.iterdir())
+    )
+    engine = LvlmEngine.load("testorg/planted-llava")
+    assert engine.num_layers == 6
+    assert attempts == []
+
+
+def test_a_truncated_download_is_found_offline_through_its_grounding_folder(sharded_planted, hf_cache):
+    cache, attempts = hf_cache
+    snapshot = lay_out_hub_cache(cache, "testorg/planted-llava", sharded_planted)
+    listing = {p.name: p.stat().st_size for p in snapshot.iterdir()}
+    weight_map = json.loads((snapshot / hub.INDEX_FILE).read_text())["weight_map"]
+    for skipped in hub.plan_files("testorg/planted-llava", listing, weight_map, 3).skipped:
+        (snapshot / skipped.name).unlink()
+    assert hub.find_cached("testorg/planted-llava") is None
+    folder = hub.build_grounding_folder(snapshot, "testorg/planted-llava", 3)
+    found = hub.find_cached("testorg/planted-llava", truncate_after_layer=3)
+    assert found is not None and found.path == folder and found.truncate_after_layer == 3
+    assert attempts == []
+
+
+def test_a_missing_model_offline_gives_a_message_naming_the_cache_and_the_download_command(hf_cache):
+    cache, attempts = hf_cache
+    with pytest.raises(ModelUnavailable) as error:
+        hub.require_cached("testorg/absent-llava", 14, preset_name="absent-7b")
+    message = str(error.value)
+    assert "testorg/absent-llava is not downloaded" in message
+    assert str(cache) in message and "offline" in message
+    assert "annotator models download absent-7b" in message
+    assert attempts == []
+
+
+def test_a_disk_too_small_is_reported_before_any_byte_is_fetched(hf_cache, monkeypatch):
+    import huggingface_hub
+
+    cache, _ = hf_cache
+    fetched: list[str] = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, name, **kw: fetched.append(name))
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(hub.shutil, "disk_usage", lambda path: Usage(100 * GB, 99 * GB, 1 * GB))
+    plan = hub.plan_files("llava-hf/llava-1.5-7b-hf", REPO_7B, llava_7b_shaped_index(), truncate_after_layer=14)
+    with pytest.raises(ModelUnavailable, match=r"not enough disk space in .*needs 9\.95 GB and 1\.00 GB are free"):
+        hub.download(plan)
+    assert fetched == []
+    assert not cache.exists()
+
+
+def test_a_download_reports_the_plans_bytes_and_returns_the_grounding_folder(sharded_planted, hf_cache, monkeypatch):
+    """hf_hub_download is replaced by a copy into the cache layout that reports through the given tqdm class."""
+    import huggingface_hub
+
+    cache, _ = hf_cache
+    listing = {p.name: p.stat().st_size for p in sharded_planted.iterdir()}
+    weight_map = json.loads((sharded_planted / hub.INDEX_FILE).read_text())["weight_map"]
+    plan = hub.plan_files("testorg/planted-llava", listing, weight_map, 3, revision="0" * 40)
+    snapshot = cache / "models--testorg--planted-llava" / "snapshots" / ("0" * 40)
+
+    def fake_download(repo_id, filename, *, revision, token, tqdm_class):
+        bar = tqdm_class(total=listing[filename], initial=0)
+        snapshot.mkdir(parents=True, exist_ok=True)
+        shutil.copy(sharded_planted / filename, snapshot / filename)
+        bar.update(listing[filename])
+        return str(snapshot / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    seen: list[tuple[int, int]] = []
+    folder = hub.download(plan, lambda done, total: seen.append((done, total)))
+    assert folder == hub.grounding_folder("testorg/planted-llava", 3)
+    assert seen[-1] == (plan.bytes_needed, plan.bytes_needed)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert {p.name for p in folder.iterdir()} == {f.name for f in plan.files}
