@@ -163,9 +163,17 @@ def check_free_space(bytes_needed: int, folder: str | os.PathLike[str]) -> None:
     free = shutil.disk_usage(existing).free
     if free < bytes_needed:
         raise ModelUnavailable(
-            f"not enough disk space in {folder}: the download needs {bytes_needed / 1e9:.2f} GB and "
-            f"{free / 1e9:.2f} GB are free; free some space or point HF_HOME at a larger disk"
+            f"not enough disk space in {folder}: the download needs {format_bytes(bytes_needed)} and "
+            f"{format_bytes(free)} are free; free some space or point HF_HOME at a larger disk"
         )
+
+
+def format_bytes(size_bytes: float) -> str:
+    """A byte count in decimal units with three significant digits or more: 950 B, 1.05 MB, 9.95 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size_bytes >= scale:
+            return f"{size_bytes / scale:.2f} {unit}"
+    return f"{int(size_bytes)} B"
 
 
 def missing_files(plan: DownloadPlan) -> tuple[RepoFile, ...]:

@@ -2,8 +2,9 @@
 
 Three kinds: LLaVA-1.5 checkpoints on the Hugging Face Hub (with their heads file and GPU memory estimates), the
 official SAM checkpoints (whose URL, byte size and SHA-256 are `segment.SAM_CHECKPOINTS`, read from there, never
-written twice) and the planted demo model shipped in `resources/models/`. No Qt, and no torch until a SAM
-preset's checkpoint is asked for.
+written twice) and the planted demo model shipped in `resources/models/`. `local_copy` says what of a preset
+is on this machine (offline) and `download_sam` fetches a SAM checkpoint after checking the disk. No Qt, and no
+torch until a SAM preset's checkpoint is asked for.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from annotator.grounding.heads import HeadsFile
 from annotator.paths import HEADS_DIR, MODELS_DIR, RESOURCES
 
 if TYPE_CHECKING:
+    from annotator.grounding.download import Progress
     from annotator.grounding.segment import CheckpointSpec
 
 PRESETS_FILE = RESOURCES / "models.json"
@@ -139,3 +141,54 @@ def _lvlm(entry: dict) -> LvlmPreset:
         ),
         description=entry.get("description", ""),
     )
+
+
+@dataclass(frozen=True)
+class LocalCopy:
+    """What of a preset is on this machine: `path` (folder or file), `size_bytes` on disk, `complete` (loadable),
+    and `note` in words ("whole model", "layers 0-14", "partial download")."""
+
+    path: Path
+    size_bytes: int
+    complete: bool
+    note: str
+
+
+def local_copy(preset: Preset) -> LocalCopy | None:
+    """The preset's files on this machine, or None; reads local files only."""
+    if isinstance(preset, DemoPreset):
+        size = sum(p.stat().st_size for p in preset.folder.iterdir() if p.is_file()) if preset.folder.is_dir() else 0
+        return LocalCopy(preset.folder, size, True, "ships with the app") if size else None
+    if isinstance(preset, SamPreset):
+        from annotator.grounding.download import partial_path
+        from annotator.grounding.segment import checkpoint_path
+
+        path = checkpoint_path(preset.model_type)
+        if path.is_file():
+            return LocalCopy(path, path.stat().st_size, True, "checkpoint")
+        part = partial_path(path)
+        if part.is_file():
+            return LocalCopy(part, part.stat().st_size, False, "partial download (resumed by the next download)")
+        return None
+    from annotator.grounding.hub import find_cached
+
+    cached = find_cached(preset.hub_id, preset.deepest_head_layer)
+    if cached is None:
+        return None
+    layers = cached.truncate_after_layer
+    return LocalCopy(cached.path, cached.size_bytes, True, "whole model" if layers is None else f"layers 0-{layers}")
+
+
+def download_sam(preset: SamPreset, progress: "Progress | None" = None) -> Path:
+    """The preset's checkpoint in the user's cache, downloaded (resumably, size and SHA-256 checked) when absent;
+    the free disk space is checked before the first byte."""
+    from annotator.grounding.download import partial_path
+    from annotator.grounding.hub import check_free_space
+    from annotator.grounding.segment import checkpoint_path, download_checkpoint
+
+    path = checkpoint_path(preset.model_type)
+    if path.is_file():
+        return path
+    part = partial_path(path)
+    check_free_space(preset.checkpoint.size_bytes - (part.stat().st_size if part.is_file() else 0), path.parent)
+    return download_checkpoint(preset.model_type, progress)
