@@ -87,6 +87,7 @@ def main() -> None:
     print(f"- image {IMAGE_HW[1]} x {IMAGE_HW[0]} RGB, box {BOX}; random weights from `sam_model_registry`")
     print("- CPU: embeddings median of 3 after 1 warm-up; decodes median of 20 after 1 warm-up\n")
 
+    load_before = os.getloadavg()[0]
     rows = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -105,6 +106,7 @@ def main() -> None:
     else:
         print("- no GPU: the vit_h float32 / bf16 section needs CUDA\n")
 
+    print(f"- 1-minute load average before / after the run: {load_before:.2f} / {os.getloadavg()[0]:.2f}\n")
     print("| device, model | measure | median |")
     print("| --- | --- | --- |")
     print("\n".join(rows))
