@@ -181,7 +181,9 @@ def missing_files(plan: DownloadPlan) -> tuple[RepoFile, ...]:
     from huggingface_hub import try_to_load_from_cache
 
     return tuple(
-        f for f in plan.files if not isinstance(try_to_load_from_cache(plan.repo_id, f.name, revision=plan.revision), str)
+        f
+        for f in plan.files
+        if not isinstance(try_to_load_from_cache(plan.repo_id, f.name, revision=plan.revision), str)
     )
 
 
@@ -254,7 +256,9 @@ def find_cached(repo_id: str, truncate_after_layer: int | None = None) -> Cached
     return None
 
 
-def require_cached(repo_id: str, truncate_after_layer: int | None = None, preset_name: str | None = None) -> CachedModel:
+def require_cached(
+    repo_id: str, truncate_after_layer: int | None = None, preset_name: str | None = None
+) -> CachedModel:
     """`find_cached`, or `ModelUnavailable` saying where it was looked for and how to get it."""
     from huggingface_hub import constants
 
