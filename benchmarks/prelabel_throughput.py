@@ -1,16 +1,18 @@
 """`annotator prelabel` throughput with the planted model: images/s with and without the loading overlap.
 
-Usage: .venv/bin/python benchmarks/prelabel_throughput.py [--images 200] [--repeats 3] [--masks coarse] [--threads N]
+Usage: .venv/bin/python benchmarks/prelabel_throughput.py [--images 200] [--block 20] [--repeats 3] [--threads N]
 
 A folder of generated scenes (JPEG, 1024-1600 px on the long side, so decoding costs what a photo's does; the
 target 9+ grid cells wide) is pre-labelled by `Prelabeller` - the loop `annotator prelabel` runs, with the same
 `Proposer` the app uses - in two modes:
 - overlap: a loader thread decodes up to 2 images ahead and the proposer is asked to prefetch the next image;
 - inline: each image is decoded on the main thread when its turn comes (`--prefetch 0`).
-Every run starts from a fresh project store. One warm-up run per mode is excluded; the repetitions alternate
-the two modes so that a change in the machine's load hits both. The table gives each run's images/s, the median,
-and the ratio of the medians. The time is the whole loop (folder sync, resume check, decode, model, store
-commits), as `annotator prelabel` reports it; model loading is not included.
+The machine is shared, so its load drifts during a run: the images are split into blocks of 20 (each its own
+folder, pre-labelled on a fresh project store), and the two modes alternate block by block (which mode goes first
+alternates too), so that both see the same load. One warm-up block per mode is excluded. Per pass over all
+blocks, images/s = images / summed loop time; the table gives each pass, the median, the ratio of the medians
+and the median of the per-block paired ratios. The time is the whole loop (folder sync, resume check, decode,
+model, store commits), as `annotator prelabel` reports it; model loading is not included.
 """
 
 from __future__ import annotations
@@ -51,18 +53,19 @@ def cpu_name() -> str:
 
 
 def run_once(proposer: Proposer, folder: Path, ground_truth: Path, store_path: Path, depth: int, masks: str | None) -> float:
-    """One full pre-labelling of the folder on a fresh store; images per second."""
+    """One full pre-labelling of a folder on a fresh store; the loop's seconds."""
     with ProjectStore.open(store_path, image_root=folder) as store:
         prelabeller = Prelabeller(proposer, store, masks=masks, prefetch_depth=depth, model_id=str(PLANTED_MODEL_DIR))
         report = prelabeller.run(expression_plan(path=ground_truth))
     assert report.images_done == report.images_total and not report.skipped, report
-    return report.images_per_second
+    return report.seconds
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--block", type=int, default=20, help="images per block; the modes alternate block by block")
+    parser.add_argument("--repeats", type=int, default=3, help="passes over all the blocks")
     parser.add_argument("--masks", choices=("coarse",), default=None, help="also store the heads' coarse masks")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args()
@@ -73,21 +76,28 @@ def main() -> int:
     engine = LvlmEngine.load(PLANTED_MODEL_DIR, device="cpu", truncate_after_layer=max(l for l, _ in heads.heads))
     proposer = Proposer(Grounder(engine, heads.heads))
     load_before = os.getloadavg()
-    results: dict[str, list[float]] = {mode: [] for mode in MODES}
+    blocks = range(0, args.images, args.block)
+    seconds = {mode: [[0.0] * len(blocks) for _ in range(args.repeats)] for mode in MODES}
     with tempfile.TemporaryDirectory(prefix="prelabel-throughput-") as tmp:
         tmp_path = Path(tmp)
-        folder = tmp_path / "scenes"
-        ground_truth = write_scene_folder(folder, args.images, seed=2024, config=SCENES, image_format="jpg")
+        folders = []
+        for index, first in enumerate(blocks):
+            folder = tmp_path / f"block-{index:02d}"
+            count = min(args.block, args.images - first)
+            folders.append((folder, write_scene_folder(folder, count, seed=2024 + index, config=SCENES, image_format="jpg")))
         megapixels = statistics.mean(
-            width * height / 1e6 for width, height in (image_size(p) for p in folder.glob("*.jpg"))
+            width * height / 1e6 for folder, _ in folders for width, height in map(image_size, folder.glob("*.jpg"))
         )
         for mode, depth in MODES.items():
-            run_once(proposer, folder, ground_truth, tmp_path / f"warmup-{depth}.sqlite", depth, args.masks)
+            run_once(proposer, *folders[0], tmp_path / f"warmup-{depth}.sqlite", depth, args.masks)
+        runs = 0
         for repeat in range(args.repeats):
-            order = list(MODES.items()) if repeat % 2 == 0 else list(reversed(MODES.items()))
-            for mode, depth in order:
-                store = tmp_path / f"run-{repeat}-{depth}.sqlite"
-                results[mode].append(run_once(proposer, folder, ground_truth, store, depth, args.masks))
+            for index, (folder, ground_truth) in enumerate(folders):
+                order = list(MODES.items()) if runs % 2 == 0 else list(reversed(MODES.items()))
+                runs += 1
+                for mode, depth in order:
+                    store = tmp_path / f"run-{repeat}-{index}-{depth}.sqlite"
+                    seconds[mode][repeat][index] = run_once(proposer, folder, ground_truth, store, depth, args.masks)
     load_after = os.getloadavg()
 
     print("# annotator prelabel throughput (planted model)\n")
@@ -95,17 +105,24 @@ def main() -> int:
           f"load average {load_before[0]:.2f} before / {load_after[0]:.2f} after (shared machine)")
     print(f"- versions: Python {platform.python_version()}, torch {torch.__version__}, transformers "
           f"{version('transformers')}, numpy {version('numpy')}, Pillow {version('pillow')}")
-    print(f"- {args.images} generated JPEG scenes, mean {megapixels:.2f} MP; one expression per image; masks: "
-          f"{args.masks or 'none (boxes)'}; device cpu; {args.repeats} repetitions per mode after one warm-up run\n")
-    print("| mode | images/s per run | median images/s | median ms/image |")
+    print(f"- {args.images} generated JPEG scenes, mean {megapixels:.2f} MP, in {len(folders)} blocks of {args.block}; "
+          f"one expression per image; masks: {args.masks or 'none (boxes)'}; device cpu; {args.repeats} passes, "
+          "the two modes alternating block by block, after one warm-up block per mode\n")
+    print("| mode | images/s per pass | median images/s | median ms/image |")
     print("|---|---|---:|---:|")
     medians = {}
-    for mode, values in results.items():
-        medians[mode] = statistics.median(values)
-        runs = ", ".join(f"{v:.2f}" for v in values)
-        print(f"| {mode} | {runs} | {medians[mode]:.2f} | {1000.0 / medians[mode]:.0f} |")
-    overlap, inline = medians.values()
-    print(f"\noverlap / inline: {overlap / inline:.2f}x")
+    for mode in MODES:
+        per_pass = [args.images / sum(times) for times in seconds[mode]]
+        medians[mode] = statistics.median(per_pass)
+        print(f"| {mode} | {', '.join(f'{v:.2f}' for v in per_pass)} | {medians[mode]:.2f} | {1000.0 / medians[mode]:.0f} |")
+    overlap_mode, inline_mode = MODES
+    paired = [
+        inline / overlap
+        for inline_pass, overlap_pass in zip(seconds[inline_mode], seconds[overlap_mode])
+        for inline, overlap in zip(inline_pass, overlap_pass)
+    ]
+    print(f"\noverlap / inline, ratio of the medians: {medians[overlap_mode] / medians[inline_mode]:.2f}x; "
+          f"median of the {len(paired)} paired blocks (inline time / overlap time): {statistics.median(paired):.2f}x")
     return 0
 
 
