@@ -183,8 +183,8 @@ def generate_scene(rng: np.random.Generator, config: SceneConfig = SceneConfig()
         colour = str(config.colours[int(colour_index)])
         mask = _shape_mask(rng, shape, box, width, height)
         rgb = tuple(int(v) for v in np.clip(np.asarray(PALETTE[colour]) + rng.integers(-8, 9, size=3), 0, 255))
-        fill = np.asarray(rgb, dtype=np.float64) + rng.normal(0.0, config.object_noise_sigma, size=(int(mask.sum()), 3))
-        image[mask] = fill
+        noise = rng.standard_normal((int(mask.sum()), 3), dtype=np.float32) * np.float32(config.object_noise_sigma)
+        image[mask] = noise + np.asarray(rgb, dtype=np.float32)
         ys, xs = np.nonzero(mask)
         tight = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
         objects.append(SceneObject(shape, colour, rgb, tight, mask))
@@ -240,7 +240,7 @@ def _draw_image_size(rng: np.random.Generator, config: SceneConfig) -> tuple[int
 
 
 def _background(rng: np.random.Generator, width: int, height: int, config: SceneConfig) -> np.ndarray:
-    """Float `[height, width, 3]`: a low-saturation grey with soft blotches, optional stripes and pixel noise."""
+    """Float32 `[height, width, 3]`: a low-saturation grey with soft blotches, optional stripes and pixel noise."""
     level = rng.uniform(100.0, 160.0)
     tint = rng.uniform(-10.0, 10.0, size=3)
     blotches = cv2.resize(
@@ -248,16 +248,17 @@ def _background(rng: np.random.Generator, width: int, height: int, config: Scene
         (width, height),
         interpolation=cv2.INTER_CUBIC,
     )
-    image = np.empty((height, width, 3), dtype=np.float64)
-    image[...] = level + tint
-    image += np.clip(blotches, -16.0, 16.0)[..., None]
+    grey = np.clip(blotches, -16.0, 16.0)
     if rng.random() < config.texture_probability:
         angle = rng.uniform(0.0, math.pi)
-        period = rng.uniform(16.0, 48.0)
-        ys, xs = np.mgrid[0:height, 0:width]
-        phase = (xs * math.cos(angle) + ys * math.sin(angle)) * (2.0 * math.pi / period)
-        image += (rng.uniform(3.0, 8.0) * np.sin(phase))[..., None]
-    image += rng.normal(0.0, rng.uniform(*config.noise_sigma), size=image.shape)
+        wavenumber = 2.0 * math.pi / rng.uniform(16.0, 48.0)
+        xs = np.arange(width, dtype=np.float32) * np.float32(wavenumber * math.cos(angle))
+        ys = np.arange(height, dtype=np.float32) * np.float32(wavenumber * math.sin(angle))
+        grey += np.float32(rng.uniform(3.0, 8.0)) * np.sin(ys[:, None] + xs[None, :])
+    sigma = np.float32(rng.uniform(*config.noise_sigma))
+    image = rng.standard_normal((height, width, 3), dtype=np.float32) * sigma
+    image += grey[..., None]
+    image += (level + tint).astype(np.float32)
     return image
 
 
