@@ -508,7 +508,10 @@ class MainWindow(QMainWindow):
         self.folder_opened.emit(str(synced.folder))
         if first is not None:
             self.show_image(first)
-            self.focus_expression()
+            if any(record.n_pending for record in synced.records):
+                self.canvas.setFocus()
+            else:
+                self.focus_expression()
 
     def _close_store(self) -> None:
         self._discard_pending()
@@ -611,9 +614,12 @@ class MainWindow(QMainWindow):
 
     # Proposals --------------------------------------------------------------------------------------------------
     def run_expression(self, text: str) -> None:
-        """Enter in the expression box: propose for `text` on the current image, or accept the proposal it made."""
+        """Enter in the expression box: propose for `text` on the current image, or accept the proposal it made
+        (or, with the box empty, the pending annotation under review)."""
         text = text.strip()
         if not text:
+            if self._target_key() is not None:
+                self.accept()
             return
         if self.store is None or self.current_image_id is None:
             self.show_status("Open a folder first (Ctrl+O).")
@@ -725,8 +731,7 @@ class MainWindow(QMainWindow):
     def accept(self) -> None:
         key = self._target_key()
         if key is None:
-            self.focus_expression()
-            self.show_status("Type an expression and press Enter.")
+            self.show_status("Nothing to accept: E types an expression, D goes to the next image.")
             return
         if isinstance(key, str):
             self._accept_pending(self._pending[key])
@@ -803,21 +808,23 @@ class MainWindow(QMainWindow):
                 self.canvas.set_active(None)
                 self._refresh_annotations()
             return
+        rephrase = False
         if isinstance(key, str):
             pending = self._pending.pop(key)
             self._segment_seq.pop(key, None)
-            self.show_status(f"Rejected the proposal for “{pending.expression}”." if pending.expression else "Rejected.")
+            rephrase = bool(pending.expression)
+            self.show_status(f"Rejected the proposal for “{pending.expression}”." if rephrase else "Rejected.")
         else:
             store = self.store
             assert store is not None
             image_id = store.annotation(key).image_id
             self._store_action("Reject annotation", image_id, lambda: (store.reject(key), 1)[1])
-        self._after_decision(rejected=True)
+        self._after_decision(rephrase=rephrase)
 
-    def _after_decision(self, rejected: bool = False) -> None:
-        """After accept or reject: the next pending annotation becomes active. Else, after a reject the expression
-        is selected in its box to be rephrased; after an accept the box is cleared and the canvas keeps the keys,
-        so D goes on to the next image and Enter (or E) starts the next expression."""
+    def _after_decision(self, rephrase: bool = False) -> None:
+        """After accept or reject: the next pending annotation becomes active. Else, after rejecting a proposal
+        the expression is selected in its box to be rephrased; otherwise the box is cleared and the canvas keeps
+        the keys, so D goes on to the next image and E starts the next expression."""
         self._refresh_annotations()
         following = self._target_key()
         if following is not None:
@@ -826,7 +833,7 @@ class MainWindow(QMainWindow):
             self.canvas.setFocus()
             return
         box = self.panel.expression
-        if rejected:
+        if rephrase:
             box.setFocus()
             box.selectAll()
         else:
@@ -1367,8 +1374,11 @@ class MainWindow(QMainWindow):
         return drawn
 
     def _refresh_annotations(self, points_override: dict[Hashable, tuple[CanvasPoint, ...]] | None = None) -> None:
-        """Redraw the current image's annotations and the panels that describe them."""
+        """Redraw the current image's annotations and the panels that describe them. With nothing active, the
+        annotation Enter and Esc would act on becomes active, so the annotator sees which one it is."""
         self.canvas.set_annotations(self._canvas_annotations(points_override))
+        if self.canvas.active_key is None:
+            self.canvas.set_active(self._target_key())
         self._refresh_panel()
         self._refresh_overlay()
 
