@@ -270,7 +270,8 @@ def test_screenshot_of_the_main_window_with_a_proposal_on_a_demo_image(qtbot, wi
         write_demo(folder)
     open_folder(qtbot, window, folder)
     record = window.store.image(window.current_image_id)
-    truth = {json.loads(line)["image"]: json.loads(line) for line in (folder / "ground_truth.jsonl").read_text().splitlines()}
+    lines = (folder / "ground_truth.jsonl").read_text().splitlines()
+    truth = {json.loads(line)["image"]: json.loads(line) for line in lines}
     target = truth[record.path]["objects"][0]
     propose(qtbot, window, target["expression"])
     window.set_heatmap_visible(False)

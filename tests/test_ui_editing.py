@@ -81,7 +81,8 @@ def undo(qtbot, window) -> None:
 
 def redo(qtbot, window) -> None:
     with qtbot.waitSignal(window.annotations_changed, timeout=STEP_TIMEOUT_MS):
-        qtbot.keyClick(window.canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+        modifiers = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+        qtbot.keyClick(window.canvas, Qt.Key.Key_Z, modifiers)
 
 
 def test_rejecting_a_pending_prelabel_marks_it_rejected_and_undo_makes_it_pending(qtbot, window, scene_folder):
@@ -300,7 +301,8 @@ def test_the_heatmap_toggle_overlays_the_hot_region_on_the_named_object(qtbot, w
     qtbot.keyClick(window.canvas, Qt.Key.Key_H)
     assert window.canvas.overlay_visible and window.canvas.has_overlay
     overlay = window.canvas.overlay_image
-    alpha = np.array([[overlay.pixelColor(x, y).alpha() for x in range(overlay.width())] for y in range(overlay.height())])
+    width, height = overlay.width(), overlay.height()
+    alpha = np.array([[overlay.pixelColor(x, y).alpha() for x in range(width)] for y in range(height)])
     row, column = np.unravel_index(np.argmax(alpha), alpha.shape)
     hottest_x = (column + 0.5) * scene.width / overlay.width()
     hottest_y = (row + 0.5) * scene.height / overlay.height()

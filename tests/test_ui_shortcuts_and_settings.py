@@ -14,13 +14,10 @@ from annotator.ui.settings_dialog import SettingsDialog
 from annotator.ui.shortcuts import SHORTCUTS
 from tests.ui_fixtures import (  # noqa: F401 (fixtures are found by name)
     MODEL_TIMEOUT_MS,
-    STEP_TIMEOUT_MS,
     app_settings,
     isolated_qsettings,
     make_window,
-    open_folder,
     planted_model_path,
-    scene_folder,
     window,
 )
 
@@ -118,7 +115,9 @@ def test_a_shortcut_bound_twice_is_refused_by_the_settings_dialog(qtbot, app_set
 
 def test_settings_round_trip_through_an_ini_file(tmp_path):
     settings = AppSettings.at(tmp_path / "s.ini")
-    models = ModelSettings(model="/models/llava", heads_file="/h.json", sam_type="vit_b", device="cuda:1", dtype="bfloat16")
+    models = ModelSettings(
+        model="/models/llava", heads_file="/h.json", sam_type="vit_b", device="cuda:1", dtype="bfloat16"
+    )
     settings.set_model_settings(models)
     settings.add_recent_folder(tmp_path)
     settings.add_expression("the red car")

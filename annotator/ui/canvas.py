@@ -221,7 +221,8 @@ class AnnotationItem(QGraphicsItem):
         """Scene positions of the 8 handles: corners and edge midpoints, clockwise from top-left."""
         x0, y0, x1, y1 = self.box_xyxy
         xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
-        return [QPointF(x, y) for x, y in ((x0, y0), (xm, y0), (x1, y0), (x1, ym), (x1, y1), (xm, y1), (x0, y1), (x0, ym))]
+        corners_and_midpoints = ((x0, y0), (xm, y0), (x1, y0), (x1, ym), (x1, y1), (xm, y1), (x0, y1), (x0, ym))
+        return [QPointF(x, y) for x, y in corners_and_midpoints]
 
     def boundingRect(self) -> QRectF:
         rect = _box_rect(self.box_xyxy)
@@ -617,7 +618,8 @@ class Canvas(QGraphicsView):
             self._move_live(drag, scene_pos)
         elif drag.kind == "press":
             far = (view_pos - drag.view_start).manhattanLength() >= QApplication.startDragDistance()
-            if far and drag.button == Qt.MouseButton.LeftButton and drag.target is not None and drag.target == self._active:
+            on_active = drag.target is not None and drag.target == self._active
+            if far and drag.button == Qt.MouseButton.LeftButton and on_active:
                 drag.kind = "move"
                 drag.original_box = self._items[drag.target].box_xyxy
                 self._move_live(drag, scene_pos)

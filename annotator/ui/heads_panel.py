@@ -99,7 +99,9 @@ def _map_pixmap(
     image: QImage, frame: ImageFrame | None, box_grid: tuple[float, float, float, float] | None
 ) -> QPixmap:
     """The grid map scaled up with visible cells, the image area outlined in white, the box dashed."""
-    scaled = image.scaled(MAP_SIDE_PX, MAP_SIDE_PX, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.FastTransformation)
+    scaled = image.scaled(
+        MAP_SIDE_PX, MAP_SIDE_PX, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.FastTransformation
+    )
     pixmap = QPixmap.fromImage(scaled)
     if frame is None:
         return pixmap

@@ -175,7 +175,8 @@ class MainWindow(QMainWindow):
         heads_dock.setObjectName("heads_dock")
         heads_dock.setWidget(self.heads_panel)
         for dock in (images_dock, annotate_dock, heads_dock):
-            dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+            features = QDockWidget.DockWidgetFeature
+            dock.setFeatures(features.DockWidgetMovable | features.DockWidgetFloatable)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, images_dock)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, annotate_dock)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, heads_dock)
@@ -818,7 +819,7 @@ class MainWindow(QMainWindow):
             store = self.store
             assert store is not None
             image_id = store.annotation(key).image_id
-            self._store_action("Reject annotation", image_id, lambda: (store.reject(key), 1)[1])
+            self._store_step("Reject annotation", image_id, lambda: store.reject(key))
         self._after_decision(rephrase=rephrase)
 
     def _after_decision(self, rephrase: bool = False) -> None:
@@ -912,7 +913,7 @@ class MainWindow(QMainWindow):
         store, image_id = self.store, self.current_image_id
         done = store.image(image_id).status != "done"
         label = "Mark image done" if done else "Mark image not done"
-        if self._store_action(label, image_id, lambda: (store.set_image_done(image_id, done), 1)[1]):
+        if self._store_step(label, image_id, lambda: store.set_image_done(image_id, done)):
             self.show_status("Image marked done." if done else "Image marked not done.")
 
     def save(self) -> None:
@@ -943,6 +944,22 @@ class MainWindow(QMainWindow):
             self.undo_stack.push(StoreCommand(text, store, steps, image_id, self._after_store_change, ui_undo, ui_redo))
         self._after_store_change(image_id)
         return True
+
+    def _store_step(
+        self,
+        text: str,
+        image_id: int,
+        change: Callable[[], object],
+        ui_undo: Callable[[], None] | None = None,
+        ui_redo: Callable[[], None] | None = None,
+    ) -> bool:
+        """`_store_action` for a change that is one store call (one history step)."""
+
+        def one_step() -> int:
+            change()
+            return 1
+
+        return self._store_action(text, image_id, one_step, ui_undo, ui_redo)
 
     def undo(self) -> None:
         if not self.undo_stack.canUndo():
@@ -1068,7 +1085,7 @@ class MainWindow(QMainWindow):
             return
         annotation = store.annotation(key)
         if self._points.get(key) or (annotation.rle is None and not self._sam_loaded()):
-            self._store_action("Edit box", annotation.image_id, lambda: (store.update_box(key, box), 1)[1])
+            self._store_step("Edit box", annotation.image_id, lambda: store.update_box(key, box))
             return
         previous = annotation.rle.to_mask() if annotation.rle is not None and not self._sam_loaded() else None
         self._segment_seq[key] = self.inference.segment(
@@ -1150,7 +1167,7 @@ class MainWindow(QMainWindow):
         if update.mask is None:
             if update.purpose == "box":
                 box = update.box_xyxy
-                self._store_action("Edit box", annotation.image_id, lambda: (store.update_box(annotation_id, box), 1)[1])
+                self._store_step("Edit box", annotation.image_id, lambda: store.update_box(annotation_id, box))
             else:
                 self.show_status("SAM found no mask there; the annotation is unchanged.")
                 self._refresh_annotations()
@@ -1171,13 +1188,12 @@ class MainWindow(QMainWindow):
             return apply
 
         label = "Refine mask with points" if update.purpose == "points" else "Edit box"
-        if self._store_action(
-            label,
-            annotation.image_id,
-            lambda: (set_points(after)(), store.update_mask(annotation_id, rle), 1)[2],
-            ui_undo=set_points(before),
-            ui_redo=set_points(after),
-        ):
+
+        def refine() -> None:
+            store.update_mask(annotation_id, rle)
+            set_points(after)()
+
+        if self._store_step(label, annotation.image_id, refine, set_points(before), set_points(after)):
             self._show_mask_timing(update)
 
     def _show_mask_timing(self, update: MaskUpdate) -> None:

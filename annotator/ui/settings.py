@@ -170,7 +170,8 @@ class AppSettings:
         """The main window's saved (geometry, dock/toolbar state), None where never saved."""
         geometry = self._q.value("window/geometry")
         state = self._q.value("window/state")
-        return (geometry if isinstance(geometry, QByteArray) else None, state if isinstance(state, QByteArray) else None)
+        geometry = geometry if isinstance(geometry, QByteArray) else None
+        return geometry, state if isinstance(state, QByteArray) else None
 
     def set_window_state(self, geometry: QByteArray, state: QByteArray) -> None:
         self._q.setValue("window/geometry", geometry)

@@ -34,7 +34,7 @@ from annotator.project.geometry import Rle
 from annotator.project.images import DEFAULT_MAX_PIXELS, load_image
 from annotator.ui.canvas import CanvasPoint
 from annotator.ui.image_pyramid import ImagePyramid, build_pyramid
-from annotator.ui.model_loading import LoadedModels, ModelsInfo, cpu_threads_for_app, load_models
+from annotator.ui.model_loading import LoadedModels, cpu_threads_for_app, load_models
 from annotator.ui.rendering import grid_map_image, heatmap_image, mask_outline
 from annotator.ui.settings import ModelSettings
 
