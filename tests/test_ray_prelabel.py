@@ -13,6 +13,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 ray = pytest.importorskip("ray")
 
@@ -74,8 +75,14 @@ def stored_proposals(root, folder, name):
 
 @pytest.fixture(scope="module")
 def local_run(scenes):
+    """The local `annotator prelabel`, in this process with one torch thread, as each Ray actor runs here."""
     root, folder, expressions = scenes
-    assert main(prelabel_command(root, folder, expressions, "local")) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a shared 2-CPU machine, two spinning torch threads are many times slower than one
+    try:
+        assert main(prelabel_command(root, folder, expressions, "local")) == 0
+    finally:
+        torch.set_num_threads(threads)
     return stored_proposals(root, folder, "local")
 
 

@@ -119,7 +119,7 @@ def test_the_assembler_hands_back_each_shard_once_all_its_images_are_in():
 def test_two_cpus_and_one_actor_leave_one_cpu_for_decoding():
     plan = plan_actors(cpus=2, gpus=0, nodes=1)
     assert (plan.actors, plan.cpus_per_actor, plan.decode_cpus, plan.gpus_per_actor) == (1, 1.0, 1.0, 0.0)
-    assert plan.torch_threads == 2
+    assert plan.torch_threads == 1
 
 
 def test_two_cpu_actors_on_two_cpus_ask_for_half_a_cpu_each():
@@ -129,7 +129,7 @@ def test_two_cpu_actors_on_two_cpus_ask_for_half_a_cpu_each():
 
 def test_cpu_actors_default_to_one_per_node_and_keep_a_cpu_per_node_for_decoding():
     plan = plan_actors(cpus=64, gpus=0, nodes=4)
-    assert (plan.actors, plan.cpus_per_actor, plan.decode_cpus, plan.torch_threads) == (4, 15.0, 1.0, 16)
+    assert (plan.actors, plan.cpus_per_actor, plan.decode_cpus, plan.torch_threads) == (4, 15.0, 1.0, 15)
 
 
 def test_gpu_actors_default_to_one_per_gpu():

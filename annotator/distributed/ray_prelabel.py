@@ -1,7 +1,7 @@
 """`annotator prelabel --ray`: the local pre-labeller's work on a Ray cluster, through Ray Data.
 
 One Ray Data pipeline per run:
-1. `ray.data.from_items`: the pending images (one row each: store id, path, expressions, shard), one block per shard;
+1. `ray.data.from_arrow`: the pending images (one row each: store id, path, expressions, shard), a block per shard;
 2. `map_batches(decode_images)`: CPU tasks decode the images exactly as the local loader does (`ImageLoader`:
    EXIF rotation, RGB, the store's pixel limit); an unreadable file becomes the row's error;
 3. `map_batches(ProposalActor)`: a fixed pool of stateful actors, each loading the LVLM (and SAM) once and labelling
@@ -16,7 +16,8 @@ skips every shard already written (merging it if the store lacks it) and every i
 
 Failures: an unreadable image is reported as skipped and the rest complete; an actor process that dies is
 restarted and its batch retried by Ray Data (its actors run with `max_restarts=-1`, `max_task_retries=-1`); an
-exception raised by the proposer is a bug, not data, and stops the run with Ray's error.
+actor that cannot load the models stops the run with `ModelUnavailable`; an exception raised by the proposer is a
+bug, not data, and stops the run with Ray's error.
 
 The padding of an image to LLaVA's square happens inside `LvlmEngine`, in the actor: the engine takes the decoded
 image and owns its frame, so only decoding runs in the CPU tasks.
@@ -48,7 +49,7 @@ from annotator.errors import AnnotatorError, ModelUnavailable
 from annotator.prelabel import ExpressionPlan, ImageLabeller, ImageLoader, MaskKind, find_pending_work
 from annotator.project.store import ProjectStore
 
-INSTALL_HINT = "pip install 'annotator[ray]'  (or: pip install 'ray[data]')"
+INSTALL_HINT = "pip install 'annotator[ray]' (or: pip install 'ray[data]')"
 DEFAULT_SHARD_SIZE = 64
 """Images per shard: a shard is the unit of writing, merging and resuming."""
 DEFAULT_BATCH_SIZE = 4
@@ -149,7 +150,9 @@ def plan_actors(cpus: float, gpus: float, nodes: int = 1, actors: int | None = N
     With GPUs: `actors` (default one per GPU) share the GPUs evenly, at most one each, and ask for one CPU each or
     less, so that at least half the CPUs stay for decoding. Without GPUs: `actors` (default one per node) share all
     CPUs but one per node, which stays for the decoding tasks: an actor asking for every CPU of a node starves
-    them, and Ray Data then waits forever with no error. CPU actors run `cpus // actors` torch threads.
+    them, and Ray Data then waits forever with no error. A CPU actor runs one torch thread per whole CPU it asks
+    for (at least one): more threads than cores make torch's threads spin against each other (on a busy 2-CPU
+    machine two threads ran the planted model 14 times slower than one).
     """
     if actors is not None and actors < 1:
         raise ValueError(f"actors must be >= 1, got {actors}")
@@ -162,7 +165,8 @@ def plan_actors(cpus: float, gpus: float, nodes: int = 1, actors: int | None = N
         return ActorPlan(count, min(1.0, gpus / count), cpu_share, min(1.0, cpus - count * cpu_share), None)
     count = actors or nodes
     for_actors = max(cpus - nodes, cpus / 2)
-    return ActorPlan(count, 0.0, for_actors / count, min(1.0, cpus - for_actors), max(1, int(cpus // count)))
+    share = for_actors / count
+    return ActorPlan(count, 0.0, share, min(1.0, cpus - for_actors), max(1, int(share)))
 
 
 def cluster_actor_plan(ray: Any, actors: int | None = None) -> ActorPlan:
@@ -352,22 +356,25 @@ class RayPrelabeller:
         self, ray: Any, shards: list[Shard], actors: ActorPlan, stop: threading.Event
     ) -> Iterator[tuple[Shard, tuple[ImageResult, ...]]]:
         """Run the pipeline over `shards`; yield each shard with its results as soon as all its images are in."""
-        rows = [
-            {
-                "shard": shard.index,
-                "image_id": item.image_id,
-                "path": item.path,
-                "file": str(self.store.image_root / item.path),
-                "expressions": json.dumps(list(item.expressions)),
-            }
+        import pyarrow
+
+        blocks = [  # one block per shard, so that a shard's images travel together and its results arrive together
+            pyarrow.table(
+                {
+                    "shard": [shard.index] * len(shard.items),
+                    "image_id": [item.image_id for item in shard.items],
+                    "path": [item.path for item in shard.items],
+                    "file": [str(self.store.image_root / item.path) for item in shard.items],
+                    "expressions": [json.dumps(list(item.expressions)) for item in shard.items],
+                }
+            )
             for shard in shards
-            for item in shard.items
         ]
         # A decoding task reserves the memory of a batch of images at the store's pixel limit (RGB). Besides keeping
         # big images from piling up on one node, this keeps Ray Data from fusing the decoding into the actors, which
         # it does when the two steps ask for the same resources: decoding must stay in its own CPU tasks.
         dataset = (
-            ray.data.from_items(rows, override_num_blocks=len(shards))
+            ray.data.from_arrow(blocks)
             .map_batches(
                 decode_images,
                 fn_kwargs={"max_pixels": self.store.max_pixels},
@@ -395,6 +402,12 @@ class RayPrelabeller:
                         yield finished
                 if stop.is_set():
                     return
+        except ray.exceptions.RayActorError as exc:
+            if not exc.actor_init_failed:
+                raise
+            # Ray keeps only the text of the actor's error; its last line is the original "Type: message".
+            cause = str(exc).strip().splitlines()[-1]
+            raise ModelUnavailable(f"the proposal actors could not load the models ({cause})") from exc
         finally:
             batches.close()
 
