@@ -174,6 +174,21 @@ def test_another_folder_never_reuses_the_cached_image_of_the_first(qtbot, window
     assert box_iou(window.canvas.item_for(key).box_xyxy, target.target.box_xyxy) >= 0.5
 
 
+def test_closing_the_window_mid_inference_stops_both_threads(qtbot, window, scene_folder):
+    folder, scenes = scene_folder
+    open_folder(qtbot, window, folder)
+    gate = threading.Event()
+    worker = window.inference.inference
+    worker._models = dataclasses.replace(worker._models, proposer=GatedProposer(worker._models.proposer, gate))
+    propose_without_waiting(qtbot, window, scenes[show_image_name(window)].expression)
+    qtbot.waitUntil(worker._models.proposer.entered.is_set, timeout=STEP_TIMEOUT_MS)
+    threading.Timer(0.2, gate.set).start()
+    window.close()
+    assert not window.inference.running
+    assert not window.image_loader.running
+    assert window.store is None
+
+
 def test_a_corrupt_image_gives_a_message_and_the_app_keeps_working(qtbot, window, scene_folder):
     folder, scenes = scene_folder
     good = (folder / "scene_011.png").read_bytes()
