@@ -52,9 +52,6 @@ from annotator.ui.palette import category_colour, pending_colour
 from annotator.ui.settings import AppSettings, ModelSettings
 from annotator.ui.shortcuts import SHORTCUTS, effective_keys
 from annotator.ui.shortcuts_dialog import ShortcutsDialog
-if TYPE_CHECKING:
-    from annotator.grounding.grounder import Proposal
-
 from annotator.ui.worker import (
     DecodedImages,
     ImageClient,
@@ -67,6 +64,9 @@ from annotator.ui.worker import (
     WorkerError,
     rle_key,
 )
+
+if TYPE_CHECKING:
+    from annotator.grounding.grounder import Proposal
 
 APP_NAME = "annotator"
 DEFAULT_CATEGORY = "object"
