@@ -1,0 +1,174 @@
+"""The first-run models dialog (pytest-qt) with a fake download source the test steps chunk by chunk: Download,
+Cancel, Use demo, Choose local folder, a failure, and a GUI timer that keeps firing while the worker is busy."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import QFileDialog
+
+from annotator.errors import ModelUnavailable
+from annotator.grounding import segment
+from annotator.grounding.download import Progress
+from annotator.ui.download_dialog import DownloadDialog, DownloadItem, format_duration, missing_downloads
+from annotator.ui.settings import ModelSettings
+
+TIMEOUT_MS = 5000
+CHUNK = 250_000_000
+
+
+class SteppedSource:
+    """A download of `chunks` x 250 MB that reports one chunk each time the test calls `step()`."""
+
+    def __init__(self, chunks: int, path: Path, error: Exception | None = None) -> None:
+        self.chunks = chunks
+        self.path = path
+        self.error = error
+        self.steps = threading.Semaphore(0)
+        self.reported: list[int] = []
+        self.stopped_by: BaseException | None = None
+
+    def step(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.steps.release()
+
+    def fetch(self, progress: Progress) -> Path:
+        total = self.chunks * CHUNK
+        try:
+            for chunk in range(1, self.chunks + 1):
+                self.steps.acquire()
+                if self.error is not None:
+                    raise self.error
+                progress(chunk * CHUNK, total)
+                self.reported.append(chunk * CHUNK)
+        except BaseException as exc:
+            self.stopped_by = exc
+            raise
+        return self.path
+
+
+def make_dialog(qtbot, *sources: tuple[str, SteppedSource, int | None]) -> DownloadDialog:
+    items = [
+        DownloadItem(name, f"{name} weights", size, f"/cache/{name}", source.fetch) for name, source, size in sources
+    ]
+    dialog = DownloadDialog(items)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    return dialog
+
+
+def test_the_dialog_lists_each_missing_model_with_its_size_and_destination(qtbot, tmp_path):
+    sam, llava = SteppedSource(2, tmp_path / "sam.pth"), SteppedSource(2, tmp_path / "llava")
+    dialog = make_dialog(qtbot, ("sam-vit_b", sam, 375_042_383), ("llava-1.5-7b", llava, None))
+    rows = [[dialog.table.topLevelItem(i).text(c) for c in range(3)] for i in range(2)]
+    assert rows == [
+        ["sam-vit_b", "375.04 MB", "/cache/sam-vit_b"],
+        ["llava-1.5-7b", "from the Hub", "/cache/llava-1.5-7b"],
+    ]
+    assert dialog.summary.text().startswith("2 model(s) are not on this machine: 375.04 MB plus the Hub model's shards")
+
+
+def test_download_fetches_every_item_on_a_worker_and_closes_with_their_paths(qtbot, tmp_path):
+    sam, llava = SteppedSource(2, tmp_path / "sam.pth"), SteppedSource(3, tmp_path / "llava")
+    dialog = make_dialog(qtbot, ("sam-vit_b", sam, 2 * CHUNK), ("llava-1.5-7b", llava, None))
+    qtbot.mouseClick(dialog.download_button, Qt.LeftButton)
+    assert dialog.downloading and not dialog.download_button.isEnabled() and dialog.cancel_button.isEnabled()
+    sam.step(2)
+    llava.step(3)
+    with qtbot.waitSignal(dialog.accepted, timeout=TIMEOUT_MS):
+        pass
+    assert dialog.choice == "download"
+    assert dialog.paths == {"sam-vit_b": tmp_path / "sam.pth", "llava-1.5-7b": tmp_path / "llava"}
+    assert dialog.table.topLevelItem(1).text(1) == "750.00 MB"
+
+
+def test_progress_shows_bytes_speed_and_time_left(qtbot, tmp_path):
+    source = SteppedSource(4, tmp_path / "sam.pth")
+    dialog = make_dialog(qtbot, ("sam-vit_b", source, 4 * CHUNK))
+    dialog.start_download()
+    source.step()
+    qtbot.waitUntil(lambda: "250.00 MB of 1.00 GB" in dialog.status.text(), timeout=TIMEOUT_MS)
+    source.step()
+    qtbot.waitUntil(lambda: "500.00 MB of 1.00 GB" in dialog.status.text(), timeout=TIMEOUT_MS)
+    assert dialog.progress_bar.value() == 500
+    text = dialog.status.text()
+    assert text.startswith("sam-vit_b: 500.00 MB of 1.00 GB · ") and "/s · " in text and text.endswith(" left")
+    source.step(2)
+    qtbot.waitSignal(dialog.accepted, timeout=TIMEOUT_MS).wait()
+
+
+def test_the_gui_keeps_running_its_timers_while_the_worker_waits_for_bytes(qtbot, tmp_path):
+    source = SteppedSource(1, tmp_path / "sam.pth")
+    dialog = make_dialog(qtbot, ("sam-vit_b", source, CHUNK))
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(10)
+    dialog.start_download()
+    qtbot.waitUntil(lambda: len(ticks) >= 20, timeout=TIMEOUT_MS)
+    assert dialog.downloading
+    timer.stop()
+    source.step()
+    qtbot.waitSignal(dialog.accepted, timeout=TIMEOUT_MS).wait()
+
+
+def test_cancel_stops_at_the_next_chunk_and_keeps_the_dialog_open_to_resume(qtbot, tmp_path):
+    source = SteppedSource(4, tmp_path / "sam.pth")
+    dialog = make_dialog(qtbot, ("sam-vit_b", source, 4 * CHUNK))
+    dialog.start_download()
+    source.step()
+    qtbot.waitUntil(lambda: "250.00 MB" in dialog.status.text(), timeout=TIMEOUT_MS)
+    qtbot.mouseClick(dialog.cancel_button, Qt.LeftButton)
+    source.step()
+    qtbot.waitUntil(lambda: dialog.status.text().startswith("Cancelled."), timeout=TIMEOUT_MS)
+    assert type(source.stopped_by).__name__ == "DownloadCancelled"
+    assert source.reported == [CHUNK]
+    assert dialog.isVisible() and dialog.choice is None
+    assert dialog.download_button.isEnabled() and not dialog.cancel_button.isEnabled()
+
+
+def test_use_demo_closes_with_the_demo_choice_and_downloads_nothing(qtbot, tmp_path):
+    source = SteppedSource(1, tmp_path / "sam.pth")
+    dialog = make_dialog(qtbot, ("sam-vit_b", source, CHUNK))
+    with qtbot.waitSignal(dialog.accepted, timeout=TIMEOUT_MS):
+        qtbot.mouseClick(dialog.demo_button, Qt.LeftButton)
+    assert dialog.choice == "demo" and dialog.paths == {} and not dialog.downloading
+
+
+def test_choose_local_folder_closes_with_the_folder(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args: str(tmp_path))
+    dialog = make_dialog(qtbot, ("llava-1.5-7b", SteppedSource(1, tmp_path / "x"), None))
+    with qtbot.waitSignal(dialog.accepted, timeout=TIMEOUT_MS):
+        qtbot.mouseClick(dialog.local_button, Qt.LeftButton)
+    assert dialog.choice == "local" and dialog.local_folder == tmp_path
+
+
+def test_a_failed_download_shows_the_reason_and_offers_the_buttons_again(qtbot, tmp_path):
+    source = SteppedSource(1, tmp_path / "sam.pth", ModelUnavailable("not enough disk space in /cache: needs 2 GB"))
+    dialog = make_dialog(qtbot, ("sam-vit_b", source, CHUNK))
+    dialog.start_download()
+    source.step()
+    qtbot.waitUntil(lambda: dialog.status.text().startswith("Download failed"), timeout=TIMEOUT_MS)
+    assert dialog.status.text() == "Download failed: not enough disk space in /cache: needs 2 GB"
+    assert dialog.download_button.isEnabled() and dialog.demo_button.isEnabled()
+
+
+def test_missing_downloads_lists_the_configured_llava_and_sam_when_neither_is_cached(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    items = missing_downloads(ModelSettings(model="llava-hf/llava-1.5-7b-hf", sam_type="vit_b"))
+    assert [(i.name, i.size_bytes) for i in items] == [
+        ("llava-1.5-7b", None),
+        ("sam-vit_b", segment.SAM_CHECKPOINTS["vit_b"].size_bytes),
+    ]
+    assert items[1].destination == str(tmp_path / "cache" / "annotator" / "sam")
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(44.6, "45 s"), (185, "3 min 05 s"), (7830, "2 h 10 min")])
+def test_time_left_is_written_in_seconds_minutes_or_hours(seconds, text):
+    assert format_duration(seconds) == text
