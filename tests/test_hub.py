@@ -255,3 +255,22 @@ def test_a_download_reports_the_plans_bytes_and_returns_the_grounding_folder(sha
     assert seen[-1] == (plan.bytes_needed, plan.bytes_needed)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert {p.name for p in folder.iterdir()} == {f.name for f in plan.files}
+
+
+def test_the_app_loads_a_hub_id_from_its_truncated_download_offline(sharded_planted, hf_cache, tmp_path):
+    from annotator.ui.model_loading import load_models
+    from annotator.ui.settings import ModelSettings
+
+    cache, attempts = hf_cache
+    snapshot = lay_out_hub_cache(cache, "testorg/planted-llava", sharded_planted)
+    listing = {p.name: p.stat().st_size for p in snapshot.iterdir()}
+    weight_map = json.loads((snapshot / hub.INDEX_FILE).read_text())["weight_map"]
+    for repo_file in hub.plan_files("testorg/planted-llava", listing, weight_map, 3).skipped:
+        (snapshot / repo_file.name).unlink()
+    hub.build_grounding_folder(snapshot, "testorg/planted-llava", 3)
+    heads = json.loads((PLANTED_MODEL_DIR / "heads.json").read_text()) | {"heads": [[3, 5], [2, 0]]}
+    (tmp_path / "heads.json").write_text(json.dumps(heads))
+    settings = ModelSettings(model="testorg/planted-llava", heads_file=str(tmp_path / "heads.json"), sam_type="none")
+    loaded = load_models(settings, lambda message: None)
+    assert loaded.info.model == "testorg/planted-llava" and loaded.info.heads == ((3, 5), (2, 0))
+    assert attempts == []
