@@ -121,7 +121,7 @@ def load_models(models: ModelSettings, progress: Callable[[str], None]) -> Loade
     dtype = getattr(torch, models.dtype) if models.dtype in _DTYPES else None
     progress(f"Loading {Path(models.model).name if models.is_demo else models.model} (layers 0-{deepest})…")
     engine = LvlmEngine.load(
-        models.model,
+        _load_source(models.model, deepest),
         device=device,
         dtype=dtype,
         truncate_after_layer=deepest,
@@ -140,6 +140,17 @@ def load_models(models: ModelSettings, progress: Callable[[str], None]) -> Loade
         load_seconds=perf_counter() - start,
     )
     return LoadedModels(proposer=Proposer(grounder, segmenter), segmenter=segmenter, info=info)
+
+
+def _load_source(model: str, deepest: int) -> str:
+    """A local folder as is; a hub id's cached snapshot or, after a truncated `annotator models download`, its
+    grounding folder (so the shards left out are not asked of the Hub); else the hub id."""
+    if Path(model).expanduser().exists():
+        return model
+    from annotator.grounding.hub import find_cached
+
+    cached = find_cached(model, deepest)
+    return model if cached is None else str(cached.path)
 
 
 def _load_sam(
