@@ -131,26 +131,32 @@ def plan_files(
 def plan_download(
     repo_id: str, truncate_after_layer: int | None, *, revision: str | None = None, token: str | bool | None = None
 ) -> DownloadPlan:
-    """Ask the Hub for the repository's files and sizes and its safetensors index; return the plan."""
-    from huggingface_hub import HfApi, constants, hf_hub_download
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+    """Ask the Hub for the repository's files and sizes and its tensors' shards; return the plan. Nothing is
+    written to disk (the index and the shards' headers are read over HTTP)."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        NotASafetensorsRepoError,
+        RepositoryNotFoundError,
+    )
 
     if constants.HF_HUB_OFFLINE:
         raise ModelUnavailable(f"cannot download {repo_id}: this machine is offline (HF_HUB_OFFLINE is set)")
     try:
-        info = HfApi().model_info(repo_id, revision=revision, files_metadata=True, token=token)
+        api = HfApi()
+        info = api.model_info(repo_id, revision=revision, files_metadata=True, token=token)
         repo_files = {s.rfilename: int(s.size or 0) for s in info.siblings or ()}
-        weight_map = None
-        if INDEX_FILE in repo_files:
-            index = hf_hub_download(repo_id, INDEX_FILE, revision=info.sha, token=token)
-            weight_map = json.loads(Path(index).read_text(encoding="utf-8"))["weight_map"]
+        weight_map = api.get_safetensors_metadata(repo_id, revision=info.sha, token=token).weight_map
+    except NotASafetensorsRepoError as exc:
+        raise ModelUnavailable(f"{repo_id} has no safetensors weights; only safetensors checkpoints are read") from exc
     except GatedRepoError as exc:
         raise ModelUnavailable(
             f"{repo_id} is gated: accept its licence on huggingface.co and log in (`hf auth login` or HF_TOKEN)"
         ) from exc
     except RepositoryNotFoundError as exc:
         raise ModelUnavailable(f"{repo_id} is not on the Hugging Face Hub (or is private and no token is set)") from exc
-    except (HfHubHTTPError, OSError) as exc:
+    except (HfHubHTTPError, OSError, _transport_error()) as exc:
         raise ModelUnavailable(f"cannot reach the Hugging Face Hub for {repo_id}: {_first_line(exc)}") from exc
     return plan_files(repo_id, repo_files, weight_map, truncate_after_layer, revision=info.sha)
 
@@ -203,8 +209,11 @@ def download(plan: DownloadPlan, progress: Progress | None = None, *, token: str
     for repo_file in todo:
         try:
             hf_hub_download(plan.repo_id, repo_file.name, revision=plan.revision, token=token, tqdm_class=counter)
-        except OSError as exc:
-            raise ModelUnavailable(f"download of {plan.repo_id}/{repo_file.name} failed: {_first_line(exc)}") from exc
+        except (OSError, _transport_error()) as exc:
+            raise ModelUnavailable(
+                f"download of {plan.repo_id}/{repo_file.name} stopped ({_first_line(exc)}); the partial file is kept "
+                f"in the Hugging Face cache and the next download resumes it"
+            ) from exc
         counter.finish_file(repo_file.size_bytes)
     snapshot = _snapshot_folder(plan.repo_id, plan.revision)
     if snapshot is None:
@@ -381,6 +390,13 @@ def _byte_counter(progress: Progress | None, done: int, total: int):
                 progress(state["done"], total)
 
     return ByteCounter
+
+
+def _transport_error() -> type[Exception]:
+    """The HTTP client's base error that huggingface_hub lets through (no connection, DNS, timeouts)."""
+    import httpx2
+
+    return httpx2.HTTPError
 
 
 def _first_line(exc: BaseException) -> str:
