@@ -274,3 +274,30 @@ def test_the_app_loads_a_hub_id_from_its_truncated_download_offline(sharded_plan
     loaded = load_models(settings, lambda message: None)
     assert loaded.info.model == "testorg/planted-llava" and loaded.info.heads == ((3, 5), (2, 0))
     assert attempts == []
+
+
+def test_plan_download_asks_the_hub_for_sizes_and_the_shard_map_and_writes_nothing(hf_cache, monkeypatch):
+    """HfApi answers from the 7B-shaped listing; the plan is the one for that listing at the answered commit."""
+    from types import SimpleNamespace
+
+    from huggingface_hub import HfApi, constants
+
+    cache, _ = hf_cache
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    siblings = [SimpleNamespace(rfilename=name, size=size) for name, size in REPO_7B.items()]
+    monkeypatch.setattr(HfApi, "model_info", lambda self, repo, **kw: SimpleNamespace(sha="c" * 40, siblings=siblings))
+    monkeypatch.setattr(
+        HfApi, "get_safetensors_metadata", lambda self, repo, **kw: SimpleNamespace(weight_map=llava_7b_shaped_index())
+    )
+    plan = hub.plan_download("llava-hf/llava-1.5-7b-hf", 14)
+    assert plan == hub.plan_files(
+        "llava-hf/llava-1.5-7b-hf", REPO_7B, llava_7b_shaped_index(), 14, revision="c" * 40
+    )
+    assert not cache.exists()
+
+
+def test_plan_download_offline_says_so_without_a_connection(hf_cache):
+    _, attempts = hf_cache
+    with pytest.raises(ModelUnavailable, match=r"cannot download llava-hf/llava-1\.5-7b-hf: this machine is offline"):
+        hub.plan_download("llava-hf/llava-1.5-7b-hf", 14)
+    assert attempts == []
