@@ -41,6 +41,7 @@ from annotator.ui.annotate_panel import AnnotatePanel, AnnotationRow
 from annotator.ui.canvas import BoxXyxy, Canvas, CanvasAnnotation, CanvasPoint
 from annotator.ui.category_guess import default_category
 from annotator.ui.commands import StoreCommand
+from annotator.ui.download_dialog import DownloadDialog, DownloadItem, missing_downloads
 from annotator.ui.export_dialog import ExportChoice, ExportDialog
 from annotator.ui.folder_sync import FolderSync, FolderSynced
 from annotator.ui.heads_panel import HeadsPanel
@@ -413,11 +414,12 @@ class MainWindow(QMainWindow):
         self._update_title()
         if info.is_demo:
             why = f"No LLaVA model on this machine yet: {self._demo_reason}\n" if self._demo_reason else ""
+            download = [("Download…", self.open_downloads)] if why and self._missing_downloads() else []
             self.message_bar.show_message(
                 why + "Using the demo model: a tiny planted LLaVA that finds coloured shapes by their colour word "
                 "(try “the purple ring” or “the yellow one” on resources/demo). Choose a real model in Settings.",
                 "warning" if why else "info",
-                [("Settings…", self.open_settings)],
+                [*download, ("Settings…", self.open_settings)],
             )
         elif info.sam_note:
             self.message_bar.show_message(info.sam_note, "warning", [("Settings…", self.open_settings)])
@@ -425,6 +427,26 @@ class MainWindow(QMainWindow):
             self.message_bar.hide()
         self._prefetch_around()
         self.models_changed.emit(info)
+
+    def _missing_downloads(self) -> list[DownloadItem]:
+        return missing_downloads(self.settings.model_settings())
+
+    def open_downloads(self) -> None:
+        """The models dialog for what the configured models lack (non-modal: the demo model keeps working); its
+        answer loads the chosen models without a restart."""
+        dialog = DownloadDialog(self._missing_downloads(), self)
+        dialog.accepted.connect(lambda: self._downloads_chosen(dialog))
+        dialog.open()
+
+    def _downloads_chosen(self, dialog: DownloadDialog) -> None:
+        if dialog.choice == "demo":
+            self.use_demo_model()
+        elif dialog.choice == "local":
+            models = dataclasses.replace(self.settings.model_settings(), model=str(dialog.local_folder))
+            self.settings.set_model_settings(models)
+            self.start_models(models)
+        elif dialog.choice == "download":
+            self.start_models()
 
     def _models_failed(self, message: str) -> None:
         failed = self._loading_models
