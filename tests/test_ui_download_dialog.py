@@ -13,8 +13,10 @@ from PySide6.QtWidgets import QFileDialog
 from annotator.errors import ModelUnavailable
 from annotator.grounding import segment
 from annotator.grounding.download import Progress
+from annotator.grounding.planted import PLANTED_MODEL_DIR
 from annotator.ui.download_dialog import DownloadDialog, DownloadItem, format_duration, missing_downloads
 from annotator.ui.settings import ModelSettings
+from tests.ui_fixtures import MODEL_TIMEOUT_MS, isolated_qsettings, make_window  # noqa: F401
 
 TIMEOUT_MS = 5000
 CHUNK = 250_000_000
@@ -172,3 +174,32 @@ def test_missing_downloads_lists_the_configured_llava_and_sam_when_neither_is_ca
 @pytest.mark.parametrize(("seconds", "text"), [(44.6, "45 s"), (185, "3 min 05 s"), (7830, "2 h 10 min")])
 def test_time_left_is_written_in_seconds_minutes_or_hours(seconds, text):
     assert format_duration(seconds) == text
+
+
+def test_on_first_run_the_window_offers_the_dialog_and_a_chosen_folder_loads_without_a_restart(
+    qtbot, tmp_path, monkeypatch, make_window
+):
+    from huggingface_hub import constants
+
+    from annotator.ui.settings import AppSettings
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    window = make_window(AppSettings.at(tmp_path / "settings.ini"))
+    with qtbot.waitSignal(window.models_changed, timeout=MODEL_TIMEOUT_MS):
+        window.start_models()
+    qtbot.waitUntil(lambda: window.models_info is not None, timeout=MODEL_TIMEOUT_MS)
+    assert window.models_info.is_demo and "Download…" in window.message_bar.button_texts()
+
+    qtbot.mouseClick(window.message_bar.button("Download…"), Qt.LeftButton)
+    dialog = window.findChild(DownloadDialog)
+    assert [dialog.table.topLevelItem(i).text(0) for i in range(2)] == ["llava-1.5-7b", "sam-vit_h"]
+    qtbot.mouseClick(dialog.download_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: dialog.status.text().startswith("Download failed"), timeout=TIMEOUT_MS)
+    assert "offline" in dialog.status.text()
+
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args: str(PLANTED_MODEL_DIR))
+    with qtbot.waitSignal(window.models_changed, timeout=MODEL_TIMEOUT_MS) as loaded:
+        qtbot.mouseClick(dialog.local_button, Qt.LeftButton)
+    assert loaded.args[0].model == str(PLANTED_MODEL_DIR)
