@@ -6,6 +6,8 @@ PYTHON ?= python3
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 PIP = $(VENV)/bin/pip
 PIP_FLAGS ?= --quiet --disable-pip-version-check
+# The folder `make run` opens: the demo scenes unless ARGS names another folder.
+ARGS ?= resources/demo
 
 .PHONY: run test install install-test
 
