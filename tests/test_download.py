@@ -149,3 +149,17 @@ def test_a_missing_file_on_the_server_is_a_clear_error(server, tmp_path):
 def test_the_cache_folder_honours_xdg_cache_home(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert user_cache_dir() == Path(tmp_path) / "annotator"
+
+
+
+def test_an_os_error_raised_by_the_progress_callback_stops_the_download_instead_of_retrying(server, tmp_path):
+    calls = []
+
+    def progress(done, total):
+        calls.append(done)
+        raise InterruptedError("cancelled by the user")
+
+    with pytest.raises(InterruptedError, match="cancelled by the user"):
+        download(server.url, tmp_path / "sam.pth", progress=progress, chunk_bytes=CHUNK)
+    assert len(calls) == 1 and len(server.range_headers) == 1
+    assert not (tmp_path / "sam.pth").exists()

@@ -72,6 +72,8 @@ def download(
     for _ in range(retries + 1):
         try:
             complete = _fetch_into(url, part, size_bytes, progress, timeout_s, chunk_bytes)
+        except _ProgressRaised as stop:
+            raise stop.__cause__ from None
         except urllib.error.HTTPError as exc:
             raise ModelUnavailable(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
         except (OSError, http.client.HTTPException) as exc:
@@ -121,8 +123,19 @@ def _fetch_into(
                 out.write(chunk)
                 done += len(chunk)
                 if progress is not None:
-                    progress(done, total)
+                    _report(progress, done, total)
     return total is None or done >= total
+
+
+class _ProgressRaised(Exception):
+    """Carries an exception raised by the progress callback past the retry loop (its `__cause__`)."""
+
+
+def _report(progress: Progress, done: int, total: int | None) -> None:
+    try:
+        progress(done, total)
+    except BaseException as exc:
+        raise _ProgressRaised from exc
 
 
 def _content_range(header: str) -> tuple[int, int | None]:
