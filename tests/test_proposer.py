@@ -135,3 +135,23 @@ def test_the_real_tiny_sam_gives_a_mask_of_the_image_size_or_a_reason():
         proposer = Proposer(Grounder(tiny_engine(), [(3, 1)]), segmenter)
         (proposal,) = proposer.propose("img", random_image(48, 80, seed=1), "the blue square")
     assert (proposal.mask is not None and proposal.mask.shape == (48, 80)) or proposal.mask_note
+
+
+class PaddingEngine(MapEngine):
+    """Heads that see a large blob in the padding above a wide image and a small one inside the image."""
+
+    def head_attention(self, image, expression, heads=None, image_id=None) -> HeadAttention:
+        grid = np.zeros((GRID, GRID), dtype=np.float32)
+        grid[0:2, 0:8] = 1.0  # rows 0-1: above the image (a 120 x 60 image fills rows 3-8 of the 12-cell grid)
+        grid[5:7, 9:11] = 1.0
+        frame = ImageFrame.for_image(image.shape[1], image.shape[0], GRID, 336)
+        return HeadAttention(
+            maps=np.stack([grid] * len(heads)), heads=tuple(heads), frame=frame, timing=GroundingTiming(1.0, 1.0, 2.0, False)
+        )
+
+
+def test_a_region_wholly_in_the_padding_is_passed_over_for_one_inside_the_image():
+    wide = np.zeros((60, 120, 3), dtype=np.uint8)  # offset_y = 30 px = 3 cells
+    (proposal,) = Proposer(Grounder(PaddingEngine(), [(1, 0)], sigma=0)).propose("img", wide, "the thing")
+    assert proposal.box_xyxy == (90.0, 20.0, 110.0, 40.0)  # cells rows 5-6, cols 9-10, 10 px each, minus 30 px
+    assert proposal.score == pytest.approx(4 / 20)

@@ -109,6 +109,9 @@ class Proposal:
 class Grounder:
     """Turns an engine's localization-head maps into a `Proposal` (the paper's inference recipe).
 
+    A region that lies wholly in the padding around a non-square image names nothing in the image: it is passed
+    over, and the largest region that covers image pixels is chosen.
+
     `heads`: the localization heads, 0-based (layer, head). `ksize`, `sigma`: the Gaussian smoothing of each map.
     """
 
@@ -141,13 +144,13 @@ class Grounder:
         attention = self.engine.head_attention(image_rgb_uint8, expression, heads=self.heads, image_id=image_id)
         frame = attention.frame
         combined = combine_head_maps(attention.maps, ksize=self.ksize, sigma=self.sigma)
-        regions = find_regions(combined)
-        if not all_instances:
-            regions = regions[:1]
         region_proposals = tuple(
-            RegionProposal(region=r, frame=frame, box_xyxy=frame.box_to_pixels(r.box), score=r.mass_fraction)
-            for r in regions
+            RegionProposal(region=r, frame=frame, box_xyxy=box, score=r.mass_fraction)
+            for r in find_regions(combined)
+            if _has_area(box := frame.box_to_pixels(r.box))
         )
+        if not all_instances:
+            region_proposals = region_proposals[:1]
         if region_proposals:
             box, score = region_proposals[0].box_xyxy, region_proposals[0].score
         else:
@@ -166,3 +169,9 @@ class Grounder:
             expression=expression.strip(),
             timing=timing,
         )
+
+
+def _has_area(box_xyxy: BoxXYXY) -> bool:
+    """Whether a box clipped to the image still covers some of it (a region wholly in the padding does not)."""
+    x0, y0, x1, y1 = box_xyxy
+    return x1 > x0 and y1 > y0
