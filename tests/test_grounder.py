@@ -50,6 +50,13 @@ def test_the_padding_is_cut_from_the_box():
     assert proposal.box_xyxy == (200.0, 0.0, 300.0, 75.0)
 
 
+def test_a_larger_region_wholly_in_the_padding_is_passed_over():
+    # Row 0 covers -75..-25 px of the 150 px tall image: a 6-cell region there names nothing in the image.
+    proposal = propose(block_map((0, 1, 0, 6), (2, 4, 1, 3)), all_instances=True)
+    assert proposal.box_xyxy == (50.0, 25.0, 150.0, 125.0)
+    assert len(proposal.regions) == 1
+
+
 def test_the_score_is_the_share_of_the_map_on_the_chosen_region():
     proposal = propose(block_map((2, 4, 1, 3), background=0.01))
     assert proposal.score == pytest.approx(2 * 4 / (2 * 4 + 2 * 32 * 0.01))
