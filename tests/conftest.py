@@ -1,4 +1,4 @@
-"""Shared test set-up: Qt runs offscreen, torch stays on the CPU with few threads."""
+"""Shared test set-up: Qt runs offscreen, the Hugging Face hub is never asked, tokenizers stay single-threaded."""
 
 import os
 

@@ -37,7 +37,7 @@ def combine_head_maps(maps: np.ndarray, ksize: int = 7, sigma: float = 1.0) -> n
     return np.sum([cv2.GaussianBlur(head_map, (ksize, ksize), sigma, sigmaY=sigma) for head_map in m], axis=0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Region:
     """One 8-connected foreground component of a combined map, in grid units.
 
