@@ -1,6 +1,7 @@
 """`annotator prelabel` throughput with the planted model: images/s with and without the loading overlap.
 
 Usage: .venv/bin/python benchmarks/prelabel_throughput.py [--images 200] [--block 20] [--repeats 3] [--threads N]
+       [--long-side MIN MAX]
 
 A folder of generated scenes (JPEG, 1024-1600 px on the long side, so decoding costs what a photo's does; the
 target 9+ grid cells wide) is pre-labelled by `Prelabeller` - the loop `annotator prelabel` runs, with the same
@@ -8,7 +9,7 @@ target 9+ grid cells wide) is pre-labelled by `Prelabeller` - the loop `annotato
 - overlap: a loader thread decodes up to 2 images ahead and the proposer is asked to prefetch the next image;
 - inline: each image is decoded on the main thread when its turn comes (`--prefetch 0`).
 The machine is shared, so its load drifts during a run: the images are split into blocks of 20 (each its own
-folder, pre-labelled on a fresh project store), and the two modes alternate block by block (which mode goes first
+folder, pre-labelled on a fresh project store; the blocks hold copies of the same 20 scenes, hard-linked), and the two modes alternate block by block (which mode goes first
 alternates too), so that both see the same load. One warm-up block per mode is excluded. Per pass over all
 blocks, images/s = images / summed loop time; the table gives each pass, the median, the ratio of the medians
 and the median of the per-block paired ratios. The time is the whole loop (folder sync, resume check, decode,
@@ -19,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import platform
 import statistics
 import tempfile
+from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
 
@@ -52,8 +55,14 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_once(proposer: Proposer, folder: Path, ground_truth: Path, store_path: Path, depth: int, masks: str | None) -> float:
-    """One full pre-labelling of a folder on a fresh store; the loop's seconds."""
+def run_once(engine: LvlmEngine, heads: HeadsFile, folder: Path, ground_truth: Path, store_path: Path, depth: int, masks: str | None) -> float:
+    """One full pre-labelling of a folder on a fresh store; the loop's seconds.
+
+    Each run wraps the loaded model in a new engine: the prefix cache is keyed by the store's image ids, which
+    start at 1 in every fresh store, so a cache must not outlive its store.
+    """
+    fresh = LvlmEngine(engine.model, engine.processor, model_id=engine.model_id)
+    proposer = Proposer(Grounder(fresh, heads.heads))
     with ProjectStore.open(store_path, image_root=folder) as store:
         prelabeller = Prelabeller(proposer, store, masks=masks, prefetch_depth=depth, model_id=str(PLANTED_MODEL_DIR))
         report = prelabeller.run(expression_plan(path=ground_truth))
@@ -65,6 +74,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--block", type=int, default=20, help="images per block; the modes alternate block by block")
+    parser.add_argument("--long-side", type=int, nargs=2, default=SCENES.long_side, metavar=("MIN", "MAX"), help="image size")
     parser.add_argument("--repeats", type=int, default=3, help="passes over all the blocks")
     parser.add_argument("--masks", choices=("coarse",), default=None, help="also store the heads' coarse masks")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
@@ -74,22 +84,25 @@ def main() -> int:
 
     heads = HeadsFile.load(PLANTED_MODEL_DIR / "heads.json")
     engine = LvlmEngine.load(PLANTED_MODEL_DIR, device="cpu", truncate_after_layer=max(l for l, _ in heads.heads))
-    proposer = Proposer(Grounder(engine, heads.heads))
     load_before = os.getloadavg()
+    if args.images % args.block:
+        parser.error("--images must be a multiple of --block")
     blocks = range(0, args.images, args.block)
     seconds = {mode: [[0.0] * len(blocks) for _ in range(args.repeats)] for mode in MODES}
     with tempfile.TemporaryDirectory(prefix="prelabel-throughput-") as tmp:
         tmp_path = Path(tmp)
-        folders = []
-        for index, first in enumerate(blocks):
+        scenes = replace(SCENES, long_side=tuple(args.long_side))
+        first_folder = tmp_path / "block-00"
+        folders = [(first_folder, write_scene_folder(first_folder, args.block, seed=2024, config=scenes, image_format="jpg"))]
+        for index in range(1, len(blocks)):
             folder = tmp_path / f"block-{index:02d}"
-            count = min(args.block, args.images - first)
-            folders.append((folder, write_scene_folder(folder, count, seed=2024 + index, config=SCENES, image_format="jpg")))
+            shutil.copytree(first_folder, folder, copy_function=os.link)
+            folders.append((folder, folder / folders[0][1].name))
         megapixels = statistics.mean(
             width * height / 1e6 for folder, _ in folders for width, height in map(image_size, folder.glob("*.jpg"))
         )
         for mode, depth in MODES.items():
-            run_once(proposer, *folders[0], tmp_path / f"warmup-{depth}.sqlite", depth, args.masks)
+            run_once(engine, heads, *folders[0], tmp_path / f"warmup-{depth}.sqlite", depth, args.masks)
         runs = 0
         for repeat in range(args.repeats):
             for index, (folder, ground_truth) in enumerate(folders):
@@ -97,7 +110,7 @@ def main() -> int:
                 runs += 1
                 for mode, depth in order:
                     store = tmp_path / f"run-{repeat}-{index}-{depth}.sqlite"
-                    seconds[mode][repeat][index] = run_once(proposer, folder, ground_truth, store, depth, args.masks)
+                    seconds[mode][repeat][index] = run_once(engine, heads, folder, ground_truth, store, depth, args.masks)
     load_after = os.getloadavg()
 
     print("# annotator prelabel throughput (planted model)\n")
