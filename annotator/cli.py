@@ -83,14 +83,24 @@ def _device(text: str) -> str:
 def _add_model_options(parser: argparse.ArgumentParser, default_model: str | None) -> None:
     group = parser.add_argument_group("model")
     if default_model is None:
-        group.add_argument("--model", required=True, metavar="ID|PATH", help="hub id or local folder of a LLaVA-1.5 checkpoint")
+        group.add_argument(
+            "--model", required=True, metavar="ID|PATH", help="hub id or local folder of a LLaVA-1.5 checkpoint"
+        )
     else:
         group.add_argument(
-            "--model", default=default_model, metavar="ID|PATH", help=f"hub id or local LLaVA-1.5 folder (default: {default_model})"
+            "--model",
+            default=default_model,
+            metavar="ID|PATH",
+            help=f"hub id or local LLaVA-1.5 folder (default: {default_model})",
         )
-    group.add_argument("--device", type=_device, default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N or mps")
     group.add_argument(
-        "--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto", help="auto: bfloat16 on GPU, float32 on CPU"
+        "--device", type=_device, default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N or mps"
+    )
+    group.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        default="auto",
+        help="auto: bfloat16 on GPU, float32 on CPU",
     )
 
 
@@ -171,15 +181,39 @@ def build_find_heads_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="annotator find-heads", description=FIND_HEADS_HELP, formatter_class=_formatter)
     _add_model_options(parser, default_model=None)
     data = parser.add_argument_group("calibration data").add_mutually_exclusive_group(required=True)
-    data.add_argument("--data", type=_existing_file, metavar="FILE", help="JSONL, COCO or RefCOCO-style file of image/expression pairs")
-    data.add_argument("--synthetic", type=_positive_int, metavar="N", help="N seeded synthetic scenes (planted colours and shapes)")
-    parser.add_argument("--image-root", type=_existing_folder, metavar="DIR", help="folder the COCO file names are relative to (default: the file's folder)")
-    parser.add_argument("--samples", type=_positive_int, default=1000, metavar="N", help="pairs drawn at random from --data with --seed (default: 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for drawing the pairs and the synthetic scenes (default: 0)")
+    data.add_argument(
+        "--data",
+        type=_existing_file,
+        metavar="FILE",
+        help="JSONL, COCO or RefCOCO-style file of image/expression pairs",
+    )
+    data.add_argument(
+        "--synthetic", type=_positive_int, metavar="N", help="N seeded synthetic scenes (planted colours and shapes)"
+    )
+    parser.add_argument(
+        "--image-root",
+        type=_existing_folder,
+        metavar="DIR",
+        help="folder the COCO file names are relative to (default: the file's folder)",
+    )
+    parser.add_argument(
+        "--samples",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="pairs drawn at random from --data with --seed (default: 1000)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed for drawing the pairs and the synthetic scenes (default: 0)"
+    )
     parser.add_argument("--k", type=_positive_int, default=3, help="localization heads to keep (default: 3)")
     parser.add_argument("--top-n", type=_positive_int, default=10, metavar="N", help="votes per sample (default: 10)")
-    parser.add_argument("--skip-layers", type=_non_negative_int, default=2, metavar="N", help="first layers excluded (default: 2)")
-    parser.add_argument("--out", type=Path, metavar="FILE", help="heads file to write (default: exports/<model>-heads.json)")
+    parser.add_argument(
+        "--skip-layers", type=_non_negative_int, default=2, metavar="N", help="first layers excluded (default: 2)"
+    )
+    parser.add_argument(
+        "--out", type=Path, metavar="FILE", help="heads file to write (default: exports/<model>-heads.json)"
+    )
     parser.set_defaults(handler=_run_find_heads, prog=parser.prog)
     return parser
 
@@ -188,11 +222,19 @@ def build_prelabel_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="annotator prelabel", description=PRELABEL_HELP, formatter_class=_formatter)
     parser.add_argument("folder", type=_existing_folder, help="image folder (scanned recursively)")
     queries = parser.add_argument_group("expressions").add_mutually_exclusive_group(required=True)
-    queries.add_argument("--expression", action="append", metavar="TEXT", help="an expression asked of every image (repeatable)")
-    queries.add_argument("--expressions", type=_existing_file, metavar="FILE", help="text file (one per line) or per-image JSONL")
+    queries.add_argument(
+        "--expression", action="append", metavar="TEXT", help="an expression asked of every image (repeatable)"
+    )
+    queries.add_argument(
+        "--expressions", type=_existing_file, metavar="FILE", help="text file (one per line) or per-image JSONL"
+    )
     _add_model_options(parser, default_model=DEFAULT_MODEL)
-    parser.add_argument("--heads", type=_existing_file, metavar="FILE", help="heads file (default: the known heads of --model)")
-    parser.add_argument("--category", default="object", metavar="NAME", help="category of the proposals (default: object)")
+    parser.add_argument(
+        "--heads", type=_existing_file, metavar="FILE", help="heads file (default: the known heads of --model)"
+    )
+    parser.add_argument(
+        "--category", default="object", metavar="NAME", help="category of the proposals (default: object)"
+    )
     parser.add_argument(
         "--masks",
         nargs="?",
@@ -200,13 +242,23 @@ def build_prelabel_parser() -> argparse.ArgumentParser:
         choices=("sam", "coarse"),
         help="add masks: 'sam' (default) prompts Segment Anything with the box; 'coarse' keeps the heads' region",
     )
-    parser.add_argument("--sam-type", choices=("vit_h", "vit_l", "vit_b"), default="vit_h", help="SAM size (default: vit_h)")
-    parser.add_argument("--sam-checkpoint", type=_existing_file, metavar="FILE", help="SAM checkpoint (default: the user cache)")
-    parser.add_argument("--all-instances", action="store_true", help="keep every region the heads find, not only the largest")
+    parser.add_argument(
+        "--sam-type", choices=("vit_h", "vit_l", "vit_b"), default="vit_h", help="SAM size (default: vit_h)"
+    )
+    parser.add_argument(
+        "--sam-checkpoint", type=_existing_file, metavar="FILE", help="SAM checkpoint (default: the user cache)"
+    )
+    parser.add_argument(
+        "--all-instances", action="store_true", help="keep every region the heads find, not only the largest"
+    )
     parser.add_argument("--out", type=Path, metavar="FILE", help="COCO file to write (default: exports/<folder>.json)")
     parser.add_argument("--store", type=Path, metavar="FILE", help="project store (default: the folder's own store)")
     parser.add_argument(
-        "--prefetch", type=_non_negative_int, default=2, metavar="N", help="images decoded ahead on a loader thread; 0 loads inline (default: 2)"
+        "--prefetch",
+        type=_non_negative_int,
+        default=2,
+        metavar="N",
+        help="images decoded ahead on a loader thread; 0 loads inline (default: 2)",
     )
     cluster = parser.add_argument_group("Ray cluster (pip install 'annotator[ray]')")
     cluster.add_argument(
@@ -216,8 +268,12 @@ def build_prelabel_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="run on Ray Data: join the cluster at ADDRESS (ray://host:10001, host:6379, auto) or start a local one",
     )
-    cluster.add_argument("--ray-actors", type=_positive_int, metavar="N", help="model actors (default: one per GPU or node)")
-    cluster.add_argument("--ray-shards", type=Path, metavar="DIR", help="result shards, kept to resume (default: beside --out)")
+    cluster.add_argument(
+        "--ray-actors", type=_positive_int, metavar="N", help="model actors (default: one per GPU or node)"
+    )
+    cluster.add_argument(
+        "--ray-shards", type=Path, metavar="DIR", help="result shards, kept to resume (default: beside --out)"
+    )
     cluster.add_argument("--ray-shard-size", type=_positive_int, metavar="N", help="images per shard (default: 64)")
     parser.set_defaults(handler=_run_prelabel, prog=parser.prog)
     return parser
@@ -304,7 +360,9 @@ def _run_app(folder: Path | None, argv: list[str]) -> int:
     except ModuleNotFoundError as exc:
         if exc.name not in ("annotator.ui", "annotator.ui.app"):
             raise
-        return _fail("annotator", "the desktop app is not installed yet; use 'annotator find-heads', 'prelabel' or 'eval'")
+        return _fail(
+            "annotator", "the desktop app is not installed yet; use 'annotator find-heads', 'prelabel' or 'eval'"
+        )
     return run_app(None if folder is None else str(folder), argv)
 
 
@@ -340,7 +398,9 @@ def _run_models(args: argparse.Namespace) -> int:
         print(f"{'NAME':<15} {'ON DISK':<34} {'SIZE':>9}  PATH")
         for preset in presets.all:
             copy = local_copy(preset)
-            state, size, path = ("no", "", "") if copy is None else (copy.note, hub.format_bytes(copy.size_bytes), copy.path)
+            state, size, path = (
+                ("no", "", "") if copy is None else (copy.note, hub.format_bytes(copy.size_bytes), copy.path)
+            )
             print(f"{preset.name:<15} {state[:34]:<34} {size:>9}  {path}".rstrip())
         return EXIT_OK
     preset = presets.get(args.name)
@@ -448,7 +508,9 @@ def _run_find_heads(args: argparse.Namespace) -> int:
 
     heads_file = write_heads_file(selection, out, model=args.model, source=f"annotator find-heads on {source}")
     sums_png = plot_attention_sums(selection, out.with_name(f"{out.stem}-sums.png"), title=f"{args.model}: {source}")
-    frequency_png = plot_selection_frequency(selection, out.with_name(f"{out.stem}-frequency.png"), title=f"{args.model}: {source}")
+    frequency_png = plot_selection_frequency(
+        selection, out.with_name(f"{out.stem}-frequency.png"), title=f"{args.model}: {source}"
+    )
     print(discovery_table(selection, heads_file))
     print(f"\nwrote {out}\n      {sums_png}\n      {frequency_png}")
     _print_skipped(skipped)
@@ -488,7 +550,9 @@ def _run_prelabel(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ModelUnavailable(f"{args.heads or 'the known heads'} do not fit {args.model}: {exc}") from exc
     proposer = Proposer(grounder, segmenter)
-    store = ProjectStore.open(args.store, image_root=args.folder) if args.store else ProjectStore.for_folder(args.folder)
+    store = (
+        ProjectStore.open(args.store, image_root=args.folder) if args.store else ProjectStore.for_folder(args.folder)
+    )
     with store, closing(proposer):
         prelabeller = Prelabeller(
             proposer,
@@ -505,12 +569,16 @@ def _run_prelabel(args: argparse.Namespace) -> int:
         exported = export_coco(store, out, statuses=("pending", "accepted"))
     print(
         f"{report.images_done} image(s) labelled now, {report.images_already_done} done earlier, "
-        f"{report.proposals_added} proposal(s) added in {report.seconds:.1f} s ({report.images_per_second:.2f} images/s)"
+        f"{report.proposals_added} proposal(s) added in {report.seconds:.1f} s "
+        f"({report.images_per_second:.2f} images/s)"
     )
     print(f"exported {exported.annotations} annotation(s) on {exported.images} image(s) to {out}")
     _print_skipped(list(report.skipped))
     if report.interrupted:
-        print(f"{args.prog}: interrupted with {report.images_left} image(s) to go; run the same command again to resume", file=sys.stderr)
+        print(
+            f"{args.prog}: interrupted with {report.images_left} image(s) to go; run the same command again to resume",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     return EXIT_OK
 
@@ -545,7 +613,11 @@ def _run_prelabel_on_ray(args: argparse.Namespace) -> int:
     )
     started = connect(None if args.ray == "local" else args.ray)
     try:
-        store = ProjectStore.open(args.store, image_root=args.folder) if args.store else ProjectStore.for_folder(args.folder)
+        store = (
+            ProjectStore.open(args.store, image_root=args.folder)
+            if args.store
+            else ProjectStore.for_folder(args.folder)
+        )
         with store:
             prelabeller = RayPrelabeller(
                 spec,
@@ -567,7 +639,8 @@ def _run_prelabel_on_ray(args: argparse.Namespace) -> int:
             ray.shutdown()
     print(
         f"{report.images_done} image(s) labelled now, {report.images_already_done} done earlier, "
-        f"{report.proposals_added} proposal(s) added in {report.seconds:.1f} s ({report.images_per_second:.2f} images/s)"
+        f"{report.proposals_added} proposal(s) added in {report.seconds:.1f} s "
+        f"({report.images_per_second:.2f} images/s)"
     )
     pool = "no actors needed" if report.actors is None else f"{report.actors.actors} actor(s)"
     print(
@@ -577,7 +650,10 @@ def _run_prelabel_on_ray(args: argparse.Namespace) -> int:
     print(f"exported {exported.annotations} annotation(s) on {exported.images} image(s) to {out}")
     _print_skipped(list(report.skipped))
     if report.interrupted:
-        print(f"{args.prog}: interrupted with {report.images_left} image(s) to go; run the same command again to resume", file=sys.stderr)
+        print(
+            f"{args.prog}: interrupted with {report.images_left} image(s) to go; run the same command again to resume",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     return EXIT_OK
 
@@ -663,8 +739,12 @@ def _device_and_dtype(device: str, dtype: str):
 
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            hint = "use --device cpu" if torch.version.cuda else "this PyTorch has no CUDA support; install a CUDA build"
-            raise ModelUnavailable(f"--device {device}: PyTorch {torch.__version__} sees no CUDA GPU on this machine; {hint}")
+            hint = (
+                "use --device cpu" if torch.version.cuda else "this PyTorch has no CUDA support; install a CUDA build"
+            )
+            raise ModelUnavailable(
+                f"--device {device}: PyTorch {torch.__version__} sees no CUDA GPU on this machine; {hint}"
+            )
         index = int(device.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
             raise ModelUnavailable(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")

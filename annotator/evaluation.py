@@ -217,9 +217,11 @@ def _split_metrics(split: str, samples: list[SampleResult]) -> SplitMetrics:
         accuracy=sum(s.hit for s in samples) / count if count else 0.0,
         mean_box_iou=sum(s.box_iou for s in samples) / count if count else 0.0,
         mask_count=len(with_masks),
-        ciou=(sum(s.mask_intersection for s in with_masks) / total_union if total_union > 0 else 0.0)
-        if with_masks
-        else None,
+        ciou=(
+            (sum(s.mask_intersection for s in with_masks) / total_union if total_union > 0 else 0.0)
+            if with_masks
+            else None
+        ),
         miou=sum(s.mask_iou for s in with_masks) / len(with_masks) if with_masks else None,
     )
 
@@ -315,7 +317,11 @@ def _truth_from_row(row: dict, path: Path, line_no: int) -> list[GroundTruth]:
     where = f"{path}:{line_no}"
     image = _required_str(row, "image", where)
     expressions = row.get("expressions", [row.get("expression")] if "expression" in row else None)
-    if not isinstance(expressions, list) or not expressions or not all(isinstance(e, str) and e.strip() for e in expressions):
+    if (
+        not isinstance(expressions, list)
+        or not expressions
+        or not all(isinstance(e, str) and e.strip() for e in expressions)
+    ):
         raise CocoFormatError(f"{where}: needs 'expression' (a non-empty string) or 'expressions' (a list of them)")
     box = _box(row.get("bbox"), where)
     segmentation = None
@@ -357,7 +363,11 @@ def _truth_from_refs(path: Path, refs: Any) -> list[GroundTruth]:
         if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
             raise CocoFormatError(f"{where}: no sentences")
         image_path = Path(str(image["file_name"]))
-        relative = image_path.as_posix() if instances_path.parent == path.parent else (instances_path.parent / image_path).as_posix()
+        relative = (
+            image_path.as_posix()
+            if instances_path.parent == path.parent
+            else (instances_path.parent / image_path).as_posix()
+        )
         truths.extend(GroundTruth(relative, t, box, segmentation, str(ref.get("split", ALL_SPLITS))) for t in texts)
     return truths
 
@@ -415,7 +425,9 @@ def _image_size(row: dict, image_path: Path, where: str) -> tuple[int | None, in
     try:
         width, height = image_size(image_path)
     except ImageLoadError as exc:
-        raise CocoFormatError(f"{where}: polygon segmentation needs 'width'/'height' or a readable image ({exc})") from exc
+        raise CocoFormatError(
+            f"{where}: polygon segmentation needs 'width'/'height' or a readable image ({exc})"
+        ) from exc
     return int(height), int(width)
 
 

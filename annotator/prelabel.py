@@ -80,7 +80,9 @@ def expression_plan(expressions: Sequence[str] | None = None, path: Path | None 
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise CocoFormatError(f"{path}: cannot read the expressions ({exc})") from exc
-    shared = tuple(dict.fromkeys(normalise_expression(l) for l in lines if l.strip() and not l.lstrip().startswith("#")))
+    shared = tuple(
+        dict.fromkeys(normalise_expression(l) for l in lines if l.strip() and not l.lstrip().startswith("#"))
+    )
     if not shared:
         raise CocoFormatError(f"{path}: no expressions (one per line)")
     return ExpressionPlan(shared=shared, per_image={})
@@ -179,7 +181,11 @@ def find_pending_work(store: ProjectStore, plan: ExpressionPlan) -> PendingWork:
         if record.error is not None:
             skipped.append(f"{record.path}: {record.error}")
             continue
-        asked = {normalise_expression(a.expression) for a in store.annotations(record.id)} if record.n_annotations else set()
+        asked = (
+            {normalise_expression(a.expression) for a in store.annotations(record.id)}
+            if record.n_annotations
+            else set()
+        )
         missing = tuple(e for e in wanted if e not in asked)
         if missing:
             todo.append((record.id, record.path, missing))
@@ -264,9 +270,9 @@ def store_annotations(store: ProjectStore, items: Sequence[NewAnnotation], where
 @dataclass(frozen=True)
 class PrelabelReport:
     """What a run did. `images_total`: images with expressions to ask; `images_already_done`: complete from an
-    earlier run; `images_done`: completed in this run; `images_left`: not reached (after a stop); `skipped`: 'path: reason' for images that could not be
-    read; `latencies_ms`: per image, the summed proposer time of its expressions; `seconds`: wall time of the
-    loop; `interrupted`: stopped early (rerun to resume)."""
+    earlier run; `images_done`: completed in this run; `images_left`: not reached (after a stop); `skipped`:
+    'path: reason' for images that could not be read; `latencies_ms`: per image, the summed proposer time of its
+    expressions; `seconds`: wall time of the loop; `interrupted`: stopped early (rerun to resume)."""
 
     images_total: int
     images_already_done: int

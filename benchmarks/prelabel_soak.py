@@ -104,19 +104,25 @@ def main() -> int:
     growth = peak / baseline - 1.0
     print("# annotator prelabel soak (planted model)\n")
     print(f"- load average at the end: {os.getloadavg()[0]:.2f} (shared machine)")
-    print(f"- machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads "
-          f"{torch.get_num_threads()}; Python {platform.python_version()}, torch {torch.__version__}, transformers "
-          f"{version('transformers')}, segment-anything {version('segment-anything')}")
-    print(f"- {report.images_done} images labelled, {stored} proposals stored with {args.masks} masks, "
-          f"{report.seconds:.0f} s ({report.images_per_second:.2f} images/s); skipped {len(report.skipped)}\n")
+    print(
+        f"- machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads "
+        f"{torch.get_num_threads()}; Python {platform.python_version()}, torch {torch.__version__}, transformers "
+        f"{version('transformers')}, segment-anything {version('segment-anything')}"
+    )
+    print(
+        f"- {report.images_done} images labelled, {stored} proposals stored with {args.masks} masks, "
+        f"{report.seconds:.0f} s ({report.images_per_second:.2f} images/s); skipped {len(report.skipped)}\n"
+    )
     print("| images | resident MiB | vs. image 200 | elapsed s |")
     print("|---:|---:|---:|---:|")
     for done, rss, elapsed in curve:
         relative = f"{100 * (rss / baseline - 1):+.1f}%" if done >= BASELINE_IMAGES else ""
         print(f"| {done} | {rss:.1f} | {relative} | {elapsed:.0f} |")
     verdict = "PASS" if growth < GROWTH_LIMIT else "FAIL"
-    print(f"\npeak after image {BASELINE_IMAGES}: {peak:.1f} MiB at image {peak_done}, growth {100 * growth:+.1f}% "
-          f"(limit {100 * GROWTH_LIMIT:.0f}%): {verdict}")
+    print(
+        f"\npeak after image {BASELINE_IMAGES}: {peak:.1f} MiB at image {peak_done}, growth {100 * growth:+.1f}% "
+        f"(limit {100 * GROWTH_LIMIT:.0f}%): {verdict}"
+    )
     return 0 if growth < GROWTH_LIMIT else 1
 
 

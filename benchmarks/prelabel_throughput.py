@@ -3,17 +3,18 @@
 Usage: .venv/bin/python benchmarks/prelabel_throughput.py [--images 200] [--block 20] [--repeats 3] [--threads N]
        [--long-side MIN MAX]
 
-A folder of generated scenes (JPEG, 1024-1600 px on the long side, so decoding costs what a photo's does; the
-target 9+ grid cells wide) is pre-labelled by `Prelabeller` - the loop `annotator prelabel` runs, with the same
+A folder of generated scenes (JPEG, 1024-1600 px on the long side by default, `--long-side 4000 4000` for
+phone-photo sizes; the target 9+ grid cells wide) is pre-labelled by `Prelabeller` - the loop `annotator prelabel` runs, with the same
 `Proposer` the app uses - in two modes:
 - overlap: a loader thread decodes up to 2 images ahead and the proposer is asked to prefetch the next image;
 - inline: each image is decoded on the main thread when its turn comes (`--prefetch 0`).
 The machine is shared, so its load drifts during a run: the images are split into blocks of 20 (each its own
-folder, pre-labelled on a fresh project store; the blocks hold copies of the same 20 scenes, hard-linked), and the two modes alternate block by block (which mode goes first
-alternates too), so that both see the same load. One warm-up block per mode is excluded. Per pass over all
-blocks, images/s = images / summed loop time; the table gives each pass, the median, the ratio of the medians
-and the median of the per-block paired ratios. The time is the whole loop (folder sync, resume check, decode,
-model, store commits), as `annotator prelabel` reports it; model loading is not included.
+folder, pre-labelled on a fresh project store; the blocks hold copies of the same 20 scenes, hard-linked), and
+the two modes alternate block by block (which mode goes first alternates too), so both see the same load.
+One warm-up block per mode is excluded. Per pass over all blocks, images/s = images / summed loop time; the
+table gives each pass, the median, the ratio of the medians and the median of the per-block paired ratios.
+The time is the whole loop (folder sync, resume check, decode, model, store commits), as `annotator prelabel`
+reports it; model loading is not included.
 """
 
 from __future__ import annotations
@@ -55,7 +56,15 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_once(engine: LvlmEngine, heads: HeadsFile, folder: Path, ground_truth: Path, store_path: Path, depth: int, masks: str | None) -> float:
+def run_once(
+    engine: LvlmEngine,
+    heads: HeadsFile,
+    folder: Path,
+    ground_truth: Path,
+    store_path: Path,
+    depth: int,
+    masks: str | None,
+) -> float:
     """One full pre-labelling of a folder on a fresh store; the loop's seconds.
 
     Each run wraps the loaded model in a new engine: the prefix cache is keyed by the store's image ids, which
@@ -74,7 +83,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--block", type=int, default=20, help="images per block; the modes alternate block by block")
-    parser.add_argument("--long-side", type=int, nargs=2, default=SCENES.long_side, metavar=("MIN", "MAX"), help="image size")
+    parser.add_argument(
+        "--long-side", type=int, nargs=2, default=SCENES.long_side, metavar=("MIN", "MAX"), help="image size"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="passes over all the blocks")
     parser.add_argument("--masks", choices=("coarse",), default=None, help="also store the heads' coarse masks")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
@@ -93,7 +104,9 @@ def main() -> int:
         tmp_path = Path(tmp)
         scenes = replace(SCENES, long_side=tuple(args.long_side))
         first_folder = tmp_path / "block-00"
-        folders = [(first_folder, write_scene_folder(first_folder, args.block, seed=2024, config=scenes, image_format="jpg"))]
+        folders = [
+            (first_folder, write_scene_folder(first_folder, args.block, seed=2024, config=scenes, image_format="jpg"))
+        ]
         for index in range(1, len(blocks)):
             folder = tmp_path / f"block-{index:02d}"
             shutil.copytree(first_folder, folder, copy_function=os.link)
@@ -110,32 +123,45 @@ def main() -> int:
                 runs += 1
                 for mode, depth in order:
                     store = tmp_path / f"run-{repeat}-{index}-{depth}.sqlite"
-                    seconds[mode][repeat][index] = run_once(engine, heads, folder, ground_truth, store, depth, args.masks)
+                    seconds[mode][repeat][index] = run_once(
+                        engine, heads, folder, ground_truth, store, depth, args.masks
+                    )
     load_after = os.getloadavg()
 
     print("# annotator prelabel throughput (planted model)\n")
-    print(f"- machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, "
-          f"load average {load_before[0]:.2f} before / {load_after[0]:.2f} after (shared machine)")
-    print(f"- versions: Python {platform.python_version()}, torch {torch.__version__}, transformers "
-          f"{version('transformers')}, numpy {version('numpy')}, Pillow {version('pillow')}")
-    print(f"- {args.images} generated JPEG scenes, mean {megapixels:.2f} MP, in {len(folders)} blocks of {args.block}; "
-          f"one expression per image; masks: {args.masks or 'none (boxes)'}; device cpu; {args.repeats} passes, "
-          "the two modes alternating block by block, after one warm-up block per mode\n")
+    print(
+        f"- machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, "
+        f"load average {load_before[0]:.2f} before / {load_after[0]:.2f} after (shared machine)"
+    )
+    print(
+        f"- versions: Python {platform.python_version()}, torch {torch.__version__}, transformers "
+        f"{version('transformers')}, numpy {version('numpy')}, Pillow {version('pillow')}"
+    )
+    print(
+        f"- {args.images} generated JPEG scenes, mean {megapixels:.2f} MP, in {len(folders)} blocks of {args.block}; "
+        f"one expression per image; masks: {args.masks or 'none (boxes)'}; device cpu; {args.repeats} passes, "
+        "the two modes alternating block by block, after one warm-up block per mode\n"
+    )
     print("| mode | images/s per pass | median images/s | median ms/image |")
     print("|---|---|---:|---:|")
     medians = {}
     for mode in MODES:
         per_pass = [args.images / sum(times) for times in seconds[mode]]
         medians[mode] = statistics.median(per_pass)
-        print(f"| {mode} | {', '.join(f'{v:.2f}' for v in per_pass)} | {medians[mode]:.2f} | {1000.0 / medians[mode]:.0f} |")
+        print(
+            f"| {mode} | {', '.join(f'{v:.2f}' for v in per_pass)} | {medians[mode]:.2f} | "
+            f"{1000.0 / medians[mode]:.0f} |"
+        )
     overlap_mode, inline_mode = MODES
     paired = [
         inline / overlap
         for inline_pass, overlap_pass in zip(seconds[inline_mode], seconds[overlap_mode])
         for inline, overlap in zip(inline_pass, overlap_pass)
     ]
-    print(f"\noverlap / inline, ratio of the medians: {medians[overlap_mode] / medians[inline_mode]:.2f}x; "
-          f"median of the {len(paired)} paired blocks (inline time / overlap time): {statistics.median(paired):.2f}x")
+    print(
+        f"\noverlap / inline, ratio of the medians: {medians[overlap_mode] / medians[inline_mode]:.2f}x; "
+        f"median of the {len(paired)} paired blocks (inline time / overlap time): {statistics.median(paired):.2f}x"
+    )
     return 0
 
 

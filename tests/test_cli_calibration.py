@@ -15,8 +15,10 @@ def write_jsonl(path, rows):
 
 
 def test_jsonl_pairs_resolve_images_against_the_file_folder(tmp_path):
-    write_jsonl(tmp_path / "cal.jsonl", [{"image": "img/a.png", "expression": "the cat"},
-                                         {"image": "b.png", "expressions": ["a dog", "the dog"]}])
+    write_jsonl(
+        tmp_path / "cal.jsonl",
+        [{"image": "img/a.png", "expression": "the cat"}, {"image": "b.png", "expressions": ["a dog", "the dog"]}],
+    )
     pairs = read_calibration(tmp_path / "cal.jsonl")
     assert [(p.image_path, p.expression) for p in pairs] == [
         (tmp_path / "img/a.png", "the cat"),
@@ -49,7 +51,9 @@ def test_coco_annotations_with_expressions_become_pairs_and_the_rest_are_ignored
 
 
 def test_refcoco_refs_take_their_file_names_from_the_instances_beside_them(tmp_path):
-    (tmp_path / "instances.json").write_text(json.dumps({"images": [{"id": 5, "file_name": "x.jpg"}], "annotations": []}))
+    (tmp_path / "instances.json").write_text(
+        json.dumps({"images": [{"id": 5, "file_name": "x.jpg"}], "annotations": []})
+    )
     refs = [{"ref_id": 1, "image_id": 5, "sentences": [{"sent": "man on the left"}, {"sent": "left man"}]}]
     (tmp_path / "refs.json").write_text(json.dumps(refs))
     pairs = read_calibration(tmp_path / "refs.json")

@@ -38,7 +38,9 @@ def test_an_unknown_flag_exits_2_with_one_line(capsys):
 
 def test_a_malformed_calibration_line_is_named_by_its_line_number(tmp_path, capsys):
     data = tmp_path / "cal.jsonl"
-    data.write_text('{"image": "a.png", "expression": "the cat"}\n{"image": "b.png", "expression": \n', encoding="utf-8")
+    data.write_text(
+        '{"image": "a.png", "expression": "the cat"}\n{"image": "b.png", "expression": \n', encoding="utf-8"
+    )
     model = tmp_path / "model"
     model.mkdir()
     code = main(["find-heads", "--model", str(model), "--data", str(data), "--device", "cpu"])
@@ -82,7 +84,20 @@ def test_prelabel_ray_without_ray_installed_says_how_to_install_it(tmp_path, cap
 def test_heads_file_that_is_not_one_exits_2_naming_it(tmp_path, capsys):
     heads = tmp_path / "heads.json"
     heads.write_text(json.dumps({"model": "x", "heads": []}), encoding="utf-8")
-    code = main(["prelabel", str(tmp_path), "--expression", "the cat", "--model", "nobody/no-such-llava", "--heads", str(heads), "--device", "cpu"])
+    code = main(
+        [
+            "prelabel",
+            str(tmp_path),
+            "--expression",
+            "the cat",
+            "--model",
+            "nobody/no-such-llava",
+            "--heads",
+            str(heads),
+            "--device",
+            "cpu",
+        ]
+    )
     assert_one_line_error(code, capsys.readouterr().err, "heads.json", "not a valid heads file")
 
 

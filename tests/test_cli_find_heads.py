@@ -26,7 +26,19 @@ def one_torch_thread():
 def discovery(tmp_path_factory):
     """One discovery run over 120 synthetic scenes: (exit code, heads file path)."""
     out = tmp_path_factory.mktemp("find-heads") / "planted-heads.json"
-    code = main(["find-heads", "--model", str(PLANTED_MODEL_DIR), "--synthetic", str(SAMPLES), "--out", str(out), "--device", "cpu"])
+    code = main(
+        [
+            "find-heads",
+            "--model",
+            str(PLANTED_MODEL_DIR),
+            "--synthetic",
+            str(SAMPLES),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     return code, out
 
 

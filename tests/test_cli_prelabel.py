@@ -105,7 +105,9 @@ def test_the_rerun_finishes_with_each_images_proposal_once(interrupted_then_resu
     assert code == 0, err
     assert f"{IMAGES - interrupted_then_resumed['labelled_after_first']} image(s) labelled now" in out
     with sqlite3.connect(f"file:{interrupted_then_resumed['store']}?mode=ro", uri=True) as db:
-        rows = db.execute("SELECT image_id, expression, COUNT(*) FROM annotations GROUP BY image_id, expression").fetchall()
+        rows = db.execute(
+            "SELECT image_id, expression, COUNT(*) FROM annotations GROUP BY image_id, expression"
+        ).fetchall()
     assert len(rows) == IMAGES
     assert {count for _, _, count in rows} == {1}
 
@@ -115,7 +117,9 @@ def test_prelabel_then_eval_against_the_ground_truth_hits_at_least_95_percent(in
     predictions = read_predictions(interrupted_then_resumed["out"])
     assert len(predictions) == IMAGES
     assert evaluate(truths, predictions).overall.accuracy >= 0.95
-    code = main(["eval", "--gt", str(interrupted_then_resumed["ground_truth"]), "--pred", str(interrupted_then_resumed["out"])])
+    code = main(
+        ["eval", "--gt", str(interrupted_then_resumed["ground_truth"]), "--pred", str(interrupted_then_resumed["out"])]
+    )
     assert code == 0 and f"| synthetic | {IMAGES} | 0 |" in capsys.readouterr().out
 
 
@@ -136,12 +140,29 @@ def small_run(tmp_path_factory):
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "README.txt").write_text("not an image")
     heads = root / "discovered.json"
-    discovered = {"model": str(PLANTED_MODEL_DIR), "heads": [list(h) for h in reversed(PLANTED_HEADS.localization)],
-                  "source": "find-heads"}
+    discovered = {
+        "model": str(PLANTED_MODEL_DIR),
+        "heads": [list(h) for h in reversed(PLANTED_HEADS.localization)],
+        "source": "find-heads",
+    }
     heads.write_text(json.dumps(discovered), encoding="utf-8")
     out = root / "small.json"
-    command = ["prelabel", str(folder), "--expression", "the red one", "--model", str(PLANTED_MODEL_DIR),
-               "--heads", str(heads), "--out", str(out), "--device", "cpu", "--prefetch", "0"]
+    command = [
+        "prelabel",
+        str(folder),
+        "--expression",
+        "the red one",
+        "--model",
+        str(PLANTED_MODEL_DIR),
+        "--heads",
+        str(heads),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--prefetch",
+        "0",
+    ]
     return folder, out, command
 
 
@@ -158,7 +179,7 @@ def test_unreadable_images_are_skipped_and_listed_at_the_end(small_run, capsys):
     fresh = ["--store", str(out.with_name("fresh.sqlite")), "--out", str(out.with_name("again.json"))]
     assert main([*command, *fresh]) == 0
     printed = capsys.readouterr().out
-    tail = printed[printed.index("skipped"):]
+    tail = printed[printed.index("skipped") :]
     assert "broken.png" in tail and "empty.jpg" in tail and "README" not in tail
     assert "3 image(s) labelled now" in printed
 

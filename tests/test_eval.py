@@ -143,8 +143,15 @@ def test_latency_summary_counts_images_per_second_over_the_recorded_time():
 
 def test_ground_truth_jsonl_with_a_polygon_and_a_size_reads_as_rle(tmp_path):
     path = tmp_path / "gt.jsonl"
-    row = {"image": "a.png", "expression": "the cat", "bbox": [0, 0, 10, 10], "width": 20, "height": 20,
-           "segmentation": [[0, 0, 10, 0, 10, 10, 0, 10]], "split": "val"}
+    row = {
+        "image": "a.png",
+        "expression": "the cat",
+        "bbox": [0, 0, 10, 10],
+        "width": 20,
+        "height": 20,
+        "segmentation": [[0, 0, 10, 0, 10, 10, 0, 10]],
+        "split": "val",
+    }
     path.write_text(json.dumps(row) + "\n\n", encoding="utf-8")
     (truth,) = read_ground_truth(path)
     assert (truth.split, truth.box_xywh, int(mask_utils.area(truth.segmentation))) == ("val", (0, 0, 10, 10), 100)
@@ -170,8 +177,17 @@ def test_coco_predictions_are_read_with_their_image_file_names(tmp_path):
         "images": [{"id": 1, "file_name": "sub/a.png", "width": 20, "height": 20}],
         "categories": [{"id": 1, "name": "object"}],
         "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 0,
-             "segmentation": [[0, 0, 10, 0, 10, 10, 0, 10]], "expression": "the cat", "score": 0.7}
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [0, 0, 10, 10],
+                "area": 100,
+                "iscrowd": 0,
+                "segmentation": [[0, 0, 10, 0, 10, 10, 0, 10]],
+                "expression": "the cat",
+                "score": 0.7,
+            }
         ],
     }
     path = tmp_path / "pred.json"
@@ -187,8 +203,16 @@ def test_refs_export_with_instances_beside_it_reads_as_ground_truth(tmp_path):
         "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "segmentation": []}],
         "categories": [{"id": 1, "name": "object"}],
     }
-    refs = [{"ref_id": 1, "ann_id": 7, "image_id": 1, "category_id": 1, "split": "val",
-             "sentences": [{"sent": "the cat", "tokens": ["the", "cat"]}, {"sent": "a cat", "tokens": ["a", "cat"]}]}]
+    refs = [
+        {
+            "ref_id": 1,
+            "ann_id": 7,
+            "image_id": 1,
+            "category_id": 1,
+            "split": "val",
+            "sentences": [{"sent": "the cat", "tokens": ["the", "cat"]}, {"sent": "a cat", "tokens": ["a", "cat"]}],
+        }
+    ]
     (tmp_path / "instances.json").write_text(json.dumps(instances), encoding="utf-8")
     (tmp_path / "refs.json").write_text(json.dumps(refs), encoding="utf-8")
     truths = read_ground_truth(tmp_path / "refs.json")
@@ -204,7 +228,9 @@ def write_jsonl(path, rows):
 
 def test_eval_command_prints_the_table_and_exits_zero(tmp_path, capsys):
     write_jsonl(tmp_path / "gt.jsonl", [{"image": "a.png", "expression": "x", "bbox": [0, 0, 10, 10]}])
-    write_jsonl(tmp_path / "pred.jsonl", [{"image": "a.png", "expression": "x", "bbox": [0, 0, 10, 5], "latency_ms": 50}])
+    write_jsonl(
+        tmp_path / "pred.jsonl", [{"image": "a.png", "expression": "x", "bbox": [0, 0, 10, 5], "latency_ms": 50}]
+    )
     code = main(["eval", "--gt", str(tmp_path / "gt.jsonl"), "--pred", str(tmp_path / "pred.jsonl"), "--benchmark"])
     out = capsys.readouterr().out
     assert code == 0
@@ -234,9 +260,19 @@ def test_a_polygon_without_a_size_takes_the_size_from_the_image_header(tmp_path)
 def test_a_box_only_coco_prediction_has_no_mask_and_its_latency_comes_from_extra(tmp_path):
     coco = {
         "images": [{"id": 1, "file_name": "a.png", "width": 20, "height": 20}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "box_only": True,
-                         "segmentation": [[0, 0, 10, 0, 10, 10, 0, 10]], "expression": "x", "score": 0.5,
-                         "extra": {"latency_ms": 12.5}}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [0, 0, 10, 10],
+                "box_only": True,
+                "segmentation": [[0, 0, 10, 0, 10, 10, 0, 10]],
+                "expression": "x",
+                "score": 0.5,
+                "extra": {"latency_ms": 12.5},
+            }
+        ],
         "categories": [{"id": 1, "name": "object"}],
     }
     (tmp_path / "pred.json").write_text(json.dumps(coco), encoding="utf-8")

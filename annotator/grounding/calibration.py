@@ -114,7 +114,11 @@ def _pairs_from_coco(data: dict, path: Path, root: Path) -> list[CalibrationPair
 
 def _pairs_from_refs(data: Any, path: Path, image_root: str | Path | None) -> list[CalibrationPair]:
     refs = data["refs"] if isinstance(data, dict) else data
-    instances_path = path.parent / str(data.get("instances", "instances.json")) if isinstance(data, dict) else path.parent / "instances.json"
+    instances_path = (
+        path.parent / str(data.get("instances", "instances.json"))
+        if isinstance(data, dict)
+        else path.parent / "instances.json"
+    )
     instances = read_json(instances_path)
     if not isinstance(instances, dict) or not isinstance(instances.get("images"), list):
         raise CocoFormatError(f"{instances_path}: not a COCO instances file (needs 'images')")

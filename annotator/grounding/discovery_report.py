@@ -52,12 +52,28 @@ def plot_attention_sums(selection: HeadSelection, path: str | Path, title: str =
     axes.plot(np.arange(values.size), values, color=_OTHER, linewidth=1.5, label="mean attention sum per head")
     knee = elbow_index(values)
     axes.axhline(selection.tau, color="grey", linestyle="--", linewidth=1.0)
-    axes.plot([knee], [values[knee]], "o", markersize=9, markerfacecolor="none", markeredgecolor="black", label=f"elbow: tau = {selection.tau:.3f}")
+    axes.plot(
+        [knee],
+        [values[knee]],
+        "o",
+        markersize=9,
+        markerfacecolor="none",
+        markeredgecolor="black",
+        label=f"elbow: tau = {selection.tau:.3f}",
+    )
     rank_of = {int(flat): rank for rank, flat in enumerate(order)}
     for head in selection.heads:
         rank = rank_of[head[0] * num_heads + head[1]]
         axes.plot([rank], [values[rank]], "*", color=_CHOSEN, markersize=12)
-        axes.annotate(head_label(head), (rank, values[rank]), textcoords="offset points", xytext=(-8, 8), ha="right", fontsize=8, color=_CHOSEN)
+        axes.annotate(
+            head_label(head),
+            (rank, values[rank]),
+            textcoords="offset points",
+            xytext=(-8, 8),
+            ha="right",
+            fontsize=8,
+            color=_CHOSEN,
+        )
     axes.plot([], [], "*", color=_CHOSEN, markersize=12, label="localization heads")
     above = int((values > selection.tau).sum())
     axes.set_xlabel(f"heads sorted by mean image-attention sum ({values.size} heads, {above} above tau)")
@@ -111,7 +127,8 @@ def discovery_table(selection: HeadSelection, heads_file: HeadsFile, top: int = 
     sums = np.asarray(selection.mean_sums)
     lines = [
         f"{heads_file.model}: {selection.num_samples} samples, tau = {selection.tau:.4f}, "
-        f"{len(selection.candidates)} of {sums.size} heads are candidates (mean sum above tau, outside the skipped layers)",
+        f"{len(selection.candidates)} of {sums.size} heads are candidates "
+        "(mean sum above tau, outside the skipped layers)",
         "",
         "| rank | head | votes | frequency | mean attention sum | mean entropy | |",
         "|---:|---|---:|---:|---:|---:|---|",
