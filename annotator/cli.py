@@ -78,7 +78,7 @@ def _device(text: str) -> str:
     return text
 
 
-def _add_model_options(parser: argparse.ArgumentParser, default_model: str | None) -> None:
+def _add_model_options(parser: argparse.ArgumentParser, default_model: str | None, four_bit: bool = False) -> None:
     group = parser.add_argument_group("model")
     if default_model is None:
         group.add_argument(
@@ -100,6 +100,13 @@ def _add_model_options(parser: argparse.ArgumentParser, default_model: str | Non
         default="auto",
         help="auto: bfloat16 on GPU, float32 on CPU",
     )
+    if four_bit:
+        group.add_argument(
+            "--4bit",
+            dest="load_in_4bit",
+            action="store_true",
+            help="text layers in 4-bit (bitsandbytes, CUDA only): about a quarter of their GPU memory",
+        )
 
 
 FIND_HEADS_HELP = """\
@@ -226,7 +233,7 @@ def build_prelabel_parser() -> argparse.ArgumentParser:
     queries.add_argument(
         "--expressions", type=_existing_file, metavar="FILE", help="text file (one per line) or per-image JSONL"
     )
-    _add_model_options(parser, default_model=DEFAULT_MODEL)
+    _add_model_options(parser, default_model=DEFAULT_MODEL, four_bit=True)
     parser.add_argument(
         "--heads", type=_existing_file, metavar="FILE", help="heads file (default: the known heads of --model)"
     )
@@ -400,6 +407,11 @@ def _run_models(args: argparse.Namespace) -> int:
                 ("no", "", "") if copy is None else (copy.note, hub.format_bytes(copy.size_bytes), copy.path)
             )
             print(f"{preset.name:<15} {state[:34]:<34} {size:>9}  {path}".rstrip())
+        print("\nGPU memory for the weights (estimates): whole model / truncated for grounding / truncated in 4-bit")
+        for lvlm in presets.lvlm:
+            memory = lvlm.gpu_memory
+            four_bit = "-" if memory.truncated_4bit_gb is None else f"{memory.truncated_4bit_gb:.1f} GB (--4bit)"
+            print(f"{lvlm.name:<15} {memory.full_gb:.1f} GB / {memory.truncated_gb:.1f} GB / {four_bit}")
         return EXIT_OK
     preset = presets.get(args.name)
     if isinstance(preset, DemoPreset):
@@ -483,9 +495,11 @@ def _run_find_heads(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from annotator.grounding.heads import select_localization_heads
+    from annotator.grounding.loading import hub_id_of, model_folder
     from annotator.grounding.lvlm import LvlmEngine
 
-    engine = LvlmEngine.load(args.model, device=device, dtype=dtype, prefix_cache_size=0)
+    folder = model_folder(args.model, None, fetch=True, progress=_byte_progress())
+    engine = LvlmEngine.load(folder, device=device, dtype=dtype, prefix_cache_size=0, model_id=hub_id_of(args.model))
     progress = tqdm(images, total=total, desc="find-heads", unit="sample", dynamic_ncols=True)
     samples = calibration.attention_samples(engine, progress)
     try:
@@ -526,8 +540,7 @@ def _run_prelabel(args: argparse.Namespace) -> int:
     heads_file = _heads_file(args.heads, args.model)
     from tqdm import tqdm
 
-    from annotator.grounding.grounder import Grounder
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.grounding.loading import load_grounder
     from annotator.grounding.proposer import Proposer
     from annotator.paths import EXPORTS_DIR
     from annotator.prelabel import Prelabeller
@@ -541,12 +554,15 @@ def _run_prelabel(args: argparse.Namespace) -> int:
         from annotator.grounding.segment import Segmenter
 
         segmenter = Segmenter.load(args.sam_type, args.sam_checkpoint, device)
-    deepest = max(layer for layer, _ in heads_file.heads)
-    engine = LvlmEngine.load(args.model, device=device, dtype=dtype, truncate_after_layer=deepest)
-    try:
-        grounder = Grounder(engine, heads_file.heads)
-    except ValueError as exc:
-        raise ModelUnavailable(f"{args.heads or 'the known heads'} do not fit {args.model}: {exc}") from exc
+    grounder = load_grounder(
+        args.model,
+        heads_file.heads,
+        device=device,
+        dtype=dtype,
+        load_in_4bit=args.load_in_4bit,
+        fetch=True,
+        progress=_byte_progress(),
+    )
     proposer = Proposer(grounder, segmenter)
     store = (
         ProjectStore.open(args.store, image_root=args.folder) if args.store else ProjectStore.for_folder(args.folder)
@@ -605,6 +621,7 @@ def _run_prelabel_on_ray(args: argparse.Namespace) -> int:
         heads=tuple((int(layer), int(head)) for layer, head in heads_file.heads),
         device=None if args.device == "auto" else args.device,
         dtype=None if args.dtype == "auto" else args.dtype,
+        load_in_4bit=args.load_in_4bit,
         masks=args.masks,
         sam_type=args.sam_type,
         sam_checkpoint=None if args.sam_checkpoint is None else str(args.sam_checkpoint.resolve()),
@@ -657,11 +674,13 @@ def _run_prelabel_on_ray(args: argparse.Namespace) -> int:
 
 
 def _check_model_reference(model: str) -> None:
-    """A model named by a path must exist; a hub id ('owner/name') is checked when it loads."""
-    path_like = model.startswith(("/", ".", "~")) or "\\" in model or model.count("/") != 1
-    if path_like and not Path(model).expanduser().is_dir():
+    """A model named by a path must exist; a hub id ('owner/name') or preset name is checked when it loads."""
+    from annotator.grounding.loading import hub_id_of
+
+    if hub_id_of(model) is None and not Path(model).expanduser().is_dir():
         raise ModelUnavailable(
-            f"--model {model}: no such model folder (give a local LLaVA-1.5 folder or a hub id like {DEFAULT_MODEL})"
+            f"--model {model}: no such model folder (give a local LLaVA-1.5 folder, a hub id like {DEFAULT_MODEL} "
+            f"or a preset name from 'annotator models list')"
         )
 
 

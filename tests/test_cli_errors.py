@@ -59,6 +59,25 @@ def test_a_model_folder_that_does_not_exist_exits_2_naming_it(tmp_path, capsys):
     assert_one_line_error(code, capsys.readouterr().err, "no-model", "no such model folder")
 
 
+def test_prelabel_4bit_on_a_cpu_exits_2_saying_it_needs_a_cuda_gpu(tmp_path, capsys):
+    from annotator.grounding.planted import PLANTED_MODEL_DIR
+
+    args = ["prelabel", str(tmp_path), "--expression", "the red one", "--model", str(PLANTED_MODEL_DIR)]
+    code = main([*args, "--device", "cpu", "--4bit"])
+    assert_one_line_error(code, capsys.readouterr().err, "4-bit loading of", "needs a CUDA GPU")
+
+
+def test_prelabel_with_a_preset_not_downloaded_offline_says_how_to_download_it(tmp_path, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    code = main(["prelabel", str(tmp_path), "--expression", "the cat", "--model", "llava-1.5-13b", "--device", "cpu"])
+    assert_one_line_error(
+        code, capsys.readouterr().err, "llava-hf/llava-1.5-13b-hf is not downloaded", "models download llava-1.5-13b"
+    )
+
+
 def test_an_unknown_hub_model_exits_2_naming_it(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

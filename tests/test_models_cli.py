@@ -65,11 +65,16 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 
 def test_list_names_every_preset_and_only_the_demo_is_on_disk(caches, capsys):
     code, out, _ = run(capsys, "list")
-    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    table, _, memory = out.partition("\n\n")
+    rows = {line.split()[0]: line for line in table.splitlines()[1:]}
     assert code == 0
     assert list(rows) == ["llava-1.5-7b", "llava-1.5-13b", "sam-vit_h", "sam-vit_l", "sam-vit_b", "planted-llava"]
     assert rows["llava-1.5-7b"].split()[1] == "no"
     assert rows["planted-llava"].endswith(str(PLANTED_MODEL_DIR))
+    assert memory.splitlines()[1:] == [
+        "llava-1.5-7b    14.1 GB / 7.0 GB / 2.4 GB (--4bit)",
+        "llava-1.5-13b   26.7 GB / 11.8 GB / 3.7 GB (--4bit)",
+    ]
 
 
 def test_list_shows_a_cached_llava_with_its_size_and_snapshot_path(caches, capsys):

@@ -113,10 +113,26 @@ def test_a_shortcut_bound_twice_is_refused_by_the_settings_dialog(qtbot, app_set
     assert app_settings.shortcut_overrides() == {}
 
 
+def test_the_4bit_choice_in_the_settings_dialog_is_written_and_the_demo_model_drops_it(qtbot, app_settings):
+    dialog = SettingsDialog(app_settings)
+    qtbot.addWidget(dialog)
+    assert not dialog.load_in_4bit.isChecked()
+    dialog.load_in_4bit.setChecked(True)
+    assert dialog.apply()
+    assert app_settings.model_settings().load_in_4bit
+    assert not app_settings.model_settings().with_demo_model().load_in_4bit
+    assert SettingsDialog(app_settings).load_in_4bit.isChecked()
+
+
 def test_settings_round_trip_through_an_ini_file(tmp_path):
     settings = AppSettings.at(tmp_path / "s.ini")
     models = ModelSettings(
-        model="/models/llava", heads_file="/h.json", sam_type="vit_b", device="cuda:1", dtype="bfloat16"
+        model="/models/llava",
+        heads_file="/h.json",
+        sam_type="vit_b",
+        device="cuda:1",
+        dtype="bfloat16",
+        load_in_4bit=True,
     )
     settings.set_model_settings(models)
     settings.add_recent_folder(tmp_path)

@@ -95,15 +95,18 @@ def connect(address: str | None) -> bool:
 class ProposerSpec:
     """Everything a worker needs to load the proposer, as plain values (it travels to every actor).
 
-    `model`: hub id or folder (the same path on every node); `heads`: 0-based (layer, head); `device`: None picks
-    CUDA when the actor has a GPU; `dtype`: a torch dtype name or None (bf16 on GPU, float32 on CPU); `masks`: None,
-    "sam" or "coarse"; `sam_type` and `sam_checkpoint` (None: the user cache of each node) for "sam".
+    `model`: hub id, preset name or folder (the same path on every node; a hub model not on a node is downloaded
+    there, only the files grounding needs); `heads`: 0-based (layer, head); `device`: None picks CUDA when the actor
+    has a GPU; `dtype`: a torch dtype name or None (bf16 on GPU, float32 on CPU); `load_in_4bit`: 4-bit text layers
+    (bitsandbytes, CUDA); `masks`: None, "sam" or "coarse"; `sam_type` and `sam_checkpoint` (None: the user cache of
+    each node) for "sam".
     """
 
     model: str
     heads: tuple[tuple[int, int], ...]
     device: str | None = None
     dtype: str | None = None
+    load_in_4bit: bool = False
     masks: MaskKind | None = None
     sam_type: str = "vit_h"
     sam_checkpoint: str | None = None
@@ -112,8 +115,7 @@ class ProposerSpec:
         """The `Proposer`: the engine truncated after the deepest head's layer, plus SAM when masks are "sam"."""
         import torch
 
-        from annotator.grounding.grounder import Grounder
-        from annotator.grounding.lvlm import LvlmEngine
+        from annotator.grounding.loading import load_grounder
         from annotator.grounding.proposer import Proposer
 
         dtype = None if self.dtype is None else getattr(torch, self.dtype)
@@ -122,12 +124,9 @@ class ProposerSpec:
             from annotator.grounding.segment import Segmenter
 
             segmenter = Segmenter.load(self.sam_type, self.sam_checkpoint, self.device)
-        deepest = max(layer for layer, _ in self.heads)
-        engine = LvlmEngine.load(self.model, device=self.device, dtype=dtype, truncate_after_layer=deepest)
-        try:
-            grounder = Grounder(engine, self.heads)
-        except ValueError as exc:
-            raise ModelUnavailable(f"the heads {list(self.heads)} do not fit {self.model}: {exc}") from exc
+        grounder = load_grounder(
+            self.model, self.heads, device=self.device, dtype=dtype, load_in_4bit=self.load_in_4bit, fetch=True
+        )
         return Proposer(grounder, segmenter)
 
 

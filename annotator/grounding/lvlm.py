@@ -136,14 +136,16 @@ class LvlmEngine:
         load_in_4bit: bool = False,
         *,
         prefix_cache_size: int = 8,
+        model_id: str | None = None,
     ) -> "LvlmEngine":
         """Load a LLaVA-1.5 checkpoint (hub id or local folder) with `LlavaForConditionalGeneration.from_pretrained`.
 
         `device`: default CUDA when present, else CPU. `dtype`: default bf16 (fp16 where bf16 is unsupported) on
         GPU, float32 on CPU. `truncate_after_layer=n`: only text layers 0..n are built and loaded (the layers above
         and the LM head are never materialised), so only heads in layers <= n can be asked for.
-        `load_in_4bit`: 4-bit weights through bitsandbytes (CUDA only). Missing or offline weights, or a folder that
-        is not a LLaVA checkpoint, raise `ModelUnavailable`.
+        `load_in_4bit`: 4-bit weights through bitsandbytes (CUDA only). `model_id`: the name messages use (default:
+        the id or path given). Missing or offline weights, or a folder that is not a LLaVA checkpoint, raise
+        `ModelUnavailable`.
         """
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if dtype is None:
@@ -160,7 +162,7 @@ class LvlmEngine:
             model = model_class.from_pretrained(name, **kwargs)
         except (OSError, ValueError) as exc:
             raise ModelUnavailable(_unavailable_message(name, exc)) from exc
-        return cls(model, processor, prefix_cache_size=prefix_cache_size, model_id=name)
+        return cls(model, processor, prefix_cache_size=prefix_cache_size, model_id=model_id or name)
 
     @property
     def num_layers(self) -> int:
@@ -193,9 +195,9 @@ class LvlmEngine:
         image = _check_image(image_rgb_uint8)
         frame = self.frame_for(image.shape[1], image.shape[0])
         square = square_image(image, frame, self._fill, max_side=4 * self.input_size)
-        pixels = self.processor.image_processor(
-            images=square, return_tensors="pt", input_data_format="channels_last"
-        )["pixel_values"]
+        pixels = self.processor.image_processor(images=square, return_tensors="pt", input_data_format="channels_last")[
+            "pixel_values"
+        ]
         if tuple(pixels.shape[-2:]) != (self.input_size, self.input_size):
             raise ValueError(
                 f"{self.model_id}: the processor makes {tuple(pixels.shape[-2:])} images, the vision tower reads "
@@ -340,9 +342,7 @@ class LvlmEngine:
         embeds[0, image_start : image_start + features.shape[0]] = features.to(embeds.dtype)
         return embeds
 
-    def _run_text(
-        self, embeds: torch.Tensor, kv: object | None, depth: int, capture: LastTokenCapture | None
-    ) -> None:
+    def _run_text(self, embeds: torch.Tensor, kv: object | None, depth: int, capture: LastTokenCapture | None) -> None:
         """Run the text model on `embeds` (after `kv`, which grows) and stop right after layer `depth - 1`."""
         with stop_after(self._text_model.layers[depth - 1]):
             self._text_model(
@@ -393,7 +393,8 @@ def _unavailable_message(name: str, exc: Exception) -> str:
         return f"no model folder at {name} (and it is not a hub id of the form 'namespace/name')"
     return (
         f"cannot load model {name!r}: {reason} It is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) or "
-        f"cannot be read from it. Download it while online with `hf download {name}`, or pass a local folder "
+        f"cannot be read from it. Download it while online with `hf download {name}` (a preset: `annotator "
+        f"models download NAME`, only the files grounding needs), or pass a local folder "
         f"saved with save_pretrained."
     )
 

@@ -59,8 +59,10 @@ def resolve_heads(models: ModelSettings) -> HeadsFile:
             return HeadsFile.load(models.heads_file)
         except ValueError as err:
             raise ModelUnavailable(f"the heads file in Settings cannot be used: {err}") from None
+    from annotator.grounding.loading import hub_id_of
+
     try:
-        found = find_heads_file(models.model)
+        found = find_heads_file(hub_id_of(models.model) or models.model)
     except ValueError as err:
         raise ModelUnavailable(f"the heads file of {models.model} cannot be used: {err}") from None
     if found is None:
@@ -76,58 +78,42 @@ def cpu_threads_for_app() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-def hub_model_missing(model: str) -> str | None:
-    """Why a hub model cannot be loaded from this machine's Hugging Face cache, or None when it is there (or when
-    `model` is not a hub id). Reads the local cache only: the app never starts a download of many gigabytes
-    without asking."""
-    if Path(model).expanduser().exists():
-        return None
-    from huggingface_hub import try_to_load_from_cache
-    from huggingface_hub.constants import HF_HUB_CACHE
-
-    try:
-        found = try_to_load_from_cache(model, "config.json")
-    except ValueError:
-        return None
-    if isinstance(found, str):
-        return None
-    return (
-        f"{model} is not downloaded (it is not in the Hugging Face cache {HF_HUB_CACHE}). "
-        f"Download it with `hf download {model}`, or choose a local LLaVA-1.5 folder in Settings."
-    )
-
-
 def load_models(models: ModelSettings, progress: Callable[[str], None]) -> LoadedModels:
-    """Load LLaVA + heads + SAM as configured; raises `ModelUnavailable` when LLaVA or its heads cannot be had."""
+    """Load LLaVA + heads + SAM as configured; raises `ModelUnavailable` when LLaVA or its heads cannot be had.
+
+    A hub model that is not on this machine is refused before anything heavy is imported: the app never starts a
+    download of gigabytes without asking (the models dialog does, `download_dialog.py`)."""
+    from annotator.grounding.loading import missing_model_message
+
     start = perf_counter()
-    folder = Path(models.model).expanduser()
-    if (folder.is_absolute() or models.model.startswith((".", "~"))) and not folder.is_dir():
-        raise ModelUnavailable(
-            f"the model folder {folder} does not exist. Choose a LLaVA-1.5 folder or a hub id "
-            f"(such as llava-hf/llava-1.5-7b-hf) in Settings."
-        )
-    missing = hub_model_missing(models.model)
+    try:
+        heads_file = resolve_heads(models)
+    except ModelUnavailable:
+        missing = missing_model_message(models.model, None)
+        if missing is not None:
+            raise ModelUnavailable(missing) from None
+        raise
+    deepest = max(layer for layer, _ in heads_file.heads)
+    missing = missing_model_message(models.model, deepest)
     if missing is not None:
         raise ModelUnavailable(missing)
-    heads_file = resolve_heads(models)
     import torch  # imported here, once the cheap checks passed: torch and transformers take seconds to import
 
-    from annotator.grounding.grounder import Grounder
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.grounding.loading import load_grounder
     from annotator.grounding.proposer import Proposer
 
-    deepest = max(layer for layer, _ in heads_file.heads)
     device = None if models.device == "auto" else models.device
     dtype = getattr(torch, models.dtype) if models.dtype in _DTYPES else None
-    progress(f"Loading {Path(models.model).name if models.is_demo else models.model} (layers 0-{deepest})…")
-    engine = LvlmEngine.load(
-        _load_source(models.model, deepest),
+    bits = ", 4-bit" if models.load_in_4bit else ""
+    progress(f"Loading {Path(models.model).name if models.is_demo else models.model} (layers 0-{deepest}{bits})…")
+    grounder = load_grounder(
+        models.model,
+        heads_file.heads,
         device=device,
         dtype=dtype,
-        truncate_after_layer=deepest,
+        load_in_4bit=models.load_in_4bit,
         prefix_cache_size=models.prefix_cache_images,
     )
-    grounder = Grounder(engine, heads_file.heads)
     segmenter, sam_note = _load_sam(models, device, progress)
     info = ModelsInfo(
         model=models.model,
@@ -136,21 +122,10 @@ def load_models(models: ModelSettings, progress: Callable[[str], None]) -> Loade
         sam_type=models.sam_type if segmenter is not None else None,
         sam_note=sam_note,
         is_demo=models.is_demo,
-        device=str(engine.device),
+        device=str(grounder.engine.device),
         load_seconds=perf_counter() - start,
     )
     return LoadedModels(proposer=Proposer(grounder, segmenter), segmenter=segmenter, info=info)
-
-
-def _load_source(model: str, deepest: int) -> str:
-    """A local folder as is; a hub id's cached snapshot or, after a truncated `annotator models download`, its
-    grounding folder (so the shards left out are not asked of the Hub); else the hub id."""
-    if Path(model).expanduser().exists():
-        return model
-    from annotator.grounding.hub import find_cached
-
-    cached = find_cached(model, deepest)
-    return model if cached is None else str(cached.path)
 
 
 def _load_sam(

@@ -29,8 +29,9 @@ class ModelSettings:
 
     `heads_file` "" means the model folder's `heads.json`, else the known heads for the model id.
     `sam_checkpoint` "" means the user cache's official checkpoint for `sam_type`; `sam_type` "none" means no SAM
-    (masks are the heads' coarse regions). `device` and `dtype` "auto" let the engine choose.
-    Cache sizes count images.
+    (masks are the heads' coarse regions). `device` and `dtype` "auto" let the engine choose; `load_in_4bit` loads
+    the text layers in 4-bit through bitsandbytes (CUDA only; for GPUs with little memory). Cache sizes count
+    images.
     """
 
     model: str = DEFAULT_MODEL
@@ -39,6 +40,7 @@ class ModelSettings:
     sam_checkpoint: str = ""
     device: str = "auto"
     dtype: str = "auto"
+    load_in_4bit: bool = False
     prefix_cache_images: int = 8
     sam_cache_images: int = 8
 
@@ -49,7 +51,7 @@ class ModelSettings:
         return path.exists() and path.resolve() == DEMO_MODEL_PATH.resolve()
 
     def with_demo_model(self) -> "ModelSettings":
-        """The same settings with the planted demo model and no SAM (the demo runs offline on any CPU)."""
+        """The same settings with the planted demo model, no SAM and no 4-bit (the demo runs offline on any CPU)."""
         return ModelSettings(
             model=str(DEMO_MODEL_PATH),
             heads_file="",
@@ -99,6 +101,7 @@ class AppSettings:
             sam_checkpoint=str(q.value("models/sam_checkpoint", default.sam_checkpoint)),
             device=str(q.value("models/device", default.device)),
             dtype=str(q.value("models/dtype", default.dtype)),
+            load_in_4bit=str(q.value("models/load_in_4bit", default.load_in_4bit)).lower() == "true",
             prefix_cache_images=int(q.value("models/prefix_cache_images", default.prefix_cache_images)),
             sam_cache_images=int(q.value("models/sam_cache_images", default.sam_cache_images)),
         )
@@ -111,6 +114,7 @@ class AppSettings:
         q.setValue("models/sam_checkpoint", models.sam_checkpoint)
         q.setValue("models/device", models.device)
         q.setValue("models/dtype", models.dtype)
+        q.setValue("models/load_in_4bit", bool(models.load_in_4bit))
         q.setValue("models/prefix_cache_images", int(models.prefix_cache_images))
         q.setValue("models/sam_cache_images", int(models.sam_cache_images))
 

@@ -1,4 +1,4 @@
-"""File > Settings: models (LLaVA id or folder, heads file, SAM type and checkpoint, device, dtype), caches,
+"""File > Settings: models (LLaVA id or folder, heads file, SAM type and checkpoint, device, dtype, 4-bit), caches,
 polygon tolerance, and keyboard shortcuts. Apply writes them to QSettings; the window then reloads the models
 in the background when a model setting changed."""
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -29,11 +30,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from annotator.grounding.presets import load_presets
 from annotator.ui.settings import DEFAULT_MODEL, DEMO_MODEL_PATH, AppSettings, ModelSettings
 from annotator.ui.shortcuts import SHORTCUTS, SHORTCUTS_BY_ACTION
 from annotator.ui.shortcuts_dialog import display_text
 
-MODEL_CHOICES = (DEFAULT_MODEL, "llava-hf/llava-1.5-13b-hf", str(DEMO_MODEL_PATH))
 SAM_TYPES = ("vit_h", "vit_l", "vit_b", "none")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -52,7 +53,7 @@ class SettingsDialog(QDialog):
 
         self.model = QComboBox()
         self.model.setEditable(True)
-        self.model.addItems(list(MODEL_CHOICES))
+        self.model.addItems([*(preset.hub_id for preset in load_presets().lvlm), str(DEMO_MODEL_PATH)])
         self.model.setEditText(models.model)
         self.model.setToolTip("A Hugging Face hub id (llava-hf/...) or a local LLaVA-1.5 folder")
         self.heads_file = QLineEdit(models.heads_file)
@@ -69,6 +70,12 @@ class SettingsDialog(QDialog):
         self.dtype = QComboBox()
         self.dtype.addItems(list(DTYPES))
         self.dtype.setCurrentText(models.dtype)
+        self.load_in_4bit = QCheckBox("Load LLaVA's text layers in 4-bit (needs a CUDA GPU and bitsandbytes)")
+        self.load_in_4bit.setChecked(models.load_in_4bit)
+        self.load_in_4bit.setToolTip(
+            "The text layers take about a quarter of their bf16 memory ('annotator models list' gives the estimates); "
+            "the maps, and so the boxes, can differ slightly from the paper's bf16 model"
+        )
         self.prefix_cache = _spin(0, 256, models.prefix_cache_images, " images")
         self.sam_cache = _spin(1, 256, models.sam_cache_images, " images")
         self.image_cache = _spin(1, 64, settings.image_cache_images, " images")
@@ -87,6 +94,7 @@ class SettingsDialog(QDialog):
         form.addRow("SAM checkpoint", _with_browse(self.sam_checkpoint, self._browse_checkpoint))
         form.addRow("Device", self.device)
         form.addRow("Weights dtype", self.dtype)
+        form.addRow("", self.load_in_4bit)
         form.addRow(_note("Applying a change here reloads the models in the background."))
         caches_page = QWidget()
         caches = QFormLayout(caches_page)
@@ -148,6 +156,7 @@ class SettingsDialog(QDialog):
             sam_checkpoint=self.sam_checkpoint.text().strip(),
             device=self.device.currentText().strip() or "auto",
             dtype=self.dtype.currentText(),
+            load_in_4bit=self.load_in_4bit.isChecked(),
             prefix_cache_images=self.prefix_cache.value(),
             sam_cache_images=self.sam_cache.value(),
         )

@@ -1,0 +1,120 @@
+"""From a model reference to a loaded grounder: the one loading path of the app, the CLI and the Ray actors.
+
+A reference is a local LLaVA-1.5 folder (saved with `save_pretrained`), a Hugging Face hub id ("owner/name") or
+the name of a LLaVA preset (resources/models.json). A hub model is loaded from this machine's copy, found without
+the network: the whole snapshot, or the grounding folder a truncated download assembled, so the shards it left
+out are never asked of the Hub. A hub model that is not here is refused with the command that downloads it, or,
+when the caller says `fetch`, downloaded first: only the files grounding needs (`hub.plan_download`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from annotator.errors import ModelUnavailable
+from annotator.grounding import hub
+
+if TYPE_CHECKING:
+    import torch
+
+    from annotator.grounding.download import Progress
+    from annotator.grounding.grounder import Grounder
+    from annotator.grounding.presets import LvlmPreset
+
+
+def lvlm_preset(model: str) -> "LvlmPreset | None":
+    """The LLaVA preset named `model` (by its name or hub id), or None."""
+    from annotator.grounding.presets import load_presets
+
+    for preset in load_presets().lvlm:
+        if model in (preset.name, preset.hub_id):
+            return preset
+    return None
+
+
+def hub_id_of(model: str) -> str | None:
+    """The hub id `model` names (itself, or a preset's), or None when it names a local folder (existing or not)."""
+    if Path(model).expanduser().exists():
+        return None
+    preset = lvlm_preset(model)
+    if preset is not None:
+        return preset.hub_id
+    if model.startswith(("/", ".", "~")) or "\\" in model or model.count("/") != 1:
+        return None
+    return model
+
+
+def missing_model_message(model: str, truncate_after_layer: int | None) -> str | None:
+    """Why `model` cannot be loaded from this machine's files, or None when it can (or `model` is a local folder,
+    checked when it loads). Never touches the network."""
+    try:
+        model_folder(model, truncate_after_layer)
+    except ModelUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def model_folder(
+    model: str, truncate_after_layer: int | None, *, fetch: bool = False, progress: "Progress | None" = None
+) -> str:
+    """The local folder to load `model` from, for grounding up to `truncate_after_layer` (None: the whole model).
+
+    A hub model not on this machine raises `ModelUnavailable` naming the cache and the download command, unless
+    `fetch` is set and the machine is online: then the files grounding needs are downloaded first, reporting
+    `progress(bytes_done, bytes_total)`."""
+    from huggingface_hub import constants
+
+    repo_id = hub_id_of(model)
+    if repo_id is None:
+        folder = Path(model).expanduser()
+        if not folder.is_dir():
+            raise ModelUnavailable(
+                f"no LLaVA-1.5 folder at {folder}; give a folder saved with save_pretrained, a hub id such as "
+                f"llava-hf/llava-1.5-7b-hf, or a preset name from 'annotator models list'"
+            )
+        return str(folder)
+    cached = hub.find_cached(repo_id, truncate_after_layer)
+    if cached is not None:
+        return str(cached.path)
+    preset = lvlm_preset(repo_id)
+    if not fetch or constants.HF_HUB_OFFLINE:
+        hub.require_cached(repo_id, truncate_after_layer, None if preset is None else preset.name)
+    return str(hub.download(hub.plan_download(repo_id, truncate_after_layer), progress))
+
+
+def load_grounder(
+    model: str,
+    heads: Sequence[tuple[int, int]],
+    *,
+    device: "str | torch.device | None" = None,
+    dtype: "torch.dtype | None" = None,
+    load_in_4bit: bool = False,
+    prefix_cache_size: int = 8,
+    fetch: bool = False,
+    progress: "Progress | None" = None,
+) -> "Grounder":
+    """LLaVA truncated after the deepest of `heads` (0-based (layer, head)) and its grounder. `ModelUnavailable`
+    when the model is not here (see `model_folder`) or the heads do not fit it."""
+    from annotator.grounding.grounder import Grounder
+    from annotator.grounding.lvlm import LvlmEngine
+
+    heads = [(int(layer), int(head)) for layer, head in heads]
+    if not heads:
+        raise ModelUnavailable(f"no localization heads were given for {model}")
+    deepest = max(layer for layer, _ in heads)
+    folder = model_folder(model, deepest, fetch=fetch, progress=progress)
+    engine = LvlmEngine.load(
+        folder,
+        device=device,
+        dtype=dtype,
+        truncate_after_layer=deepest,
+        load_in_4bit=load_in_4bit,
+        prefix_cache_size=prefix_cache_size,
+        model_id=hub_id_of(model) or model,
+    )
+    try:
+        return Grounder(engine, heads)
+    except ValueError as exc:
+        raise ModelUnavailable(f"the heads {heads} do not fit {model}: {exc}") from exc
