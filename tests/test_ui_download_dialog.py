@@ -171,6 +171,48 @@ def test_missing_downloads_lists_the_configured_llava_and_sam_when_neither_is_ca
     assert items[1].destination == str(tmp_path / "cache" / "annotator" / "sam")
 
 
+def test_a_hub_models_size_is_asked_of_the_hub_as_the_dialog_opens_with_the_bytes_left_out(qtbot, tmp_path):
+    from annotator.ui.download_dialog import ItemSize
+
+    llava = SteppedSource(1, tmp_path / "llava")
+    item = DownloadItem("llava-1.5-7b", "weights", None, "/cache", llava.fetch, lambda: ItemSize(9_950_000_000, 4_181))
+    dialog = DownloadDialog([item])
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: dialog.table.topLevelItem(0).text(1) == "9.95 GB", timeout=TIMEOUT_MS)
+    assert dialog.summary.text().startswith(
+        "1 model(s) are not on this machine: 9.95 GB. Only the shards grounding reads: 4.18 kB of later layers"
+    )
+
+
+def test_a_hub_model_that_cannot_be_sized_says_why(qtbot, tmp_path):
+    def offline():
+        raise ModelUnavailable("cannot download llava-hf/llava-1.5-7b-hf: this machine is offline")
+
+    item = DownloadItem("llava-1.5-7b", "weights", None, "/cache", SteppedSource(1, tmp_path).fetch, offline)
+    dialog = DownloadDialog([item])
+    qtbot.addWidget(dialog)
+    assert dialog.table.topLevelItem(0).text(1) in ("asking the Hub…", "unknown")
+    qtbot.waitUntil(lambda: dialog.table.topLevelItem(0).text(1) == "unknown", timeout=TIMEOUT_MS)
+    assert "this machine is offline" in dialog.table.topLevelItem(0).toolTip(1)
+    assert "shards (cannot download llava-hf/llava-1.5-7b-hf: this machine is offline)" in dialog.summary.text()
+
+
+def test_the_hub_source_asks_the_hub_for_its_plan_once_for_size_and_download(monkeypatch, tmp_path):
+    from annotator.grounding import hub
+    from annotator.grounding.presets import load_presets
+    from annotator.ui.download_dialog import HubSource, ItemSize
+
+    preset = load_presets().get("llava-1.5-7b")
+    plan = hub.DownloadPlan(preset.hub_id, "c" * 40, 14, (hub.RepoFile("a", 7),), (hub.RepoFile("b", 3),))
+    asked: list[tuple[str, int]] = []
+    monkeypatch.setattr(hub, "plan_download", lambda repo, layer: asked.append((repo, layer)) or plan)
+    monkeypatch.setattr(hub, "download", lambda given, progress: tmp_path if given is plan else None)
+    source = HubSource(preset)
+    assert source.measure() == ItemSize(7, 3)
+    assert source.fetch(lambda done, total: None) == tmp_path
+    assert asked == [("llava-hf/llava-1.5-7b-hf", 14)]
+
+
 @pytest.mark.parametrize(("seconds", "text"), [(44.6, "45 s"), (185, "3 min 05 s"), (7830, "2 h 10 min")])
 def test_time_left_is_written_in_seconds_minutes_or_hours(seconds, text):
     assert format_duration(seconds) == text
@@ -189,12 +231,14 @@ def test_on_first_run_the_window_offers_the_dialog_and_a_chosen_folder_loads_wit
     window = make_window(AppSettings.at(tmp_path / "settings.ini"))
     with qtbot.waitSignal(window.models_changed, timeout=MODEL_TIMEOUT_MS):
         window.start_models()
+    dialog = window.download_dialog
+    assert dialog is not None and dialog.isVisible() and not dialog.isModal()
+    assert [dialog.table.topLevelItem(i).text(0) for i in range(2)] == ["llava-1.5-7b", "sam-vit_h"]
     qtbot.waitUntil(lambda: window.models_info is not None, timeout=MODEL_TIMEOUT_MS)
     assert window.models_info.is_demo and "Download…" in window.message_bar.button_texts()
 
     qtbot.mouseClick(window.message_bar.button("Download…"), Qt.LeftButton)
-    dialog = window.findChild(DownloadDialog)
-    assert [dialog.table.topLevelItem(i).text(0) for i in range(2)] == ["llava-1.5-7b", "sam-vit_h"]
+    assert window.download_dialog is dialog and window.findChildren(DownloadDialog) == [dialog]
     qtbot.mouseClick(dialog.download_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: dialog.status.text().startswith("Download failed"), timeout=TIMEOUT_MS)
     assert "offline" in dialog.status.text()
@@ -203,3 +247,89 @@ def test_on_first_run_the_window_offers_the_dialog_and_a_chosen_folder_loads_wit
     with qtbot.waitSignal(window.models_changed, timeout=MODEL_TIMEOUT_MS) as loaded:
         qtbot.mouseClick(dialog.local_button, Qt.LeftButton)
     assert loaded.args[0].model == str(PLANTED_MODEL_DIR)
+
+
+def hub_7b_settings(tmp_path: Path) -> ModelSettings:
+    """The 7B preset's hub id with the planted model's heads (the test lays the planted model out under that id)."""
+    return ModelSettings(
+        model="llava-hf/llava-1.5-7b-hf", heads_file=str(PLANTED_MODEL_DIR / "heads.json"), sam_type="none"
+    )
+
+
+@pytest.fixture
+def empty_caches(tmp_path, monkeypatch) -> Path:
+    """An empty Hugging Face cache and user cache under tmp_path, offline; returns the Hub cache folder."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "hub"
+
+
+def test_a_configured_preset_gone_from_the_cache_opens_the_dialog_and_its_download_loads_without_a_restart(
+    qtbot, tmp_path, monkeypatch, make_window, empty_caches
+):
+    """The Hub is replaced by a copy of the planted model into the cache's layout, reported in two halves."""
+    from annotator.grounding import hub
+    from annotator.ui.settings import AppSettings
+    from tests.test_hub import lay_out_hub_cache
+
+    settings = AppSettings.at(tmp_path / "settings.ini")
+    settings.set_model_settings(hub_7b_settings(tmp_path))
+    window = make_window(settings)
+    with qtbot.waitSignal(window.models_changed, timeout=MODEL_TIMEOUT_MS) as failed:
+        window.start_models()
+    assert failed.args[0] is None
+    assert "llava-hf/llava-1.5-7b-hf is not downloaded" in window.message_bar.text
+    assert "Download…" in window.message_bar.button_texts()
+    dialog = window.download_dialog
+    assert dialog is not None and dialog.isVisible()
+    assert [dialog.table.topLevelItem(i).text(0) for i in range(dialog.table.topLevelItemCount())] == ["llava-1.5-7b"]
+
+    plan = hub.DownloadPlan("llava-hf/llava-1.5-7b-hf", None, 5, (hub.RepoFile("model.safetensors", 1000),), ())
+    monkeypatch.setattr(hub, "plan_download", lambda repo_id, layer: plan)
+
+    def fake_download(given, progress):
+        progress(500, 1000)
+        snapshot = lay_out_hub_cache(empty_caches, given.repo_id, PLANTED_MODEL_DIR)
+        progress(1000, 1000)
+        return snapshot
+
+    monkeypatch.setattr(hub, "download", fake_download)
+    with qtbot.waitSignal(window.models_changed, timeout=MODEL_TIMEOUT_MS) as loaded:
+        qtbot.mouseClick(dialog.download_button, Qt.LeftButton)
+    assert loaded.args[0] is not None and loaded.args[0].model == "llava-hf/llava-1.5-7b-hf"
+    assert not loaded.args[0].is_demo and not dialog.isVisible()
+    assert window.settings.model_settings() == hub_7b_settings(tmp_path)
+
+
+def test_use_demo_in_the_first_run_dialog_keeps_the_demo_already_loaded(qtbot, tmp_path, make_window, empty_caches):
+    from annotator.ui.settings import AppSettings
+
+    settings = AppSettings.at(tmp_path / "settings.ini")
+    window = make_window(settings)
+    window.start_models()
+    qtbot.waitUntil(lambda: window.models_info is not None, timeout=MODEL_TIMEOUT_MS)
+    assert window.models_info.is_demo and not settings.has_model_choice()
+    reloads: list[object] = []
+    window.models_changed.connect(reloads.append)
+    qtbot.mouseClick(window.download_dialog.demo_button, Qt.LeftButton)
+    qtbot.wait(200)
+    assert settings.has_model_choice() and settings.model_settings().is_demo
+    assert reloads == [] and not window.message_bar.isVisible()
+
+
+def test_a_model_that_is_there_but_broken_opens_no_dialog(qtbot, tmp_path, make_window, empty_caches):
+    from annotator.ui.settings import AppSettings
+
+    broken = tmp_path / "broken-llava"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    settings = AppSettings.at(tmp_path / "settings.ini")
+    settings.set_model_settings(ModelSettings(model=str(broken), heads_file=str(PLANTED_MODEL_DIR / "heads.json")))
+    window = make_window(settings)
+    with qtbot.waitSignal(window.models_changed, timeout=MODEL_TIMEOUT_MS) as failed:
+        window.start_models()
+    assert failed.args[0] is None and window.download_dialog is None
+    assert "Download…" not in window.message_bar.button_texts()

@@ -1,7 +1,9 @@
 """The first-run models dialog: what is missing, how big, where it goes; Download / Use demo / Choose local folder.
 
-Downloads run one after another on a worker thread; the GUI thread only receives progress signals (bytes, speed
-since the start, time left) and stays responsive. Cancel stops at the next chunk: the partial file is kept and the
+A Hub model's size is asked of the Hub on a worker thread as the dialog opens (the plan of only the shards
+grounding reads, with the bytes it leaves out); offline it stays unknown and says why. Downloads run one after
+another on a worker thread; the GUI thread only receives progress signals (bytes, speed since the start, time
+left) and stays responsive. Cancel stops at the next chunk: the partial file is kept and the
 next download resumes it (huggingface_hub's `.incomplete` files, `download.py`'s `.part` files).
 """
 
@@ -12,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from time import monotonic
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import (
@@ -30,28 +33,47 @@ from PySide6.QtWidgets import (
 from annotator.errors import AnnotatorError
 from annotator.grounding.download import Progress, user_cache_dir
 from annotator.grounding.hub import format_bytes
-from annotator.grounding.presets import LvlmPreset, Presets, SamPreset, download_sam, load_presets, local_copy
+from annotator.grounding.presets import LvlmPreset, Presets, download_sam, load_presets, local_copy
 from annotator.ui.settings import ModelSettings
+
+if TYPE_CHECKING:
+    from annotator.grounding.hub import DownloadPlan
 
 Fetch = Callable[[Progress], Path]
 """Downloads one item, reporting `progress(bytes_done, bytes_total)`; returns the path to load."""
 
 
 @dataclass(frozen=True)
+class ItemSize:
+    """What a download takes: `needed` bytes, and `saved` bytes of the checkpoint it leaves out."""
+
+    needed: int
+    saved: int
+
+
+@dataclass(frozen=True)
 class DownloadItem:
     """One missing model: its preset `name`, a `description`, `size_bytes` (None until the source tells),
-    `destination` (the folder it goes to, in words or as a path) and the `fetch` that downloads it."""
+    `destination` (the folder it goes to, in words or as a path), the `fetch` that downloads it and, for a size
+    only its source knows, the `measure` that asks it (network; raises `AnnotatorError` or `OSError`)."""
 
     name: str
     description: str
     size_bytes: int | None
     destination: str
     fetch: Fetch
+    measure: Callable[[], ItemSize] | None = None
 
 
 class DownloadCancelled(Exception):
     """Raised inside a download's progress callback when the user cancels (not an OSError: those mean a dropped
     connection to the HTTP downloader, which then resumes)."""
+
+
+def llava_missing(models: ModelSettings, presets: Presets | None = None) -> bool:
+    """Whether the configured LLaVA is a preset that is not on this machine (offline lookup)."""
+    lvlm = _lvlm_preset(models, presets or load_presets())
+    return lvlm is not None and local_copy(lvlm) is None
 
 
 def missing_downloads(models: ModelSettings, presets: Presets | None = None) -> list[DownloadItem]:
@@ -60,15 +82,17 @@ def missing_downloads(models: ModelSettings, presets: Presets | None = None) -> 
 
     presets = presets or load_presets()
     items = []
-    lvlm = next((p for p in presets.lvlm if models.model in (p.name, p.hub_id)), None)
+    lvlm = _lvlm_preset(models, presets)
     if lvlm is not None and local_copy(lvlm) is None:
+        source = HubSource(lvlm)
         items.append(
             DownloadItem(
                 lvlm.name,
                 f"{lvlm.description} (only the shards up to layer {lvlm.deepest_head_layer})",
                 None,
                 f"Hugging Face cache {constants.HF_HUB_CACHE}",
-                _hub_fetch(lvlm),
+                source.fetch,
+                source.measure,
             )
         )
     sam = next((p for p in presets.sam if p.model_type == models.sam_type), None)
@@ -87,19 +111,42 @@ def missing_downloads(models: ModelSettings, presets: Presets | None = None) -> 
     return items
 
 
-def _hub_fetch(preset: LvlmPreset) -> Fetch:
-    def fetch(progress: Progress) -> Path:
+def _lvlm_preset(models: ModelSettings, presets: Presets) -> LvlmPreset | None:
+    return next((p for p in presets.lvlm if models.model in (p.name, p.hub_id)), None)
+
+
+class HubSource:
+    """A LLaVA preset on the Hub: its grounding plan, asked of the Hub once and shared by `measure` and `fetch`."""
+
+    def __init__(self, preset: LvlmPreset) -> None:
+        self.preset = preset
+        self._plan: "DownloadPlan | None" = None
+        self._lock = threading.Lock()
+
+    def plan(self) -> "DownloadPlan":
         from annotator.grounding import hub
 
-        return hub.download(hub.plan_download(preset.hub_id, preset.deepest_head_layer), progress)
+        with self._lock:
+            if self._plan is None:
+                self._plan = hub.plan_download(self.preset.hub_id, self.preset.deepest_head_layer)
+            return self._plan
 
-    return fetch
+    def measure(self) -> ItemSize:
+        plan = self.plan()
+        return ItemSize(plan.bytes_needed, plan.bytes_saved)
+
+    def fetch(self, progress: Progress) -> Path:
+        from annotator.grounding import hub
+
+        return hub.download(self.plan(), progress)
 
 
 class _Signals(QObject):
     """Worker -> GUI thread (queued across threads)."""
 
     progress = Signal(int, object, object)  # item index, bytes done, bytes total or None (Python ints: > 2 GB)
+    sized = Signal(int, object)  # item index, ItemSize
+    unsized = Signal(int, str)  # item index, why the size is unknown
     item_done = Signal(int, str)  # item index, path
     failed = Signal(str)
     cancelled = Signal()
@@ -125,6 +172,10 @@ class DownloadDialog(QDialog):
         self._signals.failed.connect(self._on_failed)
         self._signals.cancelled.connect(self._on_cancelled)
         self._signals.finished.connect(self._on_finished)
+        self._signals.sized.connect(self._on_sized)
+        self._signals.unsized.connect(self._on_unsized)
+        self._sizes: dict[int, ItemSize] = {}
+        self._size_problems: dict[int, str] = {}
         self._started_at = 0.0
         self._start_bytes: int | None = None
 
@@ -132,7 +183,7 @@ class DownloadDialog(QDialog):
         self.table.setHeaderLabels(["Model", "Size", "Destination"])
         self.table.setRootIsDecorated(False)
         for item in self.items:
-            row = QTreeWidgetItem([item.name, self._size_text(item.size_bytes), item.destination])
+            row = QTreeWidgetItem([item.name, self._size_text(item), item.destination])
             row.setToolTip(0, item.description)
             self.table.addTopLevelItem(row)
         self.summary = QLabel(self._summary_text())
@@ -162,6 +213,11 @@ class DownloadDialog(QDialog):
             layout.addWidget(widget)
         layout.addLayout(buttons)
         self.resize(720, 300)
+        to_measure = [
+            (i, item.measure) for i, item in enumerate(self.items) if item.size_bytes is None and item.measure
+        ]
+        if to_measure:
+            threading.Thread(target=self._measure, args=(to_measure,), name="model-size", daemon=True).start()
 
     @property
     def downloading(self) -> bool:
@@ -208,6 +264,24 @@ class DownloadDialog(QDialog):
             signals.failed.emit(" ".join(str(err).split()))
         else:
             signals.finished.emit()
+
+    def _measure(self, to_measure: list[tuple[int, Callable[[], ItemSize]]]) -> None:
+        for index, measure in to_measure:
+            try:
+                self._signals.sized.emit(index, measure())
+            except (AnnotatorError, OSError) as err:
+                self._signals.unsized.emit(index, " ".join(str(err).split()))
+
+    def _on_sized(self, index: int, size: ItemSize) -> None:
+        self._sizes[index] = size
+        self.table.topLevelItem(index).setText(1, format_bytes(size.needed))
+        self.summary.setText(self._summary_text())
+
+    def _on_unsized(self, index: int, why: str) -> None:
+        self._size_problems[index] = why
+        self.table.topLevelItem(index).setText(1, "unknown")
+        self.table.topLevelItem(index).setToolTip(1, why)
+        self.summary.setText(self._summary_text())
 
     def _on_progress(self, index: int, done: int, total: int | None) -> None:
         name = self.items[index].name
@@ -263,17 +337,36 @@ class DownloadDialog(QDialog):
             button.setEnabled(not busy)
 
     def _summary_text(self) -> str:
-        known = [i.size_bytes for i in self.items if i.size_bytes is not None]
+        sizes = [self._item_bytes(i, item) for i, item in enumerate(self.items)]
+        known = [size for size in sizes if size is not None]
         total = format_bytes(sum(known)) if known else "unknown"
-        unknown = " plus the Hub model's shards (sized when it starts)" if len(known) < len(self.items) else ""
+        unknown = ""
+        if len(known) < len(self.items):
+            asking = any(
+                item.measure is not None and sizes[i] is None and i not in self._size_problems
+                for i, item in enumerate(self.items)
+            )
+            why = "asking the Hub for their size…" if asking else "sized when the download starts"
+            unknown = f" plus the Hub model's shards ({'; '.join(self._size_problems.values()) or why})"
+        saved = sum(size.saved for size in self._sizes.values())
+        skipped = (
+            f" Only the shards grounding reads: {format_bytes(saved)} of later layers are left out." if saved else ""
+        )
         return (
-            f"{len(self.items)} model(s) are not on this machine: {total}{unknown}. Download them, use the demo "
-            "model (runs on any CPU, finds colours), or choose a LLaVA-1.5 folder you already have."
+            f"{len(self.items)} model(s) are not on this machine: {total}{unknown}.{skipped} Download them, use the "
+            "demo model (runs on any CPU, finds colours), or choose a LLaVA-1.5 folder you already have."
         )
 
+    def _item_bytes(self, index: int, item: DownloadItem) -> int | None:
+        if item.size_bytes is not None:
+            return item.size_bytes
+        return self._sizes[index].needed if index in self._sizes else None
+
     @staticmethod
-    def _size_text(size_bytes: int | None) -> str:
-        return "from the Hub" if size_bytes is None else format_bytes(size_bytes)
+    def _size_text(item: DownloadItem) -> str:
+        if item.size_bytes is not None:
+            return format_bytes(item.size_bytes)
+        return "asking the Hub…" if item.measure is not None else "from the Hub"
 
 
 def format_duration(seconds: float) -> str:

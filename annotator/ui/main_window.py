@@ -41,7 +41,7 @@ from annotator.ui.annotate_panel import AnnotatePanel, AnnotationRow
 from annotator.ui.canvas import BoxXyxy, Canvas, CanvasAnnotation, CanvasPoint
 from annotator.ui.category_guess import default_category
 from annotator.ui.commands import StoreCommand
-from annotator.ui.download_dialog import DownloadDialog, DownloadItem, missing_downloads
+from annotator.ui.download_dialog import DownloadDialog, DownloadItem, llava_missing, missing_downloads
 from annotator.ui.export_dialog import ExportChoice, ExportDialog
 from annotator.ui.folder_sync import FolderSync, FolderSynced
 from annotator.ui.heads_panel import HeadsPanel
@@ -119,6 +119,7 @@ class MainWindow(QMainWindow):
         self.models_info: ModelsInfo | None = None
         self._loading_models: ModelSettings | None = None
         self._demo_reason = ""
+        self.download_dialog: DownloadDialog | None = None
         self._sync: FolderSync | None = None
         self._pending: dict[str, PendingAnnotation] = {}
         self._pending_counter = 0
@@ -390,11 +391,14 @@ class MainWindow(QMainWindow):
         self.inference.use_models(models)
 
     def use_demo_model(self) -> None:
-        """Switch to the planted demo model (remembered in the settings)."""
+        """Switch to the planted demo model (remembered in the settings); no reload when it is the one loaded."""
         self._demo_reason = ""
         demo = self.settings.model_settings().with_demo_model()
         self.settings.set_model_settings(demo)
         self.message_bar.hide()
+        if self.models_info is not None and self.models_info.is_demo and self._loading_models is None:
+            self._update_title()
+            return
         self.start_models(demo)
 
     def _models_loading(self, step: str) -> None:
@@ -422,7 +426,8 @@ class MainWindow(QMainWindow):
                 [*download, ("Settings…", self.open_settings)],
             )
         elif info.sam_note:
-            self.message_bar.show_message(info.sam_note, "warning", [("Settings…", self.open_settings)])
+            download = [("Download…", self.open_downloads)] if self._missing_downloads() else []
+            self.message_bar.show_message(info.sam_note, "warning", [*download, ("Settings…", self.open_settings)])
         else:
             self.message_bar.hide()
         self._prefetch_around()
@@ -432,11 +437,24 @@ class MainWindow(QMainWindow):
         return missing_downloads(self.settings.model_settings())
 
     def open_downloads(self) -> None:
-        """The models dialog for what the configured models lack (non-modal: the demo model keeps working); its
-        answer loads the chosen models without a restart."""
-        dialog = DownloadDialog(self._missing_downloads(), self)
+        """The models dialog for what the configured models lack. Not modal: the window (with the demo model while
+        there is no other) stays usable while it downloads; its answer loads the chosen models without a restart.
+        An open one is brought to the front instead of opening a second."""
+        if self.download_dialog is not None:
+            if self.download_dialog.isVisible():
+                self.download_dialog.raise_()
+                self.download_dialog.activateWindow()
+                return
+            self.download_dialog.deleteLater()
+            self.download_dialog = None
+        items = self._missing_downloads()
+        if not items:
+            self.show_status("Every configured model is on this machine.")
+            return
+        dialog = DownloadDialog(items, self)
         dialog.accepted.connect(lambda: self._downloads_chosen(dialog))
-        dialog.open()
+        self.download_dialog = dialog
+        dialog.show()
 
     def _downloads_chosen(self, dialog: DownloadDialog) -> None:
         if dialog.choice == "demo":
@@ -446,7 +464,10 @@ class MainWindow(QMainWindow):
             self.settings.set_model_settings(models)
             self.start_models(models)
         elif dialog.choice == "download":
-            self.start_models()
+            self._demo_reason = ""
+            models = self.settings.model_settings()
+            self.settings.set_model_settings(models)
+            self.start_models(models)
 
     def _models_failed(self, message: str) -> None:
         failed = self._loading_models
@@ -457,6 +478,7 @@ class MainWindow(QMainWindow):
         self._update_title()
         self.models_changed.emit(None)
         first_run = not self.settings.has_model_choice()
+        downloadable = failed is not None and not failed.is_demo and llava_missing(failed)
         if first_run and failed is not None and not failed.is_demo:
             self._demo_reason = message
             self.message_bar.show_message(
@@ -467,13 +489,16 @@ class MainWindow(QMainWindow):
             self.message_shown.emit(message)
             self.start_models(self.settings.model_settings().with_demo_model())
         else:
+            download = [("Download…", self.open_downloads)] if downloadable else []
             self.message_bar.show_message(
                 f"The model could not be loaded: {message}",
                 "error",
-                [("Use demo model", self.use_demo_model), ("Settings…", self.open_settings)],
+                [*download, ("Use demo model", self.use_demo_model), ("Settings…", self.open_settings)],
             )
             self.show_status(f"The model could not be loaded: {message}")
             self.message_shown.emit(message)
+        if downloadable:
+            self.open_downloads()
 
     # Folders ----------------------------------------------------------------------------------------------------
     def choose_folder(self) -> None:
@@ -1421,7 +1446,6 @@ class MainWindow(QMainWindow):
         self._refresh_overlay()
 
     def _refresh_panel(self) -> None:
-        store = self.store
         active = self.canvas.active_key
         rows: list[AnnotationRow] = []
         names = self._names()
@@ -1534,6 +1558,8 @@ class MainWindow(QMainWindow):
         if self._shut_down:
             return
         self._shut_down = True
+        if self.download_dialog is not None:
+            self.download_dialog.reject()
         self.settings.set_window_state(QByteArray(self.saveGeometry()), QByteArray(self.saveState()))
         self.settings.sync()
         if self._sync is not None:
@@ -1541,4 +1567,3 @@ class MainWindow(QMainWindow):
         self.inference.stop()
         self.image_loader.stop()
         self._close_store()
-
