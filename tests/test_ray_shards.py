@@ -84,7 +84,7 @@ def test_a_shard_is_written_through_a_temporary_file_renamed_into_place(tmp_path
 
     monkeypatch.setattr("annotator.project.atomic_file.os.replace", record)
     write_shard(tmp_path, shard, [ImageResult(1, "a.png", (annotation(1),))])
-    (source, target), = renames
+    ((source, target),) = renames
     assert target == str(tmp_path / shard.file_name) and source != target
     assert [p.name for p in tmp_path.iterdir()] == [shard.file_name]
 
@@ -171,3 +171,13 @@ def test_shards_written_before_a_crash_are_merged_on_rerun_without_computing_the
     assert (report.images_done, report.proposals_added, report.interrupted) == (3, 3, False)
     with sqlite3.connect(store_path) as db:
         assert db.execute("SELECT COUNT(*), COUNT(DISTINCT image_id) FROM annotations").fetchone() == (3, 3)
+
+
+def test_an_actors_spec_carries_the_4bit_choice_to_the_shared_loader(tmp_path):
+    from annotator.errors import ModelUnavailable
+    from annotator.grounding.planted import PLANTED_MODEL_DIR
+
+    spec = ProposerSpec(str(PLANTED_MODEL_DIR), PLANTED_HEADS.localization, device="cpu", load_in_4bit=True)
+    with pytest.raises(ModelUnavailable, match="4-bit loading of .* needs a CUDA GPU"):
+        spec.load()
+    assert ProposerSpec(str(PLANTED_MODEL_DIR), PLANTED_HEADS.localization).load().grounder.engine.num_layers == 6
