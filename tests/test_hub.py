@@ -231,32 +231,6 @@ def test_a_disk_too_small_is_reported_before_any_byte_is_fetched(hf_cache, monke
     assert not cache.exists()
 
 
-def test_a_download_reports_the_plans_bytes_and_returns_the_grounding_folder(sharded_planted, hf_cache, monkeypatch):
-    """hf_hub_download is replaced by a copy into the cache layout that reports through the given tqdm class."""
-    import huggingface_hub
-
-    cache, _ = hf_cache
-    listing = {p.name: p.stat().st_size for p in sharded_planted.iterdir()}
-    weight_map = json.loads((sharded_planted / hub.INDEX_FILE).read_text())["weight_map"]
-    plan = hub.plan_files("testorg/planted-llava", listing, weight_map, 3, revision="0" * 40)
-    snapshot = cache / "models--testorg--planted-llava" / "snapshots" / ("0" * 40)
-
-    def fake_download(repo_id, filename, *, revision, token, tqdm_class):
-        bar = tqdm_class(total=listing[filename], initial=0)
-        snapshot.mkdir(parents=True, exist_ok=True)
-        shutil.copy(sharded_planted / filename, snapshot / filename)
-        bar.update(listing[filename])
-        return str(snapshot / filename)
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    seen: list[tuple[int, int]] = []
-    folder = hub.download(plan, lambda done, total: seen.append((done, total)))
-    assert folder == hub.grounding_folder("testorg/planted-llava", 3)
-    assert seen[-1] == (plan.bytes_needed, plan.bytes_needed)
-    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
-    assert {p.name for p in folder.iterdir()} == {f.name for f in plan.files}
-
-
 def test_the_app_loads_a_hub_id_from_its_truncated_download_offline(sharded_planted, hf_cache, tmp_path):
     from annotator.ui.model_loading import load_models
     from annotator.ui.settings import ModelSettings
@@ -291,7 +265,7 @@ def test_plan_download_asks_the_hub_for_sizes_and_the_shard_map_and_writes_nothi
     )
     plan = hub.plan_download("llava-hf/llava-1.5-7b-hf", 14)
     assert plan == hub.plan_files(
-        "llava-hf/llava-1.5-7b-hf", REPO_7B, llava_7b_shaped_index(), 14, revision="c" * 40
+        "llava-hf/llava-1.5-7b-hf", REPO_7B, llava_7b_shaped_index(), 14, revision="c" * 40, ref="main"
     )
     assert not cache.exists()
 

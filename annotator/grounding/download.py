@@ -16,7 +16,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from annotator.errors import ModelUnavailable
 
@@ -53,6 +53,7 @@ def download(
     size_bytes: int | None = None,
     sha256: str | None = None,
     progress: Progress | None = None,
+    headers: Mapping[str, str] | None = None,
     retries: int = 5,
     timeout_s: float = 30.0,
     chunk_bytes: int = 1 << 20,
@@ -63,6 +64,7 @@ def download(
     `size_bytes` or `sha256` (hex) is given, a finished download that does not match is deleted and refused
     with `ModelUnavailable`; so is a download that cannot be completed, whose `.part` file is kept for a later
     call. An exception raised by `progress` stops the download and propagates; the `.part` file is kept.
+    `headers` go with every request (e.g. authorization).
     """
     if retries < 0:
         raise ValueError(f"retries must be 0 or more, got {retries}")
@@ -71,7 +73,7 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(retries + 1):
         try:
-            complete = _fetch_into(url, part, size_bytes, progress, timeout_s, chunk_bytes)
+            complete = _fetch_into(url, part, size_bytes, progress, timeout_s, chunk_bytes, dict(headers or {}))
         except _ProgressRaised as stop:
             raise stop.__cause__ from None
         except urllib.error.HTTPError as exc:
@@ -91,13 +93,19 @@ def download(
 
 
 def _fetch_into(
-    url: str, part: Path, size_bytes: int | None, progress: Progress | None, timeout_s: float, chunk_bytes: int
+    url: str,
+    part: Path,
+    size_bytes: int | None,
+    progress: Progress | None,
+    timeout_s: float,
+    chunk_bytes: int,
+    headers: dict[str, str],
 ) -> bool:
     """One request, appended to `part` from its current length; True when the whole file is in `part`."""
     offset = _size(part)
     if size_bytes is not None and offset >= size_bytes:
         return True
-    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    request = urllib.request.Request(url, headers=headers | ({"Range": f"bytes={offset}-"} if offset else {}))
     try:
         response = urllib.request.urlopen(request, timeout=timeout_s)
     except urllib.error.HTTPError as exc:

@@ -3,9 +3,15 @@
 Grounding reads the vision tower, the projector, the token embeddings and the text layers up to the deepest
 localization head (design.md 4: the forward stops there). A plan reads the checkpoint's
 `model.safetensors.index.json` and keeps only the safetensors shards holding those tensors, plus the config,
-tokenizer and processor files; `.bin` (and other duplicate) weight files are never fetched. Files go through
-`huggingface_hub.hf_hub_download`, so its cache, its resume of `.incomplete` files, `HF_HOME` / `HF_HUB_CACHE`,
+tokenizer and processor files; `.bin` (and other duplicate) weight files are never fetched. Files land in the
+Hugging Face cache through `huggingface_hub.hf_hub_download`, so its layout, `HF_HOME` / `HF_HUB_CACHE`,
 `HF_HUB_OFFLINE` and the usual token places apply. Free disk space is checked before the first byte.
+
+huggingface_hub retries a dropped connection within one call but deletes its partial file when the call fails or
+is cancelled, so a cut at 90 % of a 5 GB shard would start the shard again. Shards are therefore fetched first by
+`download.py` (resumable `.part` file, HTTP `Range`, the LFS SHA-256 checked) straight into the blob the cache
+names by that SHA-256 (`blobs/<sha256>`); `hf_hub_download` then finds the blob and only links it into the
+snapshot. A cancelled or cut shard download resumes from its `.part` file next time.
 
 A truncated download is loaded from a grounding folder in the user's cache (`.../annotator/grounding/`): links to
 the cached files plus an index that names only the tensors of the fetched shards, so `LvlmEngine.load(folder,
@@ -33,6 +39,8 @@ DUPLICATE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt", 
 _LAYER = re.compile(r"(?:^|\.)language_model\.(?:model\.)?layers\.(\d+)\.")
 _LM_HEAD = re.compile(r"(?:^|\.)lm_head\.")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+RESUMABLE_SUFFIXES = (".safetensors",)
+"""Files fetched by the resumable downloader into the cache's blob (the large ones: weight shards)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,9 @@ class DownloadPlan:
     truncate_after_layer: int | None
     files: tuple[RepoFile, ...]
     skipped: tuple[RepoFile, ...]
+    ref: str | None = None
+    """The branch or tag the plan was made for ("main" by default), recorded in the cache once all files are in
+    (`revision` is the commit it pointed at, so every file comes from that one commit)."""
 
     @property
     def bytes_needed(self) -> int:
@@ -105,6 +116,7 @@ def plan_files(
     weight_map: Mapping[str, str] | None,
     truncate_after_layer: int | None,
     revision: str | None = None,
+    ref: str | None = None,
 ) -> DownloadPlan:
     """The plan for a repository listing (`name -> bytes`) and its safetensors index's `weight_map` (None when the
     checkpoint is one `model.safetensors`, which is fetched whole)."""
@@ -125,7 +137,7 @@ def plan_files(
             (files if name in shards_needed else skipped).append(RepoFile(name, size))
         elif not name.endswith((".safetensors", *DUPLICATE_WEIGHT_SUFFIXES)):
             files.append(RepoFile(name, size))
-    return DownloadPlan(repo_id, revision, truncate_after_layer, tuple(files), tuple(skipped))
+    return DownloadPlan(repo_id, revision, truncate_after_layer, tuple(files), tuple(skipped), ref)
 
 
 def plan_download(
@@ -158,7 +170,8 @@ def plan_download(
         raise ModelUnavailable(f"{repo_id} is not on the Hugging Face Hub (or is private and no token is set)") from exc
     except (HfHubHTTPError, OSError, _transport_error()) as exc:
         raise ModelUnavailable(f"cannot reach the Hugging Face Hub for {repo_id}: {_first_line(exc)}") from exc
-    return plan_files(repo_id, repo_files, weight_map, truncate_after_layer, revision=info.sha)
+    ref = None if revision == info.sha else (revision or constants.DEFAULT_REVISION)
+    return plan_files(repo_id, repo_files, weight_map, truncate_after_layer, revision=info.sha, ref=ref)
 
 
 def check_free_space(bytes_needed: int, folder: str | os.PathLike[str]) -> None:
@@ -197,24 +210,34 @@ def download(plan: DownloadPlan, progress: Progress | None = None, *, token: str
     """Fetch the plan's missing files into the Hugging Face cache and return the folder to load.
 
     Disk space for the missing bytes is checked first. `progress(bytes_done, bytes_total)` counts the bytes of
-    this plan (files already cached count as done); an exception it raises stops the download and propagates,
-    and huggingface_hub resumes the partial file next time.
+    this plan (files already cached count as done); an exception it raises stops the download and propagates.
+    A shard's partial file is kept and the next download resumes it (see the module docstring).
     """
     from huggingface_hub import constants, hf_hub_download
 
     todo = missing_files(plan)
-    check_free_space(sum(f.size_bytes for f in todo), constants.HF_HUB_CACHE)
+    check_free_space(sum(f.size_bytes for f in todo) - _partial_bytes(plan.repo_id), constants.HF_HUB_CACHE)
     done = plan.bytes_needed - sum(f.size_bytes for f in todo)
-    counter = _byte_counter(progress, done, plan.bytes_needed)
+    counter = _PlanProgress(progress, done, plan.bytes_needed)
     for repo_file in todo:
         try:
-            hf_hub_download(plan.repo_id, repo_file.name, revision=plan.revision, token=token, tqdm_class=counter)
+            if repo_file.name.endswith(RESUMABLE_SUFFIXES):
+                _fetch_blob(plan, repo_file.name, counter.file_at, token)
+            hf_hub_download(
+                plan.repo_id, repo_file.name, revision=plan.revision, token=token, tqdm_class=counter.tqdm_class()
+            )
         except (OSError, _transport_error()) as exc:
+            kept = (
+                "its partial file is kept and the next download resumes it"
+                if repo_file.name.endswith(RESUMABLE_SUFFIXES)
+                else "the next download fetches it again"
+            )
             raise ModelUnavailable(
-                f"download of {plan.repo_id}/{repo_file.name} stopped ({_first_line(exc)}); the partial file is kept "
-                f"in the Hugging Face cache and the next download resumes it"
+                f"download of {plan.repo_id}/{repo_file.name} stopped ({_first_line(exc)}); {kept}"
             ) from exc
         counter.finish_file(repo_file.size_bytes)
+    if plan.ref is not None and plan.files:
+        _record_ref(plan, token)
     snapshot = _snapshot_folder(plan.repo_id, plan.revision)
     if snapshot is None:
         raise ModelUnavailable(f"{plan.repo_id} was downloaded but is not in the Hugging Face cache")
@@ -304,7 +327,8 @@ def verify(model: CachedModel) -> VerifyReport:
 
 
 def remove(repo_id: str) -> int:
-    """Delete `repo_id` from the Hugging Face cache and its grounding folders; returns the bytes freed."""
+    """Delete `repo_id` from the Hugging Face cache (partial shards too) and its grounding folders; returns the
+    bytes freed."""
     from huggingface_hub import constants, scan_cache_dir
 
     freed = 0
@@ -315,6 +339,10 @@ def remove(repo_id: str) -> int:
                 strategy = cache.delete_revisions(*(r.commit_hash for r in repo.revisions))
                 freed += strategy.expected_freed_size
                 strategy.execute()
+    blobs = _repo_cache_folder(repo_id) / "blobs"
+    for part in blobs.glob("*.part") if blobs.is_dir() else ():
+        freed += part.stat().st_size
+        part.unlink()
     for folder in (user_cache_dir() / "grounding").glob(f"{repo_id.replace('/', '--')}-layers-0-*"):
         freed += sum(p.lstat().st_size for p in folder.iterdir())
         shutil.rmtree(folder)
@@ -362,34 +390,93 @@ def _link(target: Path, link: Path) -> None:
             shutil.copy2(target, link)
 
 
-def _byte_counter(progress: Progress | None, done: int, total: int):
-    """A tqdm class for `hf_hub_download` that reports the plan's running byte count to `progress`."""
-    from tqdm.auto import tqdm
+class _PlanProgress:
+    """The plan's running byte count for `progress`: the files done plus the bytes of the file in flight."""
 
-    state = {"done": done, "file": 0}
+    def __init__(self, progress: Progress | None, done: int, total: int) -> None:
+        self.progress = progress
+        self.done = done
+        self.total = total
 
-    class ByteCounter(tqdm):
-        def __init__(self, *args, **kwargs) -> None:
-            kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
-            state["file"] = int(kwargs.get("initial") or 0)
-            if progress is not None and state["file"]:
-                progress(state["done"] + state["file"], total)
+    def file_at(self, file_bytes: int, file_total: int | None = None) -> None:
+        if self.progress is not None:
+            self.progress(self.done + file_bytes, self.total)
 
-        def update(self, n: float | None = 1) -> bool | None:
-            state["file"] += int(n or 0)
-            if progress is not None:
-                progress(state["done"] + state["file"], total)
-            return None
+    def finish_file(self, size_bytes: int) -> None:
+        self.done += size_bytes
+        self.file_at(0)
 
-        @staticmethod
-        def finish_file(size_bytes: int) -> None:
-            state["done"] += size_bytes
-            state["file"] = 0
-            if progress is not None:
-                progress(state["done"], total)
+    def tqdm_class(self):
+        """A tqdm class for `hf_hub_download` that reports through `file_at` (it never draws a bar)."""
+        from tqdm.auto import tqdm
 
-    return ByteCounter
+        plan_progress = self
+
+        class ByteCounter(tqdm):
+            def __init__(self, *args, **kwargs) -> None:
+                kwargs["disable"] = True
+                super().__init__(*args, **kwargs)
+                self.file_bytes = int(kwargs.get("initial") or 0)
+                if self.file_bytes:
+                    plan_progress.file_at(self.file_bytes)
+
+            def update(self, n: float | None = 1) -> bool | None:
+                self.file_bytes += int(n or 0)
+                plan_progress.file_at(self.file_bytes)
+                return None
+
+        return ByteCounter
+
+
+def _repo_cache_folder(repo_id: str) -> Path:
+    """The repository's folder in the Hugging Face cache (its documented layout: `models--owner--name`)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+
+
+def _partial_bytes(repo_id: str) -> int:
+    """Bytes already in the repository's resumable `.part` blobs."""
+    blobs = _repo_cache_folder(repo_id) / "blobs"
+    return sum(p.stat().st_size for p in blobs.glob("*.part")) if blobs.is_dir() else 0
+
+
+def _fetch_blob(plan: DownloadPlan, name: str, on_bytes: Progress, token: str | bool | None) -> None:
+    """Fetch the file `name` of the plan's commit into its cache blob `blobs/<etag>` with the resumable downloader
+    (the SHA-256 checked when the etag is one, as for LFS files). Nothing to do when the blob is there."""
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.utils import build_hf_headers
+
+    from annotator.grounding import download as http
+
+    url = hf_hub_url(plan.repo_id, name, revision=plan.revision)
+    metadata = get_hf_file_metadata(url, token=token, retry_on_errors=True)
+    if not metadata.etag:
+        return
+    blob = _repo_cache_folder(plan.repo_id) / "blobs" / metadata.etag
+    if blob.is_file():
+        return
+    headers = build_hf_headers(token=token)
+    if urlsplit(metadata.location).netloc != urlsplit(url).netloc:
+        headers.pop("authorization", None)  # a signed CDN address refuses a second credential
+    http.download(
+        metadata.location,
+        blob,
+        size_bytes=metadata.size,
+        sha256=metadata.etag if _SHA256.fullmatch(metadata.etag) else None,
+        progress=on_bytes,
+        headers=headers,
+    )
+
+
+def _record_ref(plan: DownloadPlan, token: str | bool | None) -> None:
+    """Let huggingface_hub record that `plan.ref` points at the downloaded commit (`refs/<ref>`), so an offline
+    lookup by the id alone finds the snapshot; one metadata request, no file is fetched again."""
+    from huggingface_hub import hf_hub_download
+
+    hf_hub_download(plan.repo_id, plan.files[0].name, revision=plan.ref, token=token)
 
 
 def _transport_error() -> type[Exception]:

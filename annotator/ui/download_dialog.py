@@ -4,7 +4,7 @@ A Hub model's size is asked of the Hub on a worker thread as the dialog opens (t
 grounding reads, with the bytes it leaves out); offline it stays unknown and says why. Downloads run one after
 another on a worker thread; the GUI thread only receives progress signals (bytes, speed since the start, time
 left) and stays responsive. Cancel stops at the next chunk: the partial file is kept and the
-next download resumes it (huggingface_hub's `.incomplete` files, `download.py`'s `.part` files).
+next download resumes it (`download.py`'s `.part` files, for SAM checkpoints and LLaVA's weight shards).
 """
 
 from __future__ import annotations
