@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 
 import pytest
 
 from annotator.errors import ModelUnavailable
 from annotator.grounding import hub
 from tests.fake_hub import COMMIT, FakeHub
+from tests.network import allow_only_loopback
 from tests.test_hub import one_torch_thread, sharded_planted  # noqa: F401
 
 REPO = "testorg/planted-llava"
@@ -32,14 +32,7 @@ def fake_hub(sharded_planted, tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
-    connect = socket.socket.connect
-
-    def loopback_only(sock: socket.socket, address) -> None:
-        if address[0] != "127.0.0.1":
-            pytest.fail(f"connection to {address}")
-        connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", loopback_only)
+    allow_only_loopback(monkeypatch)
     yield served
     served.close()
 
@@ -90,18 +83,24 @@ class Cancelled(Exception):
     pass
 
 
-def test_a_cancelled_shard_keeps_its_partial_file_and_the_next_download_fetches_only_the_rest(fake_hub):
-    plan = grounding_plan(fake_hub)
+def cancel_half_way_through_a_shard(served: FakeHub, plan: hub.DownloadPlan) -> str:
+    """Download `plan`, cutting its biggest shard half-way and cancelling there; returns the shard's name."""
     shard = biggest_shard(plan)
-    data = fake_hub.files[shard]
-    fake_hub.cuts[shard] = 1
+    served.cuts[shard] = 1
 
     def cancel_in_the_shard(done: int, total: int | None) -> None:
-        if fake_hub.gets_of(shard):
+        if served.gets_of(shard):
             raise Cancelled
 
     with pytest.raises(Cancelled):
         hub.download(plan, cancel_in_the_shard)
+    return shard
+
+
+def test_a_cancelled_shard_keeps_its_partial_file_and_the_next_download_fetches_only_the_rest(fake_hub):
+    plan = grounding_plan(fake_hub)
+    shard = cancel_half_way_through_a_shard(fake_hub, plan)
+    data = fake_hub.files[shard]
     blobs = hub._repo_cache_folder(REPO) / "blobs"
     part = blobs / f"{blob_of(data)}.part"
     assert part.stat().st_size == len(data) // 2
@@ -138,15 +137,6 @@ def test_a_whole_model_download_for_main_is_found_offline_by_its_id_alone(fake_h
 
 
 def test_remove_deletes_partial_shards_too(fake_hub):
-    plan = grounding_plan(fake_hub)
-    shard = biggest_shard(plan)
-    fake_hub.cuts[shard] = 1
-
-    def cancel_in_the_shard(done: int, total: int | None) -> None:
-        if fake_hub.gets_of(shard):
-            raise Cancelled
-
-    with pytest.raises(Cancelled):
-        hub.download(plan, cancel_in_the_shard)
+    shard = cancel_half_way_through_a_shard(fake_hub, grounding_plan(fake_hub))
     assert hub.remove(REPO) >= len(fake_hub.files[shard]) // 2
     assert not list((hub._repo_cache_folder(REPO) / "blobs").glob("*.part"))

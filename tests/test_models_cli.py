@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from annotator.cli import main
 from annotator.grounding import segment
 from annotator.grounding.planted import PLANTED_MODEL_DIR
 from annotator.grounding.segment import CheckpointSpec
+from tests.network import allow_only_loopback
 from tests.test_download import PAYLOAD, PAYLOAD_SHA256, FileServer
 
 COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
@@ -29,14 +29,7 @@ def caches(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
-    connect = socket.socket.connect
-
-    def loopback_only(sock: socket.socket, address) -> None:
-        if address[0] != "127.0.0.1":
-            pytest.fail(f"connection to {address}")
-        connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", loopback_only)
+    allow_only_loopback(monkeypatch)
     return hub_cache
 
 
