@@ -2,7 +2,8 @@
 huggingface_hub code: HEAD and GET `/{owner}/{name}/resolve/{revision}/{file}` for the files of one folder at one
 commit (revision "main" or the commit), with HTTP `Range`. Weight files answer like LFS files (`X-Linked-Etag` =
 their SHA-256, `X-Linked-Size`), other files with a git-style `ETag`. A test can cut GETs of a file half-way or
-serve it corrupted, and reads back the GETs and their `Range` headers."""
+serve it corrupted, hold a cut connection open until it says so, and reads back the GETs and their `Range`
+headers."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ class FakeHub:
         self.repo_id = repo_id
         self.files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
         self.cuts: dict[str, int] = {}
+        self.hold_cut: threading.Event | None = None
+        self.cut_sent = threading.Event()
         self.corrupt: set[str] = set()
         self.gets: list[tuple[str, str | None]] = []
         hub = self
@@ -47,6 +50,9 @@ class FakeHub:
                     hub.cuts[name] -= 1
                     self.wfile.write(body[: len(body) // 2])
                     self.wfile.flush()
+                    hub.cut_sent.set()
+                    if hub.hold_cut is not None:
+                        hub.hold_cut.wait(30)
                     self.close_connection = True
                     return
                 self.wfile.write(body)

@@ -16,6 +16,7 @@ from annotator.grounding.download import Progress
 from annotator.grounding.planted import PLANTED_MODEL_DIR
 from annotator.ui.download_dialog import DownloadDialog, DownloadItem, format_duration, missing_downloads
 from annotator.ui.settings import ModelSettings
+from tests.test_hub import sharded_planted  # noqa: F401
 from tests.ui_fixtures import MODEL_TIMEOUT_MS, isolated_qsettings, make_window  # noqa: F401
 
 TIMEOUT_MS = 5000
@@ -333,3 +334,62 @@ def test_a_model_that_is_there_but_broken_opens_no_dialog(qtbot, tmp_path, make_
         window.start_models()
     assert failed.args[0] is None and window.download_dialog is None
     assert "Download…" not in window.message_bar.button_texts()
+
+
+def test_cancel_in_the_dialog_keeps_the_partial_shard_and_download_resumes_it_then_the_model_loads(
+    qtbot, tmp_path, monkeypatch, make_window, sharded_planted
+):
+    """Through the real huggingface_hub code against the stand-in Hub on 127.0.0.1 serving the sharded planted
+    model as the 7B preset (the Hub's listing API is not part of the stand-in: the plan is made from its files)."""
+    import json
+    import threading
+
+    from huggingface_hub import constants
+
+    from annotator.grounding import hub
+    from annotator.ui.settings import AppSettings
+    from tests.fake_hub import COMMIT, FakeHub
+    from tests.network import allow_only_loopback
+
+    repo_id = "llava-hf/llava-1.5-7b-hf"
+    served = FakeHub(repo_id, sharded_planted)
+    monkeypatch.setattr(constants, "ENDPOINT", served.endpoint)
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", served.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+    )
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    allow_only_loopback(monkeypatch)
+    listing = {name: len(data) for name, data in served.files.items()}
+    weight_map = json.loads(served.files[hub.INDEX_FILE])["weight_map"]
+    plan = hub.plan_files(repo_id, listing, weight_map, 5, revision=COMMIT, ref="main")
+    monkeypatch.setattr(hub, "plan_download", lambda repo, layer: plan)
+    shard = max((f for f in plan.files if f.name.endswith(".safetensors")), key=lambda f: f.size_bytes).name
+    served.cuts[shard] = 1
+    served.hold_cut = threading.Event()
+
+    settings = AppSettings.at(tmp_path / "settings.ini")
+    settings.set_model_settings(hub_7b_settings(tmp_path))
+    window = make_window(settings)
+    try:
+        with qtbot.waitSignal(window.models_changed, timeout=MODEL_TIMEOUT_MS):
+            window.start_models()
+        dialog = window.download_dialog
+        qtbot.waitUntil(lambda: dialog.table.topLevelItem(0).text(1) == hub.format_bytes(plan.bytes_needed))
+        qtbot.mouseClick(dialog.download_button, Qt.LeftButton)
+        qtbot.waitUntil(served.cut_sent.is_set, timeout=TIMEOUT_MS)
+        qtbot.mouseClick(dialog.cancel_button, Qt.LeftButton)
+        served.hold_cut.set()
+        qtbot.waitUntil(lambda: dialog.status.text().startswith("Cancelled."), timeout=TIMEOUT_MS)
+        assert dialog.isVisible() and dialog.download_button.isEnabled()
+        parts = list((tmp_path / "hub" / "models--llava-hf--llava-1.5-7b-hf" / "blobs").glob("*.part"))
+        assert [p.stat().st_size for p in parts] == [len(served.files[shard]) // 2]
+
+        with qtbot.waitSignal(window.models_changed, timeout=MODEL_TIMEOUT_MS) as loaded:
+            qtbot.mouseClick(dialog.download_button, Qt.LeftButton)
+        assert served.gets_of(shard) == [None, f"bytes={len(served.files[shard]) // 2}-"]
+        assert loaded.args[0] is not None and loaded.args[0].model == repo_id and not loaded.args[0].is_demo
+    finally:
+        served.hold_cut.set()
+        served.close()
