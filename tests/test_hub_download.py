@@ -101,7 +101,7 @@ def test_a_cancelled_shard_keeps_its_partial_file_and_the_next_download_fetches_
     plan = grounding_plan(fake_hub)
     shard = cancel_half_way_through_a_shard(fake_hub, plan)
     data = fake_hub.files[shard]
-    blobs = hub._repo_cache_folder(REPO) / "blobs"
+    blobs = hub.repo_cache_folder(REPO) / "blobs"
     part = blobs / f"{blob_of(data)}.part"
     assert part.stat().st_size == len(data) // 2
     assert not (blobs / blob_of(data)).exists()
@@ -119,7 +119,7 @@ def test_a_corrupted_shard_is_refused_and_leaves_neither_blob_nor_snapshot_file(
     fake_hub.corrupt.add(shard)
     with pytest.raises(ModelUnavailable, match=f"has SHA-256 .*expected {blob_of(fake_hub.files[shard])}"):
         hub.download(plan)
-    repo = hub._repo_cache_folder(REPO)
+    repo = hub.repo_cache_folder(REPO)
     assert not any(p.name.startswith(blob_of(fake_hub.files[shard])) for p in (repo / "blobs").iterdir())
     assert not (repo / "snapshots" / COMMIT / shard).exists()
     assert hub.find_cached(REPO, 3) is None
@@ -130,7 +130,7 @@ def test_a_whole_model_download_for_main_is_found_offline_by_its_id_alone(fake_h
 
     plan = grounding_plan(fake_hub, truncate_after_layer=None, ref="main")
     snapshot = hub.download(plan)
-    assert snapshot == hub._repo_cache_folder(REPO) / "snapshots" / COMMIT
+    assert snapshot == hub.repo_cache_folder(REPO) / "snapshots" / COMMIT
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     found = hub.find_cached(REPO)
     assert found is not None and found.path == snapshot and found.truncate_after_layer is None
@@ -139,4 +139,4 @@ def test_a_whole_model_download_for_main_is_found_offline_by_its_id_alone(fake_h
 def test_remove_deletes_partial_shards_too(fake_hub):
     shard = cancel_half_way_through_a_shard(fake_hub, grounding_plan(fake_hub))
     assert hub.remove(REPO) >= len(fake_hub.files[shard]) // 2
-    assert not list((hub._repo_cache_folder(REPO) / "blobs").glob("*.part"))
+    assert not list((hub.repo_cache_folder(REPO) / "blobs").glob("*.part"))

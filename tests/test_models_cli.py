@@ -77,6 +77,20 @@ def test_list_shows_a_cached_llava_with_its_size_and_snapshot_path(caches, capsy
     assert "whole model" in row and "1.32 MB" in row and row.endswith(str(snapshot))
 
 
+def test_list_shows_a_llava_with_only_a_partial_shard_as_partial_and_it_is_still_offered_for_download(caches, capsys):
+    from annotator.ui.download_dialog import missing_downloads
+    from annotator.ui.settings import ModelSettings
+
+    blobs = caches / "models--llava-hf--llava-1.5-7b-hf" / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / f"{'a' * 64}.part").write_bytes(b"x" * 1500)
+    _, out, _ = run(capsys, "list")
+    row = next(line for line in out.splitlines() if line.startswith("llava-1.5-7b"))
+    assert "partial download" in row and "1.50 kB" in row
+    items = missing_downloads(ModelSettings(model="llava-1.5-7b", sam_type="none"))
+    assert [item.name for item in items] == ["llava-1.5-7b"]
+
+
 def test_download_of_a_sam_preset_fetches_it_from_the_server(caches, monkeypatch, capsys):
     server = FileServer()
     try:

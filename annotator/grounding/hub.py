@@ -216,7 +216,7 @@ def download(plan: DownloadPlan, progress: Progress | None = None, *, token: str
     from huggingface_hub import constants, hf_hub_download
 
     todo = missing_files(plan)
-    check_free_space(sum(f.size_bytes for f in todo) - _partial_bytes(plan.repo_id), constants.HF_HUB_CACHE)
+    check_free_space(sum(f.size_bytes for f in todo) - partial_bytes(plan.repo_id), constants.HF_HUB_CACHE)
     done = plan.bytes_needed - sum(f.size_bytes for f in todo)
     counter = _PlanProgress(progress, done, plan.bytes_needed)
     for repo_file in todo:
@@ -339,7 +339,7 @@ def remove(repo_id: str) -> int:
                 strategy = cache.delete_revisions(*(r.commit_hash for r in repo.revisions))
                 freed += strategy.expected_freed_size
                 strategy.execute()
-    blobs = _repo_cache_folder(repo_id) / "blobs"
+    blobs = repo_cache_folder(repo_id) / "blobs"
     for part in blobs.glob("*.part") if blobs.is_dir() else ():
         freed += part.stat().st_size
         part.unlink()
@@ -428,16 +428,16 @@ class _PlanProgress:
         return ByteCounter
 
 
-def _repo_cache_folder(repo_id: str) -> Path:
+def repo_cache_folder(repo_id: str) -> Path:
     """The repository's folder in the Hugging Face cache (its documented layout: `models--owner--name`)."""
     from huggingface_hub import constants
 
     return Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
 
 
-def _partial_bytes(repo_id: str) -> int:
+def partial_bytes(repo_id: str) -> int:
     """Bytes already in the repository's resumable `.part` blobs."""
-    blobs = _repo_cache_folder(repo_id) / "blobs"
+    blobs = repo_cache_folder(repo_id) / "blobs"
     return sum(p.stat().st_size for p in blobs.glob("*.part")) if blobs.is_dir() else 0
 
 
@@ -455,7 +455,7 @@ def _fetch_blob(plan: DownloadPlan, name: str, on_bytes: Progress, token: str | 
     metadata = get_hf_file_metadata(url, token=token, retry_on_errors=True)
     if not metadata.etag:
         return
-    blob = _repo_cache_folder(plan.repo_id) / "blobs" / metadata.etag
+    blob = repo_cache_folder(plan.repo_id) / "blobs" / metadata.etag
     if blob.is_file():
         return
     headers = build_hf_headers(token=token)

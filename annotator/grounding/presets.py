@@ -143,6 +143,9 @@ def _lvlm(entry: dict) -> LvlmPreset:
     )
 
 
+_PARTIAL = "partial download (resumed by the next download)"
+
+
 @dataclass(frozen=True)
 class LocalCopy:
     """What of a preset is on this machine: `path` (folder or file), `size_bytes` on disk, `complete` (loadable),
@@ -168,12 +171,15 @@ def local_copy(preset: Preset) -> LocalCopy | None:
             return LocalCopy(path, path.stat().st_size, True, "checkpoint")
         part = partial_path(path)
         if part.is_file():
-            return LocalCopy(part, part.stat().st_size, False, "partial download (resumed by the next download)")
+            return LocalCopy(part, part.stat().st_size, False, _PARTIAL)
         return None
-    from annotator.grounding.hub import find_cached
+    from annotator.grounding import hub
 
-    cached = find_cached(preset.hub_id, preset.deepest_head_layer)
+    cached = hub.find_cached(preset.hub_id, preset.deepest_head_layer)
     if cached is None:
+        partial = hub.partial_bytes(preset.hub_id)
+        if partial:
+            return LocalCopy(hub.repo_cache_folder(preset.hub_id), partial, False, _PARTIAL)
         return None
     layers = cached.truncate_after_layer
     return LocalCopy(cached.path, cached.size_bytes, True, "whole model" if layers is None else f"layers 0-{layers}")

@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
 from annotator.errors import AnnotatorError
 from annotator.grounding.download import Progress, user_cache_dir
 from annotator.grounding.hub import format_bytes
-from annotator.grounding.presets import LvlmPreset, Presets, download_sam, load_presets, local_copy
+from annotator.grounding.presets import LocalCopy, LvlmPreset, Presets, download_sam, load_presets, local_copy
 from annotator.ui.settings import ModelSettings
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ class DownloadCancelled(Exception):
 def llava_missing(models: ModelSettings, presets: Presets | None = None) -> bool:
     """Whether the configured LLaVA is a preset that is not on this machine (offline lookup)."""
     lvlm = _lvlm_preset(models, presets or load_presets())
-    return lvlm is not None and local_copy(lvlm) is None
+    return lvlm is not None and not _complete(local_copy(lvlm))
 
 
 def missing_downloads(models: ModelSettings, presets: Presets | None = None) -> list[DownloadItem]:
@@ -83,7 +83,7 @@ def missing_downloads(models: ModelSettings, presets: Presets | None = None) -> 
     presets = presets or load_presets()
     items = []
     lvlm = _lvlm_preset(models, presets)
-    if lvlm is not None and local_copy(lvlm) is None:
+    if lvlm is not None and not _complete(local_copy(lvlm)):
         source = HubSource(lvlm)
         items.append(
             DownloadItem(
@@ -97,8 +97,7 @@ def missing_downloads(models: ModelSettings, presets: Presets | None = None) -> 
         )
     sam = next((p for p in presets.sam if p.model_type == models.sam_type), None)
     if sam is not None and not models.sam_checkpoint:
-        copy = local_copy(sam)
-        if copy is None or not copy.complete:
+        if not _complete(local_copy(sam)):
             items.append(
                 DownloadItem(
                     sam.name,
@@ -109,6 +108,10 @@ def missing_downloads(models: ModelSettings, presets: Presets | None = None) -> 
                 )
             )
     return items
+
+
+def _complete(copy: LocalCopy | None) -> bool:
+    return copy is not None and copy.complete
 
 
 def _lvlm_preset(models: ModelSettings, presets: Presets) -> LvlmPreset | None:
