@@ -581,20 +581,7 @@ def _run_prelabel(args: argparse.Namespace) -> int:
         with _progress_bar(tqdm) as bar, _stop_on_interrupt(stop, args.prog):
             report = prelabeller.run(plan, stop=stop, progress=bar)
         exported = export_coco(store, out, statuses=("pending", "accepted"))
-    print(
-        f"{report.images_done} image(s) labelled now, {report.images_already_done} done earlier, "
-        f"{report.proposals_added} proposal(s) added in {report.seconds:.1f} s "
-        f"({report.images_per_second:.2f} images/s)"
-    )
-    print(f"exported {exported.annotations} annotation(s) on {exported.images} image(s) to {out}")
-    _print_skipped(list(report.skipped))
-    if report.interrupted:
-        print(
-            f"{args.prog}: interrupted with {report.images_left} image(s) to go; run the same command again to resume",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
-    return EXIT_OK
+    return _prelabel_summary(args.prog, report, exported, out)
 
 
 def _run_prelabel_on_ray(args: argparse.Namespace) -> int:
@@ -652,21 +639,28 @@ def _run_prelabel_on_ray(args: argparse.Namespace) -> int:
             import ray
 
             ray.shutdown()
+    pool = "no actors needed" if report.actors is None else f"{report.actors.actors} actor(s)"
+    shards = (
+        f"shards in {shards_dir}: {report.shards_written} computed now ({pool}), "
+        f"{report.shards_reused} found already written"
+    )
+    return _prelabel_summary(args.prog, report, exported, out, shards)
+
+
+def _prelabel_summary(prog: str, report, exported, out: Path, detail: str | None = None) -> int:
+    """Print what a prelabel run did (and `detail`), its export and skipped files; the exit code."""
     print(
         f"{report.images_done} image(s) labelled now, {report.images_already_done} done earlier, "
         f"{report.proposals_added} proposal(s) added in {report.seconds:.1f} s "
         f"({report.images_per_second:.2f} images/s)"
     )
-    pool = "no actors needed" if report.actors is None else f"{report.actors.actors} actor(s)"
-    print(
-        f"shards in {shards_dir}: {report.shards_written} computed now ({pool}), "
-        f"{report.shards_reused} found already written"
-    )
+    if detail is not None:
+        print(detail)
     print(f"exported {exported.annotations} annotation(s) on {exported.images} image(s) to {out}")
     _print_skipped(list(report.skipped))
     if report.interrupted:
         print(
-            f"{args.prog}: interrupted with {report.images_left} image(s) to go; run the same command again to resume",
+            f"{prog}: interrupted with {report.images_left} image(s) to go; run the same command again to resume",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED

@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine import cpu_name  # benchmarks/machine.py: the script's folder is on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -278,8 +280,7 @@ def machine_lines() -> list[str]:
     import torch
     import transformers
 
-    cpu_lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    cpu = next((line.split(":", 1)[1].strip() for line in cpu_lines if "model name" in line), platform.processor())
+    cpu = cpu_name()
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
     return [
         f"- machine: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, GPU: {gpu}",

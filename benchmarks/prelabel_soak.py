@@ -33,6 +33,7 @@ from annotator.grounding.segment import Segmenter
 from annotator.prelabel import Prelabeller, expression_plan
 from annotator.project.store import ProjectStore
 from annotator.scene_folder import write_scene_folder
+from machine import cpu_name  # benchmarks/machine.py: the script's folder is on sys.path
 
 BASELINE_IMAGES = 200
 GROWTH_LIMIT = 0.10
@@ -50,16 +51,6 @@ def resident_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def tiny_segmenter() -> Segmenter:

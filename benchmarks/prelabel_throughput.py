@@ -41,19 +41,10 @@ from annotator.prelabel import Prelabeller, expression_plan
 from annotator.project.images import image_size
 from annotator.project.store import ProjectStore
 from annotator.scene_folder import write_scene_folder
+from machine import cpu_name  # benchmarks/machine.py: the script's folder is on sys.path
 
 MODES = {"overlap (loader thread, depth 2, prefetch)": 2, "inline (decode on the main thread)": 0}
 SCENES = SceneConfig(long_side=(1024, 1600), aspect=(0.75, 1.33), target_width=(0.42, 0.55), other_width=(0.12, 0.3))
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run_once(

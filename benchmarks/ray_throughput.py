@@ -44,6 +44,7 @@ from annotator.prelabel import Prelabeller, expression_plan
 from annotator.project.images import image_size
 from annotator.project.store import ProjectStore
 from annotator.scene_folder import write_scene_folder
+from machine import cpu_name  # benchmarks/machine.py: the script's folder is on sys.path
 
 SCENES = SceneConfig(long_side=(1024, 1600), aspect=(0.75, 1.33), target_width=(0.42, 0.55), other_width=(0.12, 0.3))
 CPUS = os.cpu_count() or 1
@@ -81,16 +82,6 @@ class Commits:
         if first >= len(self.times) - 1:
             raise ValueError(f"{len(self.times)} commits are too few to measure {workers} workers; use more images")
         return (self.counts[-1] - self.counts[first]) / (self.times[-1] - self.times[first])
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run_once(

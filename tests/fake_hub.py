@@ -8,9 +8,15 @@ headers."""
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import pytest
+
+from annotator.grounding import hub
+from tests.network import allow_only_loopback
 
 COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
 
@@ -90,6 +96,24 @@ class FakeHub:
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.01,), daemon=True)
         self.thread.start()
 
+    def serve_to_huggingface_hub(self, monkeypatch: pytest.MonkeyPatch, hub_cache: Path) -> None:
+        """Point huggingface_hub (online) at this server, with its cache in `hub_cache`; only 127.0.0.1 is
+        reachable."""
+        from huggingface_hub import constants
+
+        template = self.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+        monkeypatch.setattr(constants, "ENDPOINT", self.endpoint)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        allow_only_loopback(monkeypatch)
+
+    def plan(self, truncate_after_layer: int | None, ref: str | None = None) -> hub.DownloadPlan:
+        """The plan `hub.plan_download` makes for the served files (the Hub's listing API is not served)."""
+        listing = {name: len(data) for name, data in self.files.items()}
+        weight_map = json.loads(self.files[hub.INDEX_FILE])["weight_map"]
+        return hub.plan_files(self.repo_id, listing, weight_map, truncate_after_layer, revision=COMMIT, ref=ref)
+
     def gets_of(self, name: str) -> list[str | None]:
         """The `Range` header of every GET of `name` (None for a whole-file GET)."""
         return [range_header for got, range_header in self.gets if got == name]
@@ -98,3 +122,8 @@ class FakeHub:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join()
+
+
+def biggest_shard(plan: hub.DownloadPlan) -> str:
+    """The name of the plan's largest weight shard."""
+    return max((f for f in plan.files if f.name.endswith(".safetensors")), key=lambda f: f.size_bytes).name

@@ -8,18 +8,10 @@ from annotator.cli import main
 from annotator.grounding.heads import HeadsFile
 from annotator.grounding.planted import PLANTED_HEADS, PLANTED_MODEL_DIR
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SAMPLES = 120
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The test machine is shared: one intra-op thread keeps these model runs frugal (and steadier under load)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,8 @@ from annotator.grounding.planted import PLANTED_HEADS, PLANTED_MODEL_DIR
 from annotator.grounding.scenes import SceneConfig, generate_scenes
 from annotator.scene_folder import write_scene_folder
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 IMAGES = 24
 SEED = 11
 GRID, INPUT = 24, 336
@@ -44,16 +46,6 @@ def labelled_images(store_path: Path) -> int:
         except sqlite3.OperationalError:  # the schema is not written yet
             return 0
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The test machine is shared: one intra-op thread keeps these model runs frugal (and steadier under load)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -11,22 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from annotator.errors import ModelUnavailable
 from annotator.grounding import hub
 from annotator.grounding.planted import PLANTED_MODEL_DIR
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 GB = 10**9
 SHARDS = ("model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture

@@ -6,15 +6,15 @@ found by its id alone, and removal of the partial files."""
 from __future__ import annotations
 
 import hashlib
-import json
 
 import pytest
 
 from annotator.errors import ModelUnavailable
 from annotator.grounding import hub
-from tests.fake_hub import COMMIT, FakeHub
-from tests.network import allow_only_loopback
-from tests.test_hub import one_torch_thread, sharded_planted  # noqa: F401
+from tests.fake_hub import COMMIT, FakeHub, biggest_shard
+from tests.test_hub import sharded_planted  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 REPO = "testorg/planted-llava"
 
@@ -22,40 +22,21 @@ REPO = "testorg/planted-llava"
 @pytest.fixture
 def fake_hub(sharded_planted, tmp_path, monkeypatch):
     """The stand-in Hub serving the sharded planted model as REPO; empty caches under tmp_path; only 127.0.0.1."""
-    from huggingface_hub import constants
-
     served = FakeHub(REPO, sharded_planted)
-    monkeypatch.setattr(constants, "ENDPOINT", served.endpoint)
-    monkeypatch.setattr(
-        constants, "HUGGINGFACE_CO_URL_TEMPLATE", served.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
-    )
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    served.serve_to_huggingface_hub(monkeypatch, tmp_path / "hf" / "hub")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
-    allow_only_loopback(monkeypatch)
     yield served
     served.close()
-
-
-def grounding_plan(served: FakeHub, truncate_after_layer: int | None = 3, ref: str | None = None) -> hub.DownloadPlan:
-    """The plan `plan_download` makes for the served files (the Hub's listing API is not part of the stand-in)."""
-    listing = {name: len(data) for name, data in served.files.items()}
-    weight_map = json.loads(served.files[hub.INDEX_FILE])["weight_map"]
-    return hub.plan_files(REPO, listing, weight_map, truncate_after_layer, revision=COMMIT, ref=ref)
 
 
 def blob_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def biggest_shard(plan: hub.DownloadPlan) -> str:
-    return max((f for f in plan.files if f.name.endswith(".safetensors")), key=lambda f: f.size_bytes).name
-
-
 def test_a_grounding_download_reports_the_plans_bytes_and_loads_from_only_its_files(fake_hub):
     from annotator.grounding.lvlm import LvlmEngine
 
-    plan = grounding_plan(fake_hub)
+    plan = fake_hub.plan(3)
     assert plan.skipped, "the planted model's upper layers should fill shards of their own"
     seen: list[tuple[int, int | None]] = []
     folder = hub.download(plan, lambda done, total: seen.append((done, total)))
@@ -70,7 +51,7 @@ def test_a_grounding_download_reports_the_plans_bytes_and_loads_from_only_its_fi
 
 
 def test_a_connection_cut_half_way_through_a_shard_is_resumed_with_a_range_request(fake_hub):
-    plan = grounding_plan(fake_hub)
+    plan = fake_hub.plan(3)
     shard = biggest_shard(plan)
     fake_hub.cuts[shard] = 1
     folder = hub.download(plan)
@@ -98,7 +79,7 @@ def cancel_half_way_through_a_shard(served: FakeHub, plan: hub.DownloadPlan) -> 
 
 
 def test_a_cancelled_shard_keeps_its_partial_file_and_the_next_download_fetches_only_the_rest(fake_hub):
-    plan = grounding_plan(fake_hub)
+    plan = fake_hub.plan(3)
     shard = cancel_half_way_through_a_shard(fake_hub, plan)
     data = fake_hub.files[shard]
     blobs = hub.repo_cache_folder(REPO) / "blobs"
@@ -114,7 +95,7 @@ def test_a_cancelled_shard_keeps_its_partial_file_and_the_next_download_fetches_
 
 
 def test_a_corrupted_shard_is_refused_and_leaves_neither_blob_nor_snapshot_file(fake_hub):
-    plan = grounding_plan(fake_hub)
+    plan = fake_hub.plan(3)
     shard = biggest_shard(plan)
     fake_hub.corrupt.add(shard)
     with pytest.raises(ModelUnavailable, match=f"has SHA-256 .*expected {blob_of(fake_hub.files[shard])}"):
@@ -128,7 +109,7 @@ def test_a_corrupted_shard_is_refused_and_leaves_neither_blob_nor_snapshot_file(
 def test_a_whole_model_download_for_main_is_found_offline_by_its_id_alone(fake_hub, monkeypatch):
     from huggingface_hub import constants
 
-    plan = grounding_plan(fake_hub, truncate_after_layer=None, ref="main")
+    plan = fake_hub.plan(None, ref="main")
     snapshot = hub.download(plan)
     assert snapshot == hub.repo_cache_folder(REPO) / "snapshots" / COMMIT
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
@@ -137,6 +118,6 @@ def test_a_whole_model_download_for_main_is_found_offline_by_its_id_alone(fake_h
 
 
 def test_remove_deletes_partial_shards_too(fake_hub):
-    shard = cancel_half_way_through_a_shard(fake_hub, grounding_plan(fake_hub))
+    shard = cancel_half_way_through_a_shard(fake_hub, fake_hub.plan(3))
     assert hub.remove(REPO) >= len(fake_hub.files[shard]) // 2
     assert not list((hub.repo_cache_folder(REPO) / "blobs").glob("*.part"))

@@ -12,7 +12,9 @@ import pytest
 from annotator.errors import ModelUnavailable
 from annotator.grounding import hub, loading
 from annotator.grounding.planted import PLANTED_MODEL_DIR
-from tests.test_hub import hf_cache, lay_out_hub_cache, one_torch_thread, sharded_planted  # noqa: F401
+from tests.test_hub import hf_cache, lay_out_hub_cache, sharded_planted  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PLANTED_HEADS = ((3, 5), (4, 2), (5, 6))
 

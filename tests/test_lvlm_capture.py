@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from tests.tiny_llava import (  # noqa: F401 (one_torch_thread is a fixture)
+from tests.tiny_llava import (
     SPEC_FINE,
     SPEC_GQA,
     SPEC_PLAIN,
     eager_image_attention,
-    one_torch_thread,
     random_image,
     tiny_llava,
     tiny_processor,

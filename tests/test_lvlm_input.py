@@ -5,10 +5,9 @@ import pytest
 
 from annotator.grounding.frame import ImageFrame
 from annotator.grounding.model_input import SYSTEM_PROMPT, PromptBuilder, mean_colour, square_image
-from tests.tiny_llava import (  # noqa: F401 (one_torch_thread is a fixture)
+from tests.tiny_llava import (
     SPEC_FINE,
     SPEC_PLAIN,
-    one_torch_thread,
     random_image,
     tiny_engine,
     tiny_processor,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from annotator.errors import ModelUnavailable
-from tests.tiny_llava import SPEC_GQA, one_torch_thread, random_image, tiny_llava, tiny_processor  # noqa: F401
+from tests.tiny_llava import SPEC_GQA, random_image, tiny_llava, tiny_processor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

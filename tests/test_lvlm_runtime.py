@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from tests.tiny_llava import SPEC_GQA, one_torch_thread, random_image, tiny_engine  # noqa: F401 (a fixture)
+from tests.tiny_llava import SPEC_GQA, random_image, tiny_engine
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -3,7 +3,6 @@ each discovery rule is needed, and the planted heads ground held-out targets whi
 
 import numpy as np
 import pytest
-import torch
 
 from annotator.grounding.grounder import Grounder
 from annotator.grounding.heads import select_localization_heads
@@ -11,19 +10,13 @@ from annotator.grounding.lvlm import LvlmEngine
 from annotator.grounding.planted import PLANTED_HEADS, PLANTED_MODEL_DIR
 from annotator.grounding.scenes import SceneConfig, box_iou, generate_scenes
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 DISCOVERY_SEED, DISCOVERY_SCENES = 1, 300
 HELD_OUT_SEED, HELD_OUT_SCENES, MIN_TARGET_CELLS = 2, 200, 9.0
 HELD_OUT_CONFIG = SceneConfig(aspect=(0.5, 2.0), target_width=(0.38, 0.75))
 LOCALIZERS = set(PLANTED_HEADS.localization)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The planted model is tiny: one torch thread beats two fighting over a shared CPU (restored afterwards)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

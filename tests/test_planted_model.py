@@ -24,16 +24,10 @@ from annotator.grounding.planted import (
 from annotator.grounding.scenes import PALETTE, SHAPE_WORDS, TEMPLATE_WORDS, SceneConfig, box_iou, generate_scene
 from annotator.paths import DEMO_DIR
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 LOCALIZERS = list(PLANTED_HEADS.localization)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The planted model is tiny: one torch thread beats two fighting over a shared CPU (restored afterwards)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

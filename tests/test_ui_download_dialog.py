@@ -341,31 +341,19 @@ def test_cancel_in_the_dialog_keeps_the_partial_shard_and_download_resumes_it_th
 ):
     """Through the real huggingface_hub code against the stand-in Hub on 127.0.0.1 serving the sharded planted
     model as the 7B preset (the Hub's listing API is not part of the stand-in: the plan is made from its files)."""
-    import json
     import threading
-
-    from huggingface_hub import constants
 
     from annotator.grounding import hub
     from annotator.ui.settings import AppSettings
-    from tests.fake_hub import COMMIT, FakeHub
-    from tests.network import allow_only_loopback
+    from tests.fake_hub import FakeHub, biggest_shard
 
     repo_id = "llava-hf/llava-1.5-7b-hf"
     served = FakeHub(repo_id, sharded_planted)
-    monkeypatch.setattr(constants, "ENDPOINT", served.endpoint)
-    monkeypatch.setattr(
-        constants, "HUGGINGFACE_CO_URL_TEMPLATE", served.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
-    )
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    served.serve_to_huggingface_hub(monkeypatch, tmp_path / "hub")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    allow_only_loopback(monkeypatch)
-    listing = {name: len(data) for name, data in served.files.items()}
-    weight_map = json.loads(served.files[hub.INDEX_FILE])["weight_map"]
-    plan = hub.plan_files(repo_id, listing, weight_map, 5, revision=COMMIT, ref="main")
+    plan = served.plan(5, ref="main")
     monkeypatch.setattr(hub, "plan_download", lambda repo, layer: plan)
-    shard = max((f for f in plan.files if f.name.endswith(".safetensors")), key=lambda f: f.size_bytes).name
+    shard = biggest_shard(plan)
     served.cuts[shard] = 1
     served.hold_cut = threading.Event()
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pytest
 
 SYSTEM_TEXT = (
     "You are a helpful language and vision assistant. You are able to understand the visual content that the user "
@@ -33,16 +32,6 @@ def _pieces(text: str) -> list[str]:
     normalized = SPACE_MARK + text.replace(" ", SPACE_MARK)
     return re.findall(f"{SPACE_MARK}?[^{SPACE_MARK}\\n]+|{SPACE_MARK}|\\n", normalized)
 
-
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """Run a module's tests on one torch thread: tiny models gain nothing from more, and the machine is shared."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_vocab() -> dict[str, int]:
