@@ -22,7 +22,6 @@ GB = 10**9
 SHARDS = ("model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors")
 
 
-
 @pytest.fixture
 def hf_cache(tmp_path, monkeypatch):
     """An empty Hugging Face cache and user cache under tmp_path, offline, with connections recorded."""
@@ -223,6 +222,19 @@ def test_a_disk_too_small_is_reported_before_any_byte_is_fetched(hf_cache, monke
         hub.download(plan)
     assert fetched == []
     assert not cache.exists()
+
+
+def test_the_disk_check_counts_the_bytes_already_in_a_partial_shard_as_downloaded(hf_cache, monkeypatch):
+    cache, _ = hf_cache
+    blobs = cache / "models--llava-hf--llava-1.5-7b-hf" / "blobs"
+    blobs.mkdir(parents=True)
+    with open(blobs / f"{'b' * 64}.part", "wb") as part:
+        part.truncate(2 * GB)  # sparse: counts 2 GB, takes no disk
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(hub.shutil, "disk_usage", lambda path: Usage(100 * GB, 99 * GB, 1 * GB))
+    plan = hub.plan_files("llava-hf/llava-1.5-7b-hf", REPO_7B, llava_7b_shaped_index(), truncate_after_layer=14)
+    with pytest.raises(ModelUnavailable, match=r"needs 7\.95 GB and 1\.00 GB are free"):
+        hub.download(plan)
 
 
 def test_the_app_loads_a_hub_id_from_its_truncated_download_offline(sharded_planted, hf_cache, tmp_path):

@@ -381,3 +381,52 @@ def test_cancel_in_the_dialog_keeps_the_partial_shard_and_download_resumes_it_th
     finally:
         served.hold_cut.set()
         served.close()
+
+
+def test_a_missing_sam_checkpoint_offers_its_download_beside_the_loaded_model(
+    qtbot, tmp_path, make_window, empty_caches
+):
+    from annotator.ui.settings import AppSettings
+
+    import shutil
+
+    model = shutil.copytree(PLANTED_MODEL_DIR, tmp_path / "llava")  # a real model here, not the demo
+    settings = AppSettings.at(tmp_path / "settings.ini")
+    settings.set_model_settings(ModelSettings(model=str(model), sam_type="vit_b"))
+    window = make_window(settings)
+    with qtbot.waitSignal(window.models_changed, timeout=MODEL_TIMEOUT_MS) as loaded:
+        window.start_models()
+    assert loaded.args[0] is not None and loaded.args[0].sam_type is None
+    assert window.download_dialog is None and "Download…" in window.message_bar.button_texts()
+    qtbot.mouseClick(window.message_bar.button("Download…"), Qt.LeftButton)
+    dialog = window.download_dialog
+    assert [dialog.table.topLevelItem(i).text(0) for i in range(dialog.table.topLevelItemCount())] == ["sam-vit_b"]
+
+
+def test_with_every_model_present_the_models_dialog_is_not_opened(qtbot, tmp_path, make_window, empty_caches):
+    from annotator.ui.settings import AppSettings
+
+    settings = AppSettings.at(tmp_path / "settings.ini")
+    settings.set_model_settings(ModelSettings(model=str(PLANTED_MODEL_DIR), sam_type="none"))
+    window = make_window(settings)
+    window.open_downloads()
+    assert window.download_dialog is None
+    assert window.statusBar().currentMessage() == "Every configured model is on this machine."
+
+
+def test_closing_the_window_cancels_a_running_download(qtbot, tmp_path, make_window, empty_caches):
+    from annotator.ui.settings import AppSettings
+
+    source = SteppedSource(3, tmp_path / "llava")
+    window = make_window(AppSettings.at(tmp_path / "settings.ini"))
+    window.start_models()
+    qtbot.waitUntil(lambda: window.download_dialog is not None, timeout=MODEL_TIMEOUT_MS)
+    dialog = window.download_dialog
+    dialog.items = [DownloadItem("llava-1.5-7b", "weights", 3 * CHUNK, "/cache", source.fetch)]
+    dialog.start_download()
+    source.step()
+    qtbot.waitUntil(lambda: source.reported == [CHUNK], timeout=TIMEOUT_MS)
+    window.close()
+    source.step()
+    qtbot.waitUntil(lambda: source.stopped_by is not None, timeout=TIMEOUT_MS)
+    assert not dialog.isVisible() and dialog.choice is None
