@@ -19,3 +19,7 @@ class CocoFormatError(AnnotatorError):
 
 class ProjectStoreError(AnnotatorError):
     """The project store cannot be opened or written (locked, corrupt, newer schema)."""
+
+
+class ExportError(AnnotatorError):
+    """An export cannot be written (full disk, unwritable or wrong destination); nothing in the store is lost."""
