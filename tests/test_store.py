@@ -402,3 +402,28 @@ def test_a_writer_killed_mid_way_loses_no_committed_annotation(store, folder):
         assert set(committed) <= stored
         assert reopened.integrity_check() == "ok"
         assert reopened.images()[0].n_accepted == len(stored)
+
+
+def test_a_transaction_commits_its_calls_together_or_not_at_all(store):
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.add_category("cat", undoable=False)
+            store.add_category("dog", undoable=False)
+            raise RuntimeError("the import failed half-way")
+    assert store.categories() == []
+    with store.transaction():
+        store.add_category("cat", undoable=False)
+        with pytest.raises(ValueError):
+            store.add_category("cat", undoable=False)
+        store.add_category("dog", undoable=False)
+    assert [c.name for c in store.categories()] == ["cat", "dog"]
+
+
+def test_a_failed_call_inside_a_transaction_undoes_only_its_own_rows(store):
+    image = store.images()[0]
+    cat = store.add_category("cat", undoable=False)
+    with store.transaction():
+        store.add_annotation(image.id, cat.id, (1, 1, 5, 5))
+        with pytest.raises(ProjectStoreError):
+            store._mutate("bad", [{"op": "insert", "table": "categories", "rows": [{"name": "cat"}]}])
+    assert len(store.annotations()) == 1

@@ -273,6 +273,7 @@ class ProjectStore:
         self._image_root = image_root
         self._max_pixels = max_pixels
         self._session = uuid.uuid4().hex
+        self._savepoints = 0
 
     # ----- opening ---------------------------------------------------------------------------------------------
 
@@ -383,17 +384,37 @@ class ProjectStore:
     # ----- transactions and history ----------------------------------------------------------------------------
 
     @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group several mutating calls into one all-or-nothing transaction (for imports and bulk changes).
+
+        Inside it, each call still runs in a savepoint of its own, so a call that fails (a ValueError for one bad
+        entry, say) leaves the others; an exception that leaves the block rolls everything back. Nestable.
+        """
+        with self._transaction():
+            yield
+
+    @contextmanager
     def _transaction(self) -> Iterator[None]:
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as err:
-            reason = _sqlite_reason(err)
-            raise ProjectStoreError(f"project store {self._path} is busy or unwritable: {reason}") from None
+        """One `BEGIN IMMEDIATE ... COMMIT`; inside an open transaction, a savepoint that fails on its own."""
+        nested = self._db.in_transaction
+        if nested:
+            self._savepoints += 1
+            savepoint = f"step{self._savepoints}"
+            self._db.execute(f"SAVEPOINT {savepoint}")
+        else:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as err:
+                reason = _sqlite_reason(err)
+                raise ProjectStoreError(f"project store {self._path} is busy or unwritable: {reason}") from None
         try:
             yield
-            self._db.execute("COMMIT")
+            self._db.execute(f"RELEASE {savepoint}" if nested else "COMMIT")
         except BaseException as err:
-            if self._db.in_transaction:
+            if nested:
+                self._db.execute(f"ROLLBACK TO {savepoint}")
+                self._db.execute(f"RELEASE {savepoint}")
+            elif self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             if isinstance(err, (sqlite3.OperationalError, sqlite3.IntegrityError)):
                 raise ProjectStoreError(f"project store {self._path}: {_sqlite_reason(err)}") from None
