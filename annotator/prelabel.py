@@ -30,7 +30,7 @@ import numpy as np
 from annotator.errors import CocoFormatError, ImageLoadError, ProjectStoreError
 from annotator.jsonl import is_jsonl, read_jsonl
 from annotator.project.geometry import Rle
-from annotator.project.images import IMAGE_SUFFIXES, load_image
+from annotator.project.images import IMAGE_SUFFIXES, is_unsupported_image, load_image
 from annotator.project.store import NewAnnotation, ProjectStore
 
 MaskKind = Literal["sam", "coarse"]
@@ -382,6 +382,7 @@ class Prelabeller:
 
 
 def _meant_as_image(path: Path) -> bool:
-    """A skipped folder entry worth reporting: one with an image suffix, or one that is not a plain file
-    (broken link, unreadable folder). Other files (a README, the ground truth) are simply not images."""
-    return path.suffix.lower() in IMAGE_SUFFIXES or not path.is_file()
+    """A skipped folder entry worth reporting: one with an image suffix (ours or another image type Pillow
+    knows), or one that is not a plain file (broken link, symlink loop, unreadable folder, a name that is not
+    UTF-8). Other files (a README, the ground truth) are simply not images."""
+    return path.suffix.lower() in IMAGE_SUFFIXES or is_unsupported_image(path.name) or not path.is_file()

@@ -4,7 +4,9 @@
   its byte size; no file is opened). Images are files whose suffix is one of `IMAGE_SUFFIXES` (any case), listed
   as '/'-separated paths relative to `root` in natural sort order ("img2" before "img10"). Hidden files and
   folders (name starting with ".") are ignored; the project store lives in one. Zero-byte files, files of other
-  types, broken symlinks and symlinks that lead out of `root` are listed in `skipped` with the reason; symlinks
+  types, broken symlinks, symlink loops, symlinks that lead out of `root` and names that are not valid UTF-8
+  (COCO file names are UTF-8 text) are listed in `skipped` with the reason (a non-UTF-8 byte shown as `\xe9`);
+  image types Pillow knows but the project does not list say so (`is_unsupported_image`); symlinks
   that stay inside `root` are followed, after every real folder, into folders not listed yet (so a folder
   reached both directly and through a link is listed once, under its real path, and cycles end). Whether a
   listed file really is a readable image is found out lazily by `image_size` / `load_image`.
@@ -18,7 +20,9 @@
 
 Every failure (missing, not an image, truncated, corrupt, over `max_pixels`) raises `ImageLoadError` naming the
 file and the reason. The pixel limit is checked from the header before any decoding; Pillow's own
-decompression-bomb warning is replaced by that check. Pillow refuses outright images above twice its
+decompression-bomb warning is replaced by that check: it is filtered by a filter added once (not by
+`warnings.catch_warnings` per call, which makes Python show every once-only warning of the process again, and is
+not thread-safe). Pillow refuses outright images above twice its
 `Image.MAX_IMAGE_PIXELS` (about 179 Mpx) even for header reads, so `max_pixels` above that has no effect.
 
 Training pipelines that read the exported COCO files must apply the EXIF orientation too (Pillow's
@@ -28,6 +32,8 @@ height and coordinates are in the oriented frame.
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import os
 import re
@@ -40,7 +46,7 @@ from PIL import Image, UnidentifiedImageError
 
 from annotator.errors import ImageLoadError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 DEFAULT_MAX_PIXELS = 100_000_000
 """Images with more pixels than this (width x height) are refused before decoding (about 300 MB as RGB)."""
 
@@ -58,7 +64,9 @@ _TRANSPOSE_FOR_ORIENTATION = {
 }
 _SWAPS_AXES = frozenset({5, 6, 7, 8})
 _WHITE = (255, 255, 255)
+_SYMLINK_LOOP = "symlink loop (following the link never reaches a file)"
 _DIGIT_RUNS = re.compile(r"(\d+)")
+_BOMB_WARNING_FILTER = ("ignore", None, Image.DecompressionBombWarning, None, 0)
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,8 @@ def scan_folder(root: str | os.PathLike) -> ScanResult:
     root_path = Path(root)
     try:
         real_root = root_path.resolve(strict=True)
+    except RuntimeError:
+        raise ImageLoadError(f"cannot open image folder {root_path}: {_SYMLINK_LOOP}") from None
     except OSError as err:
         raise ImageLoadError(f"cannot open image folder {root_path}: {err.strerror or err}") from None
     if not real_root.is_dir():
@@ -116,11 +126,12 @@ def scan_folder(root: str | os.PathLike) -> ScanResult:
             relative = prefix + entry.name
             reason = _entry_problem(entry, real_root)
             if reason is not None:
-                skipped.append(SkippedFile(relative, reason))
+                skipped.append(SkippedFile(printable_path(relative), reason))
             elif entry.is_dir():
                 (linked if entry.is_symlink() else pending).append((Path(entry.path), relative + "/"))
             elif (suffix := os.path.splitext(entry.name)[1]).lower() not in IMAGE_SUFFIXES:
-                skipped.append(SkippedFile(relative, f"not an image type ({suffix or 'no suffix'})"))
+                kind = "image type not supported" if is_unsupported_image(entry.name) else "not an image type"
+                skipped.append(SkippedFile(relative, f"{kind} ({suffix or 'no suffix'})"))
             elif entry.stat().st_size == 0:
                 skipped.append(SkippedFile(relative, "empty file (0 bytes)"))
             else:
@@ -131,18 +142,40 @@ def scan_folder(root: str | os.PathLike) -> ScanResult:
 
 
 def _entry_problem(entry: os.DirEntry, real_root: Path) -> str | None:
-    """Why a directory entry cannot be listed (a symlink out of the root, broken, unreadable), or None."""
+    """Why a directory entry cannot be listed (a name that is not UTF-8, a symlink out of the root or in a loop,
+    broken, unreadable), or None."""
+    if printable_path(entry.name) != entry.name:
+        return "file name is not valid UTF-8; rename it (COCO and the project store keep names as UTF-8 text)"
     try:
         if entry.is_symlink():
             target = Path(entry.path).resolve(strict=True)
             if not target.is_relative_to(real_root):
                 return "symlink leads out of the image folder"
         entry.stat()
+        if not (entry.is_dir() or entry.is_file()):
+            return "not a regular file"
+    except RuntimeError:  # Python 3.11's resolve(strict=True) on a symlink loop
+        return _SYMLINK_LOOP
     except OSError as err:
-        return f"cannot be read: {err.strerror or err}"
-    if not (entry.is_dir() or entry.is_file()):
-        return "not a regular file"
+        return _SYMLINK_LOOP if err.errno == errno.ELOOP else f"cannot be read: {err.strerror or err}"
     return None
+
+
+def printable_path(name: str) -> str:
+    """A file name as text: the bytes that are not UTF-8 (kept by Python as lone surrogates) shown as `\\xe9`."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def is_unsupported_image(name: str) -> bool:
+    """Whether `name` has the suffix of an image type that Pillow reads but the project does not list (.ico, .psd,
+    .jp2...): such files are reported, where other files (a README, the ground truth) are simply not images."""
+    suffix = os.path.splitext(name)[1].lower()
+    return suffix not in IMAGE_SUFFIXES and suffix in _pillow_suffixes()
+
+
+@functools.cache
+def _pillow_suffixes() -> frozenset[str]:
+    return frozenset(suffix for suffix, kind in Image.registered_extensions().items() if kind in Image.OPEN)
 
 
 def image_size(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
@@ -190,10 +223,10 @@ def content_fingerprint(path: str | os.PathLike) -> str:
 
 def _open(path: Path, max_pixels: int) -> Image.Image:
     """Open the header (no decoding) and refuse images over `max_pixels` with a clear message."""
+    if _BOMB_WARNING_FILTER not in warnings.filters:
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+        image = Image.open(path)
     except FileNotFoundError:
         raise ImageLoadError(f"image file {path} does not exist") from None
     except Image.DecompressionBombError as err:

@@ -74,6 +74,7 @@ from annotator.project.images import (
     SkippedFile,
     content_fingerprint,
     image_size,
+    printable_path,
     scan_folder,
 )
 
@@ -303,10 +304,13 @@ class ProjectStore:
             db.execute(f"PRAGMA synchronous={synchronous}")
             db.execute("PRAGMA foreign_keys=ON")
             store = cls(db, path, Path(), max_pixels)
+            store._check_pages()
             store._migrate()
             store._image_root = store._settle_image_root(image_root)
         except sqlite3.Error as err:
             db.close()
+            if _is_damage(err):
+                raise ProjectStoreError(damaged_store_message(path, str(err))) from None
             raise ProjectStoreError(f"cannot open project store {path}: {_sqlite_reason(err)}") from None
         except ProjectStoreError:
             db.close()
@@ -344,6 +348,13 @@ class ProjectStore:
     def max_pixels(self) -> int:
         """Pixel limit for reading images of this project (see `images.load_image`)."""
         return self._max_pixels
+
+    def _check_pages(self) -> None:
+        """`PRAGMA quick_check` (every page and row readable; cheap: see benchmarks/store_scale.py); a damaged file
+        is refused with what to do, and never written to."""
+        problems = [row[0] for row in self._db.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            raise ProjectStoreError(damaged_store_message(self._path, "; ".join(problems)))
 
     def _migrate(self) -> None:
         """Check the schema version; take the write lock only when a migration is due."""
@@ -416,6 +427,8 @@ class ProjectStore:
                 self._db.execute(f"RELEASE {savepoint}")
             elif self._db.in_transaction:
                 self._db.execute("ROLLBACK")
+            if _is_damage(err):
+                raise ProjectStoreError(damaged_store_message(self._path, str(err))) from None
             if isinstance(err, (sqlite3.OperationalError, sqlite3.IntegrityError)):
                 raise ProjectStoreError(f"project store {self._path}: {_sqlite_reason(err)}") from None
             raise
@@ -594,7 +607,12 @@ class ProjectStore:
             except ProjectStoreError as err:
                 refused.append(SkippedFile(relative, str(err)))
                 continue
-            if absolute.suffix.lower() not in IMAGE_SUFFIXES or not absolute.is_file():
+            try:
+                is_image_file = absolute.suffix.lower() in IMAGE_SUFFIXES and absolute.is_file()
+            except OSError as err:
+                refused.append(SkippedFile(relative, f"image path {relative[:200]!r}: {err.strerror or err}"))
+                continue
+            if not is_image_file:
                 refused.append(SkippedFile(relative, f"no image file {relative} under {self._image_root}"))
                 continue
             accepted.append(relative)
@@ -612,12 +630,18 @@ class ProjectStore:
 
     def resolve_image_path(self, relative_path: str) -> Path:
         """The absolute path of an image path relative to the root; ProjectStoreError if it leads outside."""
+        if "\0" in relative_path or printable_path(relative_path) != relative_path:
+            raise ProjectStoreError(f"image path {printable_path(relative_path)[:200]!r} is not a usable file name")
         candidate = Path(relative_path)
         windows = PureWindowsPath(relative_path)
         if candidate.is_absolute() or windows.anchor or ".." in candidate.parts or ".." in windows.parts:
             raise ProjectStoreError(f"image path {relative_path!r} is not inside the image folder")
         absolute = self._image_root / candidate
-        if not absolute.resolve().is_relative_to(self._image_root.resolve()):
+        try:
+            inside = absolute.resolve().is_relative_to(self._image_root.resolve())
+        except RuntimeError:  # Python 3.11's resolve() on a symlink loop
+            raise ProjectStoreError(f"image path {relative_path!r} is a symlink loop") from None
+        if not inside:
             raise ProjectStoreError(f"image path {relative_path!r} leads out of the image folder {self._image_root}")
         return absolute
 
@@ -1000,6 +1024,21 @@ def _annotation(row: tuple) -> Annotation:
         updated_at=values["updated_at"],
         extra=MappingProxyType(json.loads(values["extra"])),
     )
+
+
+def damaged_store_message(path: Path, detail: str) -> str:
+    """What to tell the annotator about a store file SQLite finds damaged: what, where, and how to go on."""
+    return (
+        f"project store {path} is damaged (SQLite: {' '.join(detail.split())}); it was left as it is. It is a plain "
+        f"SQLite file: recover what is readable with the sqlite3 tool (`sqlite3 {path} .recover | sqlite3 "
+        f"recovered.sqlite`, then put recovered.sqlite in its place), or move it aside and open the folder again "
+        f"to start a new store"
+    )
+
+
+def _is_damage(err: BaseException) -> bool:
+    """SQLite's plain DatabaseError: a malformed file or "file is not a database" (not a lock or a misuse)."""
+    return type(err) is sqlite3.DatabaseError
 
 
 def _sqlite_reason(err: sqlite3.Error) -> str:
