@@ -72,6 +72,12 @@ def _non_negative_int(text: str) -> int:
     return _whole_number(text, 0)
 
 
+def _name(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a name, got an empty one")
+    return text.strip()
+
+
 def _device(text: str) -> str:
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
         raise argparse.ArgumentTypeError(f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps")
@@ -238,7 +244,7 @@ def build_prelabel_parser() -> argparse.ArgumentParser:
         "--heads", type=_existing_file, metavar="FILE", help="heads file (default: the known heads of --model)"
     )
     parser.add_argument(
-        "--category", default="object", metavar="NAME", help="category of the proposals (default: object)"
+        "--category", type=_name, default="object", metavar="NAME", help="category of the proposals (default: object)"
     )
     parser.add_argument(
         "--masks",
@@ -536,52 +542,64 @@ def _run_prelabel(args: argparse.Namespace) -> int:
 
     plan = expression_plan(args.expression, args.expressions)
     _check_model_reference(args.model)
-    device, dtype = _device_and_dtype(args.device, args.dtype)
     heads_file = _heads_file(args.heads, args.model)
-    from tqdm import tqdm
+    with _prelabel_store(args, plan) as (store, work, out):
+        device, dtype = _device_and_dtype(args.device, args.dtype)
+        from tqdm import tqdm
 
-    from annotator.grounding.loading import load_grounder
-    from annotator.grounding.proposer import Proposer
+        from annotator.grounding.loading import load_grounder
+        from annotator.grounding.proposer import Proposer
+        from annotator.prelabel import Prelabeller
+        from annotator.project.coco import export_coco
+
+        segmenter = None
+        if args.masks == "sam":
+            from annotator.grounding.segment import Segmenter
+
+            segmenter = Segmenter.load(args.sam_type, args.sam_checkpoint, device)
+        grounder = load_grounder(
+            args.model,
+            heads_file.heads,
+            device=device,
+            dtype=dtype,
+            load_in_4bit=args.load_in_4bit,
+            fetch=True,
+            progress=_byte_progress(),
+        )
+        with closing(Proposer(grounder, segmenter)) as proposer:
+            prelabeller = Prelabeller(
+                proposer,
+                store,
+                category=args.category,
+                masks=args.masks,
+                all_instances=args.all_instances,
+                prefetch_depth=args.prefetch,
+                model_id=args.model,
+            )
+            stop = threading.Event()
+            with _progress_bar(tqdm) as bar, _stop_on_interrupt(stop, args.prog):
+                report = prelabeller.run(plan, stop=stop, progress=bar, work=work)
+        exported = export_coco(store, out, statuses=("pending", "accepted"))
+    return _prelabel_summary(args.prog, report, exported, out)
+
+
+@contextmanager
+def _prelabel_store(args: argparse.Namespace, plan):
+    """The checks a prelabel run makes before any model loads (a 7B load takes minutes): the project store opens
+    and is sound, the folder has images to ask, the export can be written. Yields (store, pending work, out)."""
     from annotator.paths import EXPORTS_DIR
-    from annotator.prelabel import Prelabeller
-    from annotator.project.coco import export_coco
+    from annotator.prelabel import find_pending_work, require_images
     from annotator.project.store import ProjectStore
 
     out = args.out or EXPORTS_DIR / f"{args.folder.resolve().name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    segmenter = None
-    if args.masks == "sam":
-        from annotator.grounding.segment import Segmenter
-
-        segmenter = Segmenter.load(args.sam_type, args.sam_checkpoint, device)
-    grounder = load_grounder(
-        args.model,
-        heads_file.heads,
-        device=device,
-        dtype=dtype,
-        load_in_4bit=args.load_in_4bit,
-        fetch=True,
-        progress=_byte_progress(),
-    )
-    proposer = Proposer(grounder, segmenter)
     store = (
         ProjectStore.open(args.store, image_root=args.folder) if args.store else ProjectStore.for_folder(args.folder)
     )
-    with store, closing(proposer):
-        prelabeller = Prelabeller(
-            proposer,
-            store,
-            category=args.category,
-            masks=args.masks,
-            all_instances=args.all_instances,
-            prefetch_depth=args.prefetch,
-            model_id=args.model,
-        )
-        stop = threading.Event()
-        with _progress_bar(tqdm) as bar, _stop_on_interrupt(stop, args.prog):
-            report = prelabeller.run(plan, stop=stop, progress=bar)
-        exported = export_coco(store, out, statuses=("pending", "accepted"))
-    return _prelabel_summary(args.prog, report, exported, out)
+    with store:
+        work = find_pending_work(store, plan)
+        require_images(work, args.folder)
+        yield store, work, out
 
 
 def _run_prelabel_on_ray(args: argparse.Namespace) -> int:
@@ -594,33 +612,24 @@ def _run_prelabel_on_ray(args: argparse.Namespace) -> int:
     plan = expression_plan(args.expression, args.expressions)
     _check_model_reference(args.model)
     heads_file = _heads_file(args.heads, args.model)
-    from tqdm import tqdm
+    with _prelabel_store(args, plan) as (store, work, out):
+        from tqdm import tqdm
 
-    from annotator.paths import EXPORTS_DIR
-    from annotator.project.coco import export_coco
-    from annotator.project.store import ProjectStore
+        from annotator.project.coco import export_coco
 
-    out = args.out or EXPORTS_DIR / f"{args.folder.resolve().name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shards_dir = args.ray_shards or out.with_suffix(".shards")
-    spec = ProposerSpec(
-        model=args.model,
-        heads=tuple((int(layer), int(head)) for layer, head in heads_file.heads),
-        device=None if args.device == "auto" else args.device,
-        dtype=None if args.dtype == "auto" else args.dtype,
-        load_in_4bit=args.load_in_4bit,
-        masks=args.masks,
-        sam_type=args.sam_type,
-        sam_checkpoint=None if args.sam_checkpoint is None else str(args.sam_checkpoint.resolve()),
-    )
-    started = connect(None if args.ray == "local" else args.ray)
-    try:
-        store = (
-            ProjectStore.open(args.store, image_root=args.folder)
-            if args.store
-            else ProjectStore.for_folder(args.folder)
+        shards_dir = args.ray_shards or out.with_suffix(".shards")
+        spec = ProposerSpec(
+            model=args.model,
+            heads=tuple((int(layer), int(head)) for layer, head in heads_file.heads),
+            device=None if args.device == "auto" else args.device,
+            dtype=None if args.dtype == "auto" else args.dtype,
+            load_in_4bit=args.load_in_4bit,
+            masks=args.masks,
+            sam_type=args.sam_type,
+            sam_checkpoint=None if args.sam_checkpoint is None else str(args.sam_checkpoint.resolve()),
         )
-        with store:
+        started = connect(None if args.ray == "local" else args.ray)
+        try:
             prelabeller = RayPrelabeller(
                 spec,
                 store,
@@ -632,13 +641,13 @@ def _run_prelabel_on_ray(args: argparse.Namespace) -> int:
             )
             stop = threading.Event()
             with _progress_bar(tqdm) as bar, _stop_on_interrupt(stop, args.prog):
-                report = prelabeller.run(plan, stop=stop, progress=bar)
+                report = prelabeller.run(plan, stop=stop, progress=bar, work=work)
             exported = export_coco(store, out, statuses=("pending", "accepted"))
-    finally:
-        if started:
-            import ray
+        finally:
+            if started:
+                import ray
 
-            ray.shutdown()
+                ray.shutdown()
     pool = "no actors needed" if report.actors is None else f"{report.actors.actors} actor(s)"
     shards = (
         f"shards in {shards_dir}: {report.shards_written} computed now ({pool}), "

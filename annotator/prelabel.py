@@ -166,6 +166,19 @@ class PendingWork:
     skipped: tuple[str, ...]
 
 
+def require_images(work: PendingWork, folder: Path) -> None:
+    """`ImageLoadError` when a run would label nothing because the folder has no image to ask (none at all, or every
+    one skipped); a folder whose images are all done already is fine (the run resumes and only exports)."""
+    if work.todo or work.already_done:
+        return
+    supported = ", ".join(sorted(IMAGE_SUFFIXES))
+    if not work.skipped:
+        raise ImageLoadError(f"no images to label in {folder}: it holds no image files ({supported})")
+    raise ImageLoadError(
+        f"no images to label in {folder}: {len(work.skipped)} file(s) skipped, for example {work.skipped[0]}"
+    )
+
+
 def find_pending_work(store: ProjectStore, plan: ExpressionPlan) -> PendingWork:
     """Sync the store with its folder and list, per image, the planned expressions the store does not hold yet."""
     scan = store.sync_folder()
@@ -319,14 +332,16 @@ class Prelabeller:
         *,
         stop: threading.Event | None = None,
         progress: Callable[[int, int, int], Any] | None = None,
+        work: PendingWork | None = None,
     ) -> PrelabelReport:
         """Propose for every image still missing an expression. `stop` set: finish the current image and return.
 
-        `progress(done, already_done, total)` is called once before the first image and after each image.
+        `progress(done, already_done, total)` is called once before the first image and after each image. `work`:
+        what `find_pending_work` found before the run (the CLI checks it before a model loads); found here if None.
         """
         start = perf_counter()
         stop = stop or threading.Event()
-        work = find_pending_work(self.store, plan)
+        work = work if work is not None else find_pending_work(self.store, plan)
         todo, already_done, skipped = work.todo, work.already_done, list(work.skipped)
         total = len(todo) + already_done
         if progress is not None:

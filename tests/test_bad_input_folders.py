@@ -153,3 +153,98 @@ def test_loading_images_does_not_make_once_only_warnings_show_again(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("past_key_values as a tuple is deprecated") == 1
+
+
+# ----- the CLI: `annotator prelabel` -------------------------------------------------------------------------------
+
+
+def prelabel(folder: Path, *extra: str) -> list[str]:
+    from annotator.grounding.planted import PLANTED_MODEL_DIR
+
+    return [
+        "prelabel", str(folder), "--expression", "the red one", "--model", str(PLANTED_MODEL_DIR),
+        "--device", "cpu", "--prefetch", "0", *extra,
+    ]  # fmt: skip
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fails the test if a prelabel run gets as far as loading the model."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the problem was found")
+
+    monkeypatch.setattr("annotator.grounding.loading.load_grounder", refuse)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_prelabel_labels_the_good_image_and_lists_each_symlink_loop_with_its_reason(looped, tmp_path, capsys):
+    from annotator.cli import main
+
+    code = main(prelabel(looped, "--out", str(tmp_path / "out.json")))
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "1 image(s) labelled now" in out
+    for name in ("a.png", "b.png", "self.png", "loop"):
+        assert f"  {name}: symlink loop" in out
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_prelabel_labels_the_rest_and_names_the_file_whose_name_is_not_utf8(not_utf8, tmp_path, capsys):
+    from annotator.cli import main
+
+    code = main(prelabel(not_utf8, "--out", str(tmp_path / "out.json")))
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "1 image(s) labelled now" in out
+    assert "caf\\xe9.png: file name is not valid UTF-8" in out
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_prelabel_reports_an_image_type_it_does_not_read(tmp_path, capsys):
+    from annotator.cli import main
+
+    folder = tmp_path / "photos"
+    write_png(folder / "a.png")
+    Image.new("RGB", (16, 16)).save(folder / "icon.ico")
+    assert main(prelabel(folder, "--out", str(tmp_path / "out.json"))) == 0
+    assert "icon.ico: image type not supported (.ico)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content", ["nothing", "no images"])
+def test_prelabel_on_a_folder_without_images_says_so_before_the_model_loads(tmp_path, capsys, no_model_load, content):
+    from annotator.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    if content == "no images":
+        (folder / "README.txt").write_text("labels elsewhere")
+    out = tmp_path / "out.json"
+    code = main(prelabel(folder, "--out", str(out)))
+    assert_one_line_error(code, capsys.readouterr().err, f"no images to label in {folder}", ".png")
+    assert not out.exists()
+
+
+def test_prelabel_on_a_damaged_store_says_what_to_do_before_the_model_loads(damaged_store, capsys, no_model_load):
+    from annotator.cli import main
+
+    folder, path, damaged = damaged_store
+    code = main(prelabel(folder))
+    assert_one_line_error(code, capsys.readouterr().err, f"project store {path} is damaged", ".recover")
+    assert path.read_bytes() == damaged
+
+
+def test_prelabel_with_an_empty_category_is_refused_before_anything_runs(tmp_path, capsys, no_model_load):
+    from annotator.cli import main
+
+    write_png(tmp_path / "a.png")
+    code = main(prelabel(tmp_path, "--category", " "))
+    assert_one_line_error(code, capsys.readouterr().err, "--category", "empty")
+    assert not (tmp_path / ".annotator").exists()

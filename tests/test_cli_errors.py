@@ -5,8 +5,10 @@ import subprocess
 import sys
 import time
 import types
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from annotator.cli import main
 
@@ -15,6 +17,10 @@ PYTHON = sys.executable
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([PYTHON, "-m", "annotator.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def write_image(path: Path) -> None:
+    Image.new("RGB", (16, 12), (200, 30, 30)).save(path)
 
 
 def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
@@ -62,6 +68,7 @@ def test_a_model_folder_that_does_not_exist_exits_2_naming_it(tmp_path, capsys):
 def test_prelabel_4bit_on_a_cpu_exits_2_saying_it_needs_a_cuda_gpu(tmp_path, capsys):
     from annotator.grounding.planted import PLANTED_MODEL_DIR
 
+    write_image(tmp_path / "a.png")
     args = ["prelabel", str(tmp_path), "--expression", "the red one", "--model", str(PLANTED_MODEL_DIR)]
     code = main([*args, "--device", "cpu", "--4bit"])
     assert_one_line_error(code, capsys.readouterr().err, "4-bit loading of", "needs a CUDA GPU")
@@ -72,6 +79,7 @@ def test_prelabel_with_a_preset_not_downloaded_offline_says_how_to_download_it(t
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    write_image(tmp_path / "a.png")
     code = main(["prelabel", str(tmp_path), "--expression", "the cat", "--model", "llava-1.5-13b", "--device", "cpu"])
     assert_one_line_error(
         code, capsys.readouterr().err, "llava-hf/llava-1.5-13b-hf is not downloaded", "models download llava-1.5-13b"

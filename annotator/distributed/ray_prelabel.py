@@ -46,7 +46,7 @@ from annotator.distributed.shards import (
     write_shard,
 )
 from annotator.errors import AnnotatorError, ModelUnavailable
-from annotator.prelabel import ExpressionPlan, ImageLabeller, ImageLoader, MaskKind, find_pending_work
+from annotator.prelabel import ExpressionPlan, ImageLabeller, ImageLoader, MaskKind, PendingWork, find_pending_work
 from annotator.project.store import ProjectStore
 
 INSTALL_HINT = "pip install 'annotator[ray]' (or: pip install 'ray[data]')"
@@ -300,14 +300,16 @@ class RayPrelabeller:
         *,
         stop: threading.Event | None = None,
         progress: Callable[[int, int, int], Any] | None = None,
+        work: PendingWork | None = None,
     ) -> RayPrelabelReport:
         """Label every image still missing an expression. `stop` set: keep the shards merged so far and return.
 
-        `progress(done, already_done, total)` is called once at the start and after each merged shard.
+        `progress(done, already_done, total)` is called once at the start and after each merged shard. `work`: what
+        `find_pending_work` found before the run; found here if None.
         """
         start = perf_counter()
         stop = stop or threading.Event()
-        work = find_pending_work(self.store, plan)
+        work = work if work is not None else find_pending_work(self.store, plan)
         shards = plan_shards(work.todo, self.shard_size, self.settings())
         total = len(work.todo) + work.already_done
         self.shards_dir.mkdir(parents=True, exist_ok=True)
