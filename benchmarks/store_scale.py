@@ -7,7 +7,8 @@ sync + `images()`), the listing of a reopened store, `images()` alone, and the f
 (`fill_image_info`: EXIF size and content fingerprint of every image). Then
 `--annotations` accepted annotations (a small mask each, one per image) are committed one call at a time with
 `synchronous=FULL` (the default) and, on a copy of the store, `NORMAL`: per-commit latency percentiles (100
-pending warm-up commits first, not counted). Then `export_coco` (polygons and RLE) and `import_coco` of each
+pending warm-up commits first, not counted), and opening that store with its page check (`PRAGMA quick_check`,
+which every open runs). Then `export_coco` (polygons and RLE) and `import_coco` of each
 file into a fresh store (which registers and reads the 10,000 images it names).
 
 Run: .venv/bin/python benchmarks/store_scale.py [--images N] [--annotations M] [--repeats R] [--work DIR]
@@ -25,6 +26,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import cv2
@@ -207,6 +209,17 @@ def main() -> None:
         )  # fmt: skip
     normal_path.unlink()
     rows.append((f"store size with {args.annotations:,} annotations", f"{store_bytes(main_path) / 1e6:.1f} MB"))
+
+    def page_check() -> None:
+        with closing(sqlite3.connect(main_path)) as db:
+            assert db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+
+    check_s = statistics.median(timed(page_check, args.repeats))
+    reopen_main_s = statistics.median(timed(lambda: ProjectStore.open(main_path).close(), args.repeats))
+    rows.append(
+        (f"opening this store (ProjectStore.open), of which the page check PRAGMA quick_check",
+         f"{reopen_main_s * 1e3:.0f} ms, of which {check_s * 1e3:.0f} ms")
+    )  # fmt: skip
 
     with ProjectStore.open(main_path) as store:
         for kind in ("polygon", "rle"):
