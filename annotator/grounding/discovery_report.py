@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from annotator.grounding.heads import HeadSelection, HeadsFile, elbow_index
+from annotator.grounding.heads import HeadSelection, HeadsFile, elbow_index, head_label
 from annotator.project.atomic_file import atomic_text_file
 
 _CHOSEN = "#d62728"
@@ -27,11 +27,6 @@ _OTHER = "#1f77b4"
 _DPI = 120
 _NUMBER_LIST = re.compile(r"\[\s*([-+0-9.eE,\s]+?)\s*\]")
 """A JSON list of numbers only; written on one line so the heads file stays readable."""
-
-
-def head_label(head: tuple[int, int]) -> str:
-    """A head as the paper names it: 'L14 H24' (0-based layer and head)."""
-    return f"L{head[0]} H{head[1]}"
 
 
 def ranked_heads(selection: HeadSelection) -> list[tuple[tuple[int, int], float]]:

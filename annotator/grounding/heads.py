@@ -269,28 +269,28 @@ class HeadsFile:
         return data
 
     @classmethod
-    def from_json(cls, data: dict, where: str = "heads file") -> "HeadsFile":
-        try:
-            if data.get("indexing", "0-based") != "0-based":
-                raise ValueError(f"indexing {data['indexing']!r} (only 0-based is read)")
-            heads = [(int(l), int(h)) for l, h in data["heads"]]
-            if not heads:
-                raise ValueError("no heads listed")
-            votes = {(int(l), int(h)): int(n) for l, h, n in data.get("votes", [])}
-            return cls(
-                model=str(data["model"]),
-                heads=heads,
-                source=str(data.get("source", "")),
-                aliases=tuple(data.get("aliases", ())),
-                tau=None if data.get("tau") is None else float(data["tau"]),
-                votes=votes,
-                num_samples=data.get("num_samples"),
-                num_layers=data.get("num_layers"),
-                num_heads=data.get("num_heads"),
-                created=data.get("created"),
+    def from_json(cls, data: object, where: str = "heads file") -> "HeadsFile":
+        """A heads file from its parsed JSON; `ValueError` naming `where` and the key that is missing or wrong."""
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"{where}: not a valid heads file: expected a JSON object with 'model' and 'heads', "
+                f"got {_json_type(data)}"
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{where}: not a valid heads file ({exc})") from exc
+        problem = _heads_file_problem(data)
+        if problem is not None:
+            raise ValueError(f"{where}: not a valid heads file: {problem}")
+        return cls(
+            model=data["model"],
+            heads=[(layer, head) for layer, head in data["heads"]],
+            source=str(data.get("source", "")),
+            aliases=tuple(data.get("aliases", ())),
+            tau=None if data.get("tau") is None else float(data["tau"]),
+            votes={(layer, head): count for layer, head, count in data.get("votes", [])},
+            num_samples=data.get("num_samples"),
+            num_layers=data.get("num_layers"),
+            num_heads=data.get("num_heads"),
+            created=data.get("created"),
+        )
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -303,6 +303,8 @@ class HeadsFile:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: cannot read heads file: not UTF-8 text ({exc.reason})") from exc
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: cannot read heads file ({exc})") from exc
         return cls.from_json(data, where=str(path))
@@ -312,6 +314,57 @@ class HeadsFile:
         wanted = _normalise_model_id(model_id)
         known = {_normalise_model_id(m) for m in (self.model, *self.aliases)}
         return wanted in known or Path(wanted).name in {Path(m).name for m in known}
+
+
+def head_label(head: Head) -> str:
+    """A head as the paper names it: 'L14 H24' (0-based layer and head)."""
+    return f"L{head[0]} H{head[1]}"
+
+
+def _is_count(value: object) -> bool:
+    """A JSON whole number >= 0 (not a bool, not 14.0)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def _heads_file_problem(data: dict) -> str | None:
+    """What is missing or wrong in a parsed heads file, or None."""
+    if data.get("indexing", "0-based") != "0-based":
+        return f"'indexing' is {data['indexing']!r} (only 0-based is read)"
+    if "model" not in data:
+        return "'model' is missing (the hub id or folder the heads belong to)"
+    if not isinstance(data["model"], str) or not data["model"].strip():
+        return f"'model' must be a non-empty string (the hub id or folder), got {_json_type(data['model'])}"
+    if "heads" not in data:
+        return "'heads' is missing (a list of [layer, head] pairs, 0-based)"
+    heads = data["heads"]
+    if not isinstance(heads, list) or not heads:
+        return "'heads' must be a non-empty list of [layer, head] pairs, 0-based"
+    for index, pair in enumerate(heads):
+        if not isinstance(pair, list) or len(pair) != 2 or not all(_is_count(v) for v in pair):
+            return (
+                f"'heads' entry {index} is {json.dumps(pair)[:60]}; each must be [layer, head], two non-negative "
+                "whole numbers (0-based)"
+            )
+    aliases = data.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        return "'aliases' must be a list of strings"
+    votes = data.get("votes", [])
+    if not isinstance(votes, list) or not all(
+        isinstance(v, list) and len(v) == 3 and all(_is_count(n) for n in v) for v in votes
+    ):
+        return "'votes' must be a list of [layer, head, votes] whole numbers"
+    tau = data.get("tau")
+    if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float))):
+        return f"'tau' must be a number, got {_json_type(tau)}"
+    for key in ("num_samples", "num_layers", "num_heads"):
+        if data.get(key) is not None and not _is_count(data[key]):
+            return f"'{key}' must be a whole number, got {json.dumps(data[key])}"
+    return None
 
 
 def _normalise_model_id(model_id: str) -> str:
