@@ -47,8 +47,9 @@ def hub_id_of(model: str) -> str | None:
 
 
 def missing_model_message(model: str, truncate_after_layer: int | None) -> str | None:
-    """Why `model` cannot be loaded from this machine's files, or None when it can (or `model` is a local folder,
-    checked when it loads). Never touches the network."""
+    """Why `model` cannot be loaded from this machine's files, or None when it can: a hub model not here, or a local
+    folder that is missing or not a model folder (its files' contents are checked when it loads). Never touches
+    the network."""
     try:
         model_folder(model, truncate_after_layer)
     except ModelUnavailable as exc:
@@ -69,11 +70,7 @@ def model_folder(
     repo_id = hub_id_of(model)
     if repo_id is None:
         folder = Path(model).expanduser()
-        if not folder.is_dir():
-            raise ModelUnavailable(
-                f"no LLaVA-1.5 folder at {folder}; give a folder saved with save_pretrained, a hub id such as "
-                f"llava-hf/llava-1.5-7b-hf, or a preset name from 'annotator models list'"
-            )
+        check_model_folder(folder)
         return str(folder)
     cached = hub.find_cached(repo_id, truncate_after_layer)
     if cached is not None:
@@ -82,6 +79,83 @@ def model_folder(
     if not fetch or constants.HF_HUB_OFFLINE:
         hub.require_cached(repo_id, truncate_after_layer, None if preset is None else preset.name)
     return str(hub.download(hub.plan_download(repo_id, truncate_after_layer), progress))
+
+
+_GIVE_A_MODEL = (
+    "give a folder saved with save_pretrained (the model and its processor), a hub id such as "
+    "llava-hf/llava-1.5-7b-hf, or a preset name from 'annotator models list'"
+)
+_PROCESSOR_CONFIGS = ("processor_config.json", "preprocessor_config.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+_WEIGHTS_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def check_model_folder(folder: str | Path) -> None:
+    """`ModelUnavailable` unless `folder` holds what `save_pretrained` writes: config.json, the processor's files
+    and the weights. Looks at file names only (a damaged file is found when it loads)."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise ModelUnavailable(f"no LLaVA-1.5 folder at {folder}; {_GIVE_A_MODEL}")
+    names = {path.name for path in folder.iterdir()}
+    if "config.json" not in names:
+        raise ModelUnavailable(f"{folder} is not a model folder (no config.json); {_GIVE_A_MODEL}")
+    if names.isdisjoint(_PROCESSOR_CONFIGS) or names.isdisjoint(_TOKENIZER_FILES):
+        raise ModelUnavailable(
+            f"{folder} has no processor files ({' or '.join(_PROCESSOR_CONFIGS)}, and tokenizer.json or "
+            f"tokenizer.model); save the processor beside the model with processor.save_pretrained({str(folder)!r})"
+        )
+    if names.isdisjoint(_WEIGHTS_FILES):
+        raise ModelUnavailable(
+            f"{folder} has no weights (model.safetensors, or model.safetensors.index.json and its shards); "
+            f"save the model there with model.save_pretrained or download it again"
+        )
+
+
+def check_heads_fit(model: str, heads: Sequence[tuple[int, int]], folder: str | Path | None = None) -> None:
+    """`ModelUnavailable` when a head is not one of `model`'s (a negative number, a layer past its text layers, a
+    head past its heads per layer), read from its config before any weight loads. `folder`: where `model` lies
+    (default: the local folder, or this machine's copy of a hub model; a hub model not here is not checked)."""
+    _check_non_negative(model, heads)
+    if folder is None:
+        repo_id = hub_id_of(model)
+        if repo_id is None:
+            folder = model
+        else:
+            cached = hub.find_cached(repo_id, max(layer for layer, _ in heads))
+            if cached is None:
+                return
+            folder = cached.path
+    from annotator.grounding.heads import head_label
+    from annotator.grounding.lvlm import text_layout
+
+    num_layers, num_heads = text_layout(str(folder))
+    problems = []
+    for outside, index, has, unit in (
+        ([h for h in heads if h[0] >= num_layers], 0, num_layers, "text layers"),
+        ([h for h in heads if h[1] >= num_heads], 1, num_heads, "heads per layer"),
+    ):
+        if outside:
+            needs = "needs" if len(outside) == 1 else "need"
+            wanted = max(h[index] for h in outside) + 1
+            problems.append(f"{', '.join(head_label(h) for h in outside)} {needs} {wanted} {unit}; {model} has {has}")
+    if problems:
+        raise ModelUnavailable(
+            f"the heads {list(heads)} do not fit {model}: {'; '.join(problems)} (find its own heads with "
+            f"'annotator find-heads --model {model} --data FILE')"
+        )
+
+
+def _check_non_negative(model: str, heads: Sequence[tuple[int, int]]) -> None:
+    from annotator.grounding.heads import head_label
+
+    negative = [head_label(h) for h in heads if min(h) < 0]
+    if negative:
+        raise ModelUnavailable(f"{', '.join(negative)} is not a head of {model}: layers and heads count from 0")
 
 
 def load_grounder(
@@ -96,15 +170,17 @@ def load_grounder(
     progress: "Progress | None" = None,
 ) -> "Grounder":
     """LLaVA truncated after the deepest of `heads` (0-based (layer, head)) and its grounder. `ModelUnavailable`
-    when the model is not here (see `model_folder`) or the heads do not fit it."""
+    when the model is not here (see `model_folder`) or the heads do not fit it (found before the weights load)."""
     from annotator.grounding.grounder import Grounder
     from annotator.grounding.lvlm import LvlmEngine
 
     heads = [(int(layer), int(head)) for layer, head in heads]
     if not heads:
         raise ModelUnavailable(f"no localization heads were given for {model}")
+    _check_non_negative(model, heads)
     deepest = max(layer for layer, _ in heads)
     folder = model_folder(model, deepest, fetch=fetch, progress=progress)
+    check_heads_fit(model, heads, folder)
     engine = LvlmEngine.load(
         folder,
         device=device,

@@ -158,8 +158,12 @@ class LvlmEngine:
             kwargs["quantization_config"] = _four_bit_config(name, device, dtype)
         if device.type != "cpu":
             kwargs["device_map"] = str(device)
+        from safetensors import SafetensorError
+
         try:
             model = model_class.from_pretrained(name, **kwargs)
+        except SafetensorError as exc:
+            raise ModelUnavailable(_damaged_weights_message(name, exc)) from exc
         except (OSError, ValueError) as exc:
             raise ModelUnavailable(_unavailable_message(name, exc)) from exc
         return cls(model, processor, prefix_cache_size=prefix_cache_size, model_id=model_id or name)
@@ -366,20 +370,53 @@ def _gpu_dtype() -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _load_config_and_processor(name: str):
-    """The checkpoint's `LlavaConfig` and processor, or `ModelUnavailable` saying what is missing and where."""
-    from transformers import AutoConfig, AutoProcessor
+def load_config(name: str):
+    """The checkpoint's `LlavaConfig` (config.json only, no weights), or `ModelUnavailable` saying what is wrong."""
+    from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(name)
-        if config.model_type != "llava":
-            raise ModelUnavailable(
-                f"{name} is a {config.model_type!r} checkpoint; the grounding engine reads LLaVA-1.5 ('llava') ones"
-            )
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailable(_unavailable_message(name, exc)) from exc
+    if config.model_type != "llava":
+        raise ModelUnavailable(
+            f"{name} is a {config.model_type!r} checkpoint; the grounding engine reads LLaVA-1.5 ('llava') ones"
+        )
+    return config
+
+
+def text_layout(name: str) -> tuple[int, int]:
+    """(text layers, attention heads per layer) of a LLaVA checkpoint, read from its config."""
+    text = load_config(name).text_config
+    return int(text.num_hidden_layers), int(text.num_attention_heads)
+
+
+def _load_config_and_processor(name: str):
+    """The checkpoint's `LlavaConfig` and processor, or `ModelUnavailable` saying what is missing and where."""
+    from transformers import AutoProcessor
+
+    config = load_config(name)
+    try:
         processor = AutoProcessor.from_pretrained(name)
     except (OSError, ValueError) as exc:
         raise ModelUnavailable(_unavailable_message(name, exc)) from exc
     return config, processor
+
+
+def _damaged_weights_message(name: str, exc: Exception) -> str:
+    """Which weights file of `name` is damaged (its header, read without loading a tensor) and what to do."""
+    from safetensors import SafetensorError, safe_open
+
+    reason = " ".join(str(exc).split())
+    folder = Path(name).expanduser()
+    for weights in sorted(folder.glob("*.safetensors")) if folder.is_dir() else ():
+        try:
+            with safe_open(str(weights), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as damaged:
+            reason = " ".join(str(damaged).split())
+            return f"the weights file {weights.name} in {folder} is damaged or incomplete ({reason}); download it again"
+    return f"a weights file of {name} is damaged or incomplete ({reason}); download it again"
 
 
 def _unavailable_message(name: str, exc: Exception) -> str:

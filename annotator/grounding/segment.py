@@ -116,12 +116,11 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 f"SAM checkpoint {path} was refused: it is a pickle that calls {', '.join(refused)} when loaded, "
                 f"which could run code; only plain weight files are loaded"
             ) from None
-        raise ModelUnavailable(f"SAM checkpoint {path} cannot be read: {_first_line(exc)}") from exc
+        unpickler = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(\n\n|$)", str(exc), re.S)
+        reason = " ".join(unpickler.group(1).split()) if unpickler else _first_line(exc)
+        raise ModelUnavailable(_unreadable_checkpoint(path, reason)) from exc
     except Exception as exc:  # the unpickler fails on a damaged file with any error type (IndexError, EOFError...)
-        raise ModelUnavailable(
-            f"SAM checkpoint {path} cannot be read: it is truncated or not a PyTorch checkpoint "
-            f"({type(exc).__name__}: {_first_line(exc)})"
-        ) from exc
+        raise ModelUnavailable(_unreadable_checkpoint(path, f"{type(exc).__name__}: {_first_line(exc)}")) from exc
     if not isinstance(state, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
@@ -147,6 +146,13 @@ def _apply_state_dict(sam: Sam, state: dict[str, torch.Tensor], path: Path) -> S
         raise ModelUnavailable(f"SAM checkpoint {path} does not fit this SAM model: {'; '.join(problems)}")
     sam.load_state_dict(state, strict=True)
     return sam
+
+
+def _unreadable_checkpoint(path: Path, reason: str) -> str:
+    return (
+        f"SAM checkpoint {path} cannot be read: it is truncated or not a PyTorch checkpoint ({reason}); "
+        "download it again"
+    )
 
 
 def _first_line(exc: BaseException) -> str:
