@@ -46,14 +46,19 @@ def read_calibration(path: str | Path, image_root: str | Path | None = None) -> 
     """Every pair of a calibration file, in file order; `CocoFormatError` names the file and line or entry."""
     path = Path(path)
     if is_jsonl(path):
-        return [pair for line_no, row in read_jsonl(path) for pair in _pairs_from_row(row, path, line_no)]
-    data = read_json(path)
-    root = Path(image_root) if image_root is not None else path.parent
-    if isinstance(data, dict) and "annotations" in data and "images" in data:
-        return _pairs_from_coco(data, path, root)
-    if isinstance(data, list) or (isinstance(data, dict) and "refs" in data):
-        return _pairs_from_refs(data, path, image_root)
-    raise CocoFormatError(f"{path}: not a calibration file (JSONL lines, a COCO file or RefCOCO-style refs)")
+        pairs = [pair for line_no, row in read_jsonl(path) for pair in _pairs_from_row(row, path, line_no)]
+    else:
+        data = read_json(path)
+        root = Path(image_root) if image_root is not None else path.parent
+        if isinstance(data, dict) and "annotations" in data and "images" in data:
+            pairs = _pairs_from_coco(data, path, root)
+        elif isinstance(data, list) or (isinstance(data, dict) and "refs" in data):
+            pairs = _pairs_from_refs(data, path, image_root)
+        else:
+            raise CocoFormatError(f"{path}: not a calibration file (JSONL lines, a COCO file or RefCOCO-style refs)")
+    if not pairs:
+        raise CocoFormatError(f"{path}: no image/expression pairs")
+    return pairs
 
 
 def choose_pairs(pairs: Sequence[CalibrationPair], count: int, seed: int) -> list[CalibrationPair]:
@@ -97,13 +102,13 @@ def _pairs_from_row(row: dict, path: Path, line_no: int) -> list[CalibrationPair
 
 
 def _pairs_from_coco(data: dict, path: Path, root: Path) -> list[CalibrationPair]:
-    files = {image.get("id"): image.get("file_name") for image in data["images"] if isinstance(image, dict)}
+    files = _file_names(_listed(data, "images", path))
     pairs = []
-    for index, annotation in enumerate(data["annotations"]):
+    for index, annotation in enumerate(_listed(data, "annotations", path)):
         if not isinstance(annotation, dict):
             raise CocoFormatError(f"{path}: annotation #{index} is not an object")
         where = f"{path}: annotation {annotation.get('id', index)}"
-        file_name = files.get(annotation.get("image_id"))
+        file_name = files.get(_key(annotation.get("image_id")))
         if not isinstance(file_name, str):
             raise CocoFormatError(f"{where}: its image_id has no image with a file_name")
         pairs.extend(CalibrationPair(root / file_name, text, where) for text in _annotation_texts(annotation, where))
@@ -113,25 +118,45 @@ def _pairs_from_coco(data: dict, path: Path, root: Path) -> list[CalibrationPair
 
 
 def _pairs_from_refs(data: Any, path: Path, image_root: str | Path | None) -> list[CalibrationPair]:
-    refs = data["refs"] if isinstance(data, dict) else data
-    instances_path = (
-        path.parent / str(data.get("instances", "instances.json"))
-        if isinstance(data, dict)
-        else path.parent / "instances.json"
-    )
+    refs = _listed(data, "refs", path) if isinstance(data, dict) else data
+    instances_name = data.get("instances", "instances.json") if isinstance(data, dict) else "instances.json"
+    if not isinstance(instances_name, str) or not instances_name.strip():
+        raise CocoFormatError(f"{path}: 'instances' must name the instances file beside it")
+    instances_path = path.parent / instances_name
     instances = read_json(instances_path)
     if not isinstance(instances, dict) or not isinstance(instances.get("images"), list):
         raise CocoFormatError(f"{instances_path}: not a COCO instances file (needs 'images')")
     root = Path(image_root) if image_root is not None else instances_path.parent
-    files = {image.get("id"): image.get("file_name") for image in instances["images"] if isinstance(image, dict)}
+    files = _file_names(instances["images"])
     pairs = []
     for index, ref in enumerate(refs):
         where = f"{path}: ref {ref.get('ref_id', index) if isinstance(ref, dict) else index}"
-        if not isinstance(ref, dict) or not isinstance(files.get(ref.get("image_id")), str):
+        if not isinstance(ref, dict) or not isinstance(files.get(_key(ref.get("image_id"))), str):
             raise CocoFormatError(f"{where}: its image_id is not in {instances_path.name}")
         file_name = files[ref["image_id"]]
         pairs.extend(CalibrationPair(root / file_name, text, where) for text in _annotation_texts(ref, where))
     return pairs
+
+
+def _listed(data: dict, key: str, path: Path) -> list:
+    """`data[key]`, which must be a JSON list."""
+    if not isinstance(data[key], list):
+        raise CocoFormatError(f"{path}: '{key}' must be a list, got {type(data[key]).__name__}")
+    return data[key]
+
+
+def _key(value: Any) -> Any:
+    """An id usable as a dict key (a list or object id matches nothing)."""
+    return value if isinstance(value, (int, str)) else None
+
+
+def _file_names(images: list) -> dict[Any, Any]:
+    """Image id -> file_name of the image entries whose id can be matched."""
+    return {
+        image["id"]: image.get("file_name")
+        for image in images
+        if isinstance(image, dict) and _key(image.get("id")) is not None
+    }
 
 
 def _annotation_texts(entry: dict, where: str) -> list[str]:
@@ -139,7 +164,9 @@ def _annotation_texts(entry: dict, where: str) -> list[str]:
         return _checked_texts(entry["expressions"], where)
     if "sentences" in entry:
         sentences = entry["sentences"]
-        texts = [s.get("sent", s.get("raw")) if isinstance(s, dict) else s for s in sentences or []]
+        if not isinstance(sentences, list):
+            raise CocoFormatError(f"{where}: 'sentences' must be a list of {{'sent': text}} or texts")
+        texts = [s.get("sent", s.get("raw")) if isinstance(s, dict) else s for s in sentences]
         return _checked_texts(texts, where)
     if "expression" in entry:
         return _checked_texts([entry["expression"]], where)
