@@ -175,6 +175,27 @@ def evaluate(ground_truth: Iterable[GroundTruth], predictions: Iterable[Predicti
     return EvaluationReport(splits=rows, samples=samples, unmatched_predictions=len(best) - len(used))
 
 
+def check_scorable(
+    ground_truth: list[GroundTruth], predictions: list[Prediction], gt_path: str | Path, pred_path: str | Path
+) -> None:
+    """`CocoFormatError` when there is nothing to score: no ground truth, no prediction, or files that share no
+    image (by relative path or file name), which would print a table of zeros."""
+    if not ground_truth:
+        raise CocoFormatError(f"{gt_path}: no ground-truth expressions; nothing to score")
+    if not predictions:
+        raise CocoFormatError(f"{pred_path}: no predictions; nothing to score against {gt_path}")
+    truth_images = {normalise_image_path(t.image) for t in ground_truth}
+    predicted_images = {normalise_image_path(p.image) for p in predictions}
+    predicted_names = {image.rsplit("/", 1)[-1] for image in predicted_images}
+    if truth_images & predicted_images or {image.rsplit("/", 1)[-1] for image in truth_images} & predicted_names:
+        return
+    raise CocoFormatError(
+        f"the ground truth {gt_path} and the predictions {pred_path} share no image (the ground truth has e.g. "
+        f"{min(truth_images)!r}, the predictions {min(predicted_images)!r}); images match by their path relative to "
+        f"each file, or by file name when it is unique"
+    )
+
+
 def _unique_file_names(best: dict[tuple[str, str], Prediction]) -> dict[tuple[str, str], tuple[str, str]]:
     images_by_name: dict[str, set[str]] = {}
     for image, _ in best:
@@ -202,7 +223,10 @@ def _score(truth: GroundTruth, prediction: Prediction | None) -> SampleResult:
         return SampleResult(truth, True, iou, None, None)
     if prediction.segmentation is None:
         return SampleResult(truth, True, iou, 0.0, float(mask_utils.area(truth.segmentation)))
-    intersection, union = mask_overlap(truth.segmentation, prediction.segmentation)
+    try:
+        intersection, union = mask_overlap(truth.segmentation, prediction.segmentation)
+    except CocoFormatError as exc:
+        raise CocoFormatError(f"image {truth.image!r}, expression {truth.expression!r}: {exc}") from None
     return SampleResult(truth, True, iou, intersection, union)
 
 
@@ -295,9 +319,9 @@ def read_predictions(path: str | Path) -> list[Prediction]:
         raise CocoFormatError(f"{path}: not a COCO file (needs 'images' and 'annotations')")
     images = _coco_images(data, path)
     predictions = []
-    for annotation in data["annotations"]:
+    for annotation in _listed(data, "annotations", path):
         where = f"{path}: annotation {annotation.get('id', '?') if isinstance(annotation, dict) else '?'}"
-        if not isinstance(annotation, dict) or annotation.get("image_id") not in images:
+        if not isinstance(annotation, dict) or _key(annotation.get("image_id")) not in images:
             raise CocoFormatError(f"{where}: no image with its image_id")
         image = images[annotation["image_id"]]
         extra = annotation.get("extra") if isinstance(annotation.get("extra"), dict) else {}
@@ -344,14 +368,15 @@ def _truth_from_refs(path: Path, refs: Any) -> list[GroundTruth]:
     if not isinstance(instances, dict) or "annotations" not in instances or "images" not in instances:
         raise CocoFormatError(f"{instances_path}: not a COCO instances file (needs 'images' and 'annotations')")
     images = _coco_images(instances, instances_path)
-    annotations = {a.get("id"): a for a in instances["annotations"] if isinstance(a, dict)}
+    listed = _listed(instances, "annotations", instances_path)
+    annotations = {a["id"]: a for a in listed if isinstance(a, dict) and _key(a.get("id")) is not None}
     truths = []
     for index, ref in enumerate(refs):
         where = f"{path}: ref {ref.get('ref_id', index) if isinstance(ref, dict) else index}"
-        if not isinstance(ref, dict) or ref.get("ann_id") not in annotations:
+        if not isinstance(ref, dict) or _key(ref.get("ann_id")) not in annotations:
             raise CocoFormatError(f"{where}: its ann_id is not in {instances_path.name}")
         annotation = annotations[ref["ann_id"]]
-        image = images.get(annotation.get("image_id"))
+        image = images.get(_key(annotation.get("image_id")))
         if image is None:
             raise CocoFormatError(f"{where}: annotation {ref['ann_id']} has no image")
         box = _box(annotation.get("bbox"), where)
@@ -372,10 +397,23 @@ def _truth_from_refs(path: Path, refs: Any) -> list[GroundTruth]:
     return truths
 
 
+def _listed(data: dict, key: str, path: Path) -> list:
+    """`data[key]`, which must be a JSON list."""
+    if not isinstance(data[key], list):
+        raise CocoFormatError(f"{path}: '{key}' must be a list, got {type(data[key]).__name__}")
+    return data[key]
+
+
+def _key(value: Any) -> Any:
+    """An id usable as a dict key; a list or object as an id matches nothing."""
+    return value if isinstance(value, (int, str)) else None
+
+
 def _coco_images(data: dict, path: Path) -> dict[Any, dict]:
     images = {}
-    for image in data["images"]:
-        if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
+    for image in _listed(data, "images", path):
+        named = isinstance(image, dict) and isinstance(image.get("file_name"), str)
+        if not named or _key(image.get("id")) is None:
             raise CocoFormatError(f"{path}: image entry without 'id' and 'file_name': {str(image)[:80]}")
         images[image["id"]] = image
     return images
@@ -395,9 +433,16 @@ def _prediction_from_row(row: dict, where: str) -> Prediction:
         expression=expression,
         box_xywh=box,
         segmentation=segmentation,
-        score=float(row.get("score", 0.0) or 0.0),
-        latency_ms=None if latency is None else float(latency),
+        score=_number(row.get("score", 0.0) or 0.0, "score", where),
+        latency_ms=None if latency is None else _number(latency, "latency_ms", where),
     )
+
+
+def _number(value: Any, key: str, where: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise CocoFormatError(f"{where}: '{key}' must be a number, got {str(value)[:40]!r}") from None
 
 
 def _required_str(row: dict, key: str, where: str) -> str:
@@ -419,7 +464,13 @@ def _box(value: Any, where: str) -> tuple[float, float, float, float]:
 
 def _image_size(row: dict, image_path: Path, where: str) -> tuple[int | None, int | None]:
     if row.get("width") is not None and row.get("height") is not None:
-        return int(row["height"]), int(row["width"])
+        try:
+            height, width = int(row["height"]), int(row["width"])
+        except (TypeError, ValueError, OverflowError):
+            height = width = 0
+        if height <= 0 or width <= 0:
+            raise CocoFormatError(f"{where}: 'width' and 'height' must be whole numbers of pixels")
+        return height, width
     if isinstance(row.get("segmentation"), dict):
         return None, None
     try:
@@ -437,9 +488,15 @@ def _rle(segmentation: Any, size_hw: tuple[Any, Any], where: str) -> Rle:
         if isinstance(segmentation, dict):
             height, width = (int(v) for v in segmentation["size"])
             counts = segmentation["counts"]
+            if height < 0 or width < 0:
+                raise ValueError(f"size {[height, width]} is negative")
             if isinstance(counts, list):
                 return mask_utils.frPyObjects(segmentation, height, width)
-            return {"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+            if not isinstance(counts, (str, bytes)):
+                raise ValueError("'counts' must be a list of run lengths or a compressed string")
+            rle = {"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+            mask_utils.area(rle)
+            return rle
         height, width = size_hw
         if height is None or width is None:
             raise ValueError("polygons need the image's width and height")
@@ -447,5 +504,5 @@ def _rle(segmentation: Any, size_hw: tuple[Any, Any], where: str) -> Rle:
         if not polygons or any(len(p) < 6 or len(p) % 2 for p in polygons):
             raise ValueError("each polygon needs at least three x, y pairs")
         return mask_utils.merge(mask_utils.frPyObjects(polygons, int(height), int(width)))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise CocoFormatError(f"{where}: unreadable 'segmentation' ({exc})") from exc
