@@ -385,6 +385,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     truths = evaluation.read_ground_truth(args.gt)
     predictions = evaluation.read_predictions(args.pred)
+    evaluation.check_scorable(truths, predictions, args.gt, args.pred)
     report = evaluation.evaluate(truths, predictions)
     print(evaluation.format_report(report))
     if report.unmatched_predictions:
@@ -481,7 +482,6 @@ def _byte_progress() -> Callable[[int, int | None], None]:
 
 
 def _run_find_heads(args: argparse.Namespace) -> int:
-    _check_model_reference(args.model)
     from annotator.grounding import calibration
 
     skipped: list[str] = []
@@ -495,6 +495,7 @@ def _run_find_heads(args: argparse.Namespace) -> int:
         images = calibration.synthetic_images(args.synthetic, args.seed)
         total = args.synthetic
         source = f"{total} synthetic scenes (seed {args.seed})"
+    _check_model_reference(args.model)
     out = args.out or _default_heads_path(args.model)
     out.parent.mkdir(parents=True, exist_ok=True)
     device, dtype = _device_and_dtype(args.device, args.dtype)
@@ -502,20 +503,40 @@ def _run_find_heads(args: argparse.Namespace) -> int:
 
     from annotator.grounding.heads import select_localization_heads
     from annotator.grounding.loading import hub_id_of, model_folder
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.grounding.lvlm import LvlmEngine, text_layout
 
     folder = model_folder(args.model, None, fetch=True, progress=_byte_progress())
+    num_layers, num_heads = text_layout(folder)
+    if args.skip_layers >= num_layers:
+        return _fail(
+            args.prog,
+            f"--skip-layers {args.skip_layers}: {args.model} has {num_layers} text layers, so no head is left to "
+            f"choose from; skip fewer (default: 2)",
+        )
+    choosable = (num_layers - args.skip_layers) * num_heads
+    if args.k > choosable:
+        return _fail(
+            args.prog,
+            f"--k {args.k}: {args.model} has {choosable} heads outside its first {args.skip_layers} layers "
+            f"({num_layers} layers of {num_heads} heads); ask for at most {choosable} (the paper keeps 3)",
+        )
     engine = LvlmEngine.load(folder, device=device, dtype=dtype, prefix_cache_size=0, model_id=hub_id_of(args.model))
     progress = tqdm(images, total=total, desc="find-heads", unit="sample", dynamic_ncols=True)
     samples = calibration.attention_samples(engine, progress)
     try:
         selection = select_localization_heads(samples, k=args.k, top_n=args.top_n, skip_layers=args.skip_layers)
     except ValueError as exc:
-        if len(skipped) == total:
+        if skipped and len(skipped) == total:
             raise ImageLoadError(f"none of the {total} calibration images could be read; first: {skipped[0]}") from exc
         raise
     finally:
         progress.close()
+    qualified = (
+        f"{len(selection.candidates)} heads lie above tau = {selection.tau:.4f} outside the first {args.skip_layers} "
+        f"layers and {len(selection.votes)} got a vote ({args.top_n} per sample, {selection.num_samples} samples)"
+    )
+    if not selection.heads:
+        return _fail(args.prog, f"no localization head was found: {qualified}; nothing written to {out}")
 
     from annotator.grounding.discovery_report import (
         discovery_table,
@@ -532,6 +553,11 @@ def _run_find_heads(args: argparse.Namespace) -> int:
     print(discovery_table(selection, heads_file))
     print(f"\nwrote {out}\n      {sums_png}\n      {frequency_png}")
     _print_skipped(skipped)
+    if len(selection.heads) < args.k:
+        print(
+            f"{args.prog}: --k {args.k}: kept {len(selection.heads)} heads, all that qualified: {qualified}",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
@@ -677,19 +703,25 @@ def _prelabel_summary(prog: str, report, exported, out: Path, detail: str | None
 
 
 def _check_model_reference(model: str) -> None:
-    """A model named by a path must exist; a hub id ('owner/name') or preset name is checked when it loads."""
-    from annotator.grounding.loading import hub_id_of
+    """A model named by a path must be a model folder; a hub id ('owner/name') or preset name is checked when it
+    loads."""
+    from annotator.grounding.loading import check_model_folder, hub_id_of
 
-    if hub_id_of(model) is None and not Path(model).expanduser().is_dir():
+    if hub_id_of(model) is not None:
+        return
+    if not Path(model).expanduser().is_dir():
         raise ModelUnavailable(
             f"--model {model}: no such model folder (give a local LLaVA-1.5 folder, a hub id like {DEFAULT_MODEL} "
             f"or a preset name from 'annotator models list')"
         )
+    check_model_folder(model)
 
 
 def _heads_file(path: Path | None, model: str):
-    """The heads file given, or the known heads of the model; `ModelUnavailable` when there are none."""
+    """The heads file given, or the known heads of the model, checked against the model's config when it is on
+    this machine; `ModelUnavailable` when there are none or they do not fit."""
     from annotator.grounding.heads import HeadsFile, find_heads_file
+    from annotator.grounding.loading import check_heads_fit
 
     try:
         heads_file = HeadsFile.load(path) if path is not None else find_heads_file(model)
@@ -700,6 +732,11 @@ def _heads_file(path: Path | None, model: str):
             f"no localization heads are known for {model}; find them with "
             f"'annotator find-heads --model {model} --data FILE' and pass the file with --heads"
         )
+    try:
+        check_heads_fit(model, heads_file.heads)
+    except ModelUnavailable as exc:
+        origin = f"--heads {path}" if path is not None else f"the heads known for {heads_file.model}"
+        raise ModelUnavailable(f"{origin}: {exc}") from exc
     return heads_file
 
 
