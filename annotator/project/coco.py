@@ -22,33 +22,32 @@ RefCOCO-style export (`export_refcoco`)
     it is deterministic, disjoint by image, and an image keeps its split when the dataset grows. JSON instead
     of the original pickle: a pickle can run code when loaded.
 
-Import (`import_coco`)
-    Parses the file once (`json.load`). Images are matched by file_name to the store (files under the image root
-    not yet listed are added); a file_name that escapes the root (`..`, absolute, a drive letter or UNC path,
-    a symlink out) or names no image file is rejected, as is an image whose width/height differ from the file's
-    EXIF-applied size. Categories are matched by name, new ones added. Annotations take polygons, RLE (counts
-    as a list or a string) or no segmentation (box-only); crowd regions (iscrowd 1) are not instances and are
-    skipped. Every rejected entry is reported by its id with the reason; the rest is imported in one
-    transaction (not undoable), with source "imported" and the file's status (default `default_status`).
-    A broken file (unreadable, not JSON, no `images` list) raises `CocoFormatError`.
+Import (`import_coco`, `ImportReport`, `ImportIssue`): see `coco_import`; importable from here too.
+
+Errors: an export that cannot be written raises `ExportError` naming the destination, the reason, and the
+project store the annotations are safe in; `check_export_destination` checks a destination before any work
+(before a model loads, say).
 """
 
 from __future__ import annotations
 
 import datetime
+import errno
 import hashlib
 import json
 import math
 import os
-import posixpath
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Literal, get_args
+from pathlib import Path
+from typing import Any, get_args
 
 from annotator import __version__
-from annotator.errors import CocoFormatError
-from annotator.project.atomic_file import atomic_text_file
+from annotator.errors import ExportError
+from annotator.project.atomic_file import atomic_text_files, check_writable_file
+from annotator.project.coco_import import ImportIssue, ImportReport, import_coco  # also imported from here
 from annotator.project.geometry import (
     DEFAULT_MIN_AREA_PX,
     DEFAULT_TOLERANCE_PX,
@@ -57,7 +56,7 @@ from annotator.project.geometry import (
     coco_segmentation,
     segmentation_to_rle,
 )
-from annotator.project.store import Annotation, NewAnnotation, ProjectStore, Status
+from annotator.project.store import Annotation, ProjectStore, Status
 
 SPLITS = ("train", "val", "test")
 
@@ -86,25 +85,6 @@ class RefcocoExport:
     images_per_split: dict[str, int]
 
 
-@dataclass(frozen=True)
-class ImportIssue:
-    """An entry of the imported file that was not imported: its section, its id as written, and why."""
-
-    kind: Literal["image", "category", "annotation"]
-    coco_id: Any
-    reason: str
-
-
-@dataclass(frozen=True)
-class ImportReport:
-    path: Path
-    images_matched: int
-    images_added: int
-    categories_added: int
-    annotations_imported: int
-    issues: tuple[ImportIssue, ...]
-
-
 # ----- export ----------------------------------------------------------------------------------------------------
 
 
@@ -117,11 +97,20 @@ def export_coco(
     min_area_px: float = DEFAULT_MIN_AREA_PX,
     tolerance_px: float = DEFAULT_TOLERANCE_PX,
 ) -> ExportReport:
-    """Write the store as a COCO instances file at `path` (atomically)."""
-    dataset, report = _coco_dataset(store, Path(path), segmentation, statuses, min_area_px, tolerance_px)
-    with atomic_text_file(path) as f:
-        json.dump(dataset, f, ensure_ascii=False, separators=(",", ":"))
+    """Write the store as a COCO instances file at `path` (atomically); ExportError if it cannot be written."""
+    with _in_user_words(store):
+        check_export_destination(path)
+        dataset, report = _coco_dataset(store, Path(path), segmentation, statuses, min_area_px, tolerance_px)
+        _write_json({Path(path): dataset}, "COCO file")
     return report
+
+
+def check_export_destination(path: str | os.PathLike) -> None:
+    """ExportError unless a COCO file can be written at `path`: not a folder, in an existing, writable folder.
+
+    Cheap and writes nothing: for checking an output path before long work (a model load).
+    """
+    check_writable_file(path, "COCO file")
 
 
 def export_refcoco(
@@ -132,17 +121,45 @@ def export_refcoco(
     segmentation: SegmentationKind = "polygon",
     statuses: tuple[Status, ...] = ("accepted",),
 ) -> RefcocoExport:
-    """Write `instances.json` and `refs.json` into a folder (or the refs to a `.json` path, instances beside it)."""
+    """Write `instances.json` and `refs.json` into a folder (or the refs to a `.json` path, instances beside it),
+    replaced together; ExportError if they cannot be written."""
     if len(split_fractions) != 3 or min(split_fractions) < 0 or not math.isclose(sum(split_fractions), 1.0):
         raise ValueError(f"split_fractions are (train, val, test) summing to 1, got {split_fractions}")
-    target = Path(folder_or_path)
+    with _in_user_words(store):
+        instances_path, refs_path = _refcoco_paths(Path(folder_or_path))
+        dataset, refs, counts = _refcoco_dataset(store, instances_path, split_fractions, segmentation, statuses)
+        _write_json({instances_path: dataset, refs_path: refs}, "RefCOCO file")
+    return RefcocoExport(instances_path, refs_path, len(refs), counts)
+
+
+def _refcoco_paths(target: Path) -> tuple[Path, Path]:
+    """(instances, refs) for a folder (made if missing) or a refs `.json` path; ExportError if they cannot be
+    written."""
     if target.suffix.lower() == ".json":
         refs_path, instances_path = target, target.with_name("instances.json")
+        if refs_path == instances_path:
+            raise ExportError(f"cannot write RefCOCO refs file {target}: instances.json is the name of the other file")
     else:
-        target.mkdir(parents=True, exist_ok=True)
+        if target.exists() and not target.is_dir():
+            raise ExportError(f"cannot write a RefCOCO export into {target}: it is a file, not a folder")
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ExportError(f"cannot make the RefCOCO export folder {target}: {err.strerror or err}") from err
         refs_path, instances_path = target / "refs.json", target / "instances.json"
-    if refs_path == instances_path:
-        raise ValueError("the refs file cannot be called instances.json")
+    for path in (instances_path, refs_path):
+        check_writable_file(path, "RefCOCO file")
+    return instances_path, refs_path
+
+
+def _refcoco_dataset(
+    store: ProjectStore,
+    instances_path: Path,
+    split_fractions: tuple[float, float, float],
+    segmentation: SegmentationKind,
+    statuses: tuple[Status, ...],
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, int]]:
+    """The instances, the refs and the number of images per split."""
     dataset, _ = _coco_dataset(store, instances_path, segmentation, statuses, DEFAULT_MIN_AREA_PX, DEFAULT_TOLERANCE_PX)
     file_names = {image["id"]: image["file_name"] for image in dataset["images"]}
     splits = {image_id: _split_of(name, split_fractions) for image_id, name in file_names.items()}
@@ -166,14 +183,39 @@ def export_refcoco(
                 ],
             }
         )
-    with atomic_text_file(instances_path) as f:
-        json.dump(dataset, f, ensure_ascii=False, separators=(",", ":"))
-    with atomic_text_file(refs_path) as f:
-        json.dump(refs, f, ensure_ascii=False, separators=(",", ":"))
     counts = {split: 0 for split in SPLITS}
     for split in splits.values():
         counts[split] += 1
-    return RefcocoExport(instances_path, refs_path, len(refs), counts)
+    return dataset, refs, counts
+
+
+def _write_json(documents: dict[Path, Any], what: str) -> None:
+    """Write each document as compact UTF-8 JSON at its path, all replaced together (`atomic_text_files`)."""
+    with atomic_text_files(list(documents), what) as handles:
+        for handle, document in zip(handles, documents.values()):
+            json.dump(document, handle, ensure_ascii=False, separators=(",", ":"))
+
+
+_ADVICE = {
+    errno.ENOSPC: "free some space and export again",
+    errno.EDQUOT: "free some space and export again",
+    errno.EFBIG: "free some space and export again",
+    errno.EACCES: "export to a folder you can write to",
+    errno.EPERM: "export to a folder you can write to",
+    errno.EROFS: "export to a folder you can write to",
+}
+
+
+@contextmanager
+def _in_user_words(store: ProjectStore) -> Iterator[None]:
+    """Add to an ExportError that the annotations are safe in the project store (named), and what to do."""
+    try:
+        yield
+    except ExportError as err:
+        cause = err.__cause__
+        advice = _ADVICE.get(cause.errno) if isinstance(cause, OSError) else None
+        message = f"{err}; the annotations are safe in the project store {store.path}"
+        raise ExportError(f"{message}; {advice}" if advice else message) from cause
 
 
 def _coco_dataset(
@@ -283,214 +325,3 @@ def _split_of(file_name: str, fractions: tuple[float, float, float]) -> str:
 
 def _tokens(sentence: str) -> list[str]:
     return re.findall(r"\w+", sentence.lower())
-
-
-# ----- import ----------------------------------------------------------------------------------------------------
-
-
-def import_coco(store: ProjectStore, path: str | os.PathLike, *, default_status: Status = "accepted") -> ImportReport:
-    """Import a COCO instances file into the store; malformed or unknown entries are reported, not fatal."""
-    path = Path(path)
-    if default_status not in get_args(Status):
-        raise ValueError(f"default_status must be one of {get_args(Status)}, got {default_status!r}")
-    data = _read_coco(path)
-    issues: list[ImportIssue] = []
-    category_map, categories_added = _import_categories(store, data["categories"], issues)
-    image_map, matched, added = _import_images(store, data["images"], issues)
-    items = []
-    seen: set[int] = set()
-    for entry in data["annotations"]:
-        coco_id = entry.get("id") if isinstance(entry, dict) else None
-        try:
-            if not _is_int(coco_id):
-                raise ValueError("annotation has no integer id")
-            if coco_id in seen:
-                raise ValueError("duplicate annotation id")
-            seen.add(coco_id)
-            items.append(_new_annotation(entry, image_map, category_map, default_status))
-        except ValueError as err:
-            issues.append(ImportIssue("annotation", coco_id, str(err)))
-    store.add_annotations(items, undoable=False, label=f"import {path.name}")
-    return ImportReport(path, matched, added, categories_added, len(items), tuple(issues))
-
-
-def _read_coco(path: Path) -> dict[str, list]:
-    try:
-        with open(path, "rb") as f:
-            data = json.load(f)
-    except OSError as err:
-        raise CocoFormatError(f"cannot read COCO file {path}: {err.strerror or err}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CocoFormatError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise CocoFormatError(f"{path}: a COCO file is a JSON object, found {type(data).__name__}")
-    if not isinstance(data.get("images"), list):
-        raise CocoFormatError(f"{path}: no 'images' list")
-    for key in ("annotations", "categories"):
-        if not isinstance(data.setdefault(key, []), list):
-            raise CocoFormatError(f"{path}: '{key}' is not a list")
-    return data
-
-
-def _import_categories(
-    store: ProjectStore, entries: list, issues: list[ImportIssue]
-) -> tuple[dict[int, int], int]:
-    mapping: dict[int, int] = {}
-    added = 0
-    for entry in entries:
-        coco_id = entry.get("id") if isinstance(entry, dict) else None
-        name = entry.get("name") if isinstance(entry, dict) else None
-        if not _is_int(coco_id) or not isinstance(name, str) or not name.strip():
-            issues.append(ImportIssue("category", coco_id, "category needs an integer id and a name"))
-            continue
-        if coco_id in mapping:
-            issues.append(ImportIssue("category", coco_id, "duplicate category id"))
-            continue
-        existing = store.category_by_name(name)
-        if existing is None:
-            supercategory = entry.get("supercategory")
-            existing = store.add_category(name, supercategory if isinstance(supercategory, str) else "", undoable=False)
-            added += 1
-        mapping[coco_id] = existing.id
-    return mapping, added
-
-
-def _import_images(
-    store: ProjectStore, entries: list, issues: list[ImportIssue]
-) -> tuple[dict[int, tuple[int, int, int]], int, int]:
-    """COCO image id -> (store image id, width, height) for the images that can be imported."""
-    wanted: dict[int, tuple[str, int, int]] = {}
-    for entry in entries:
-        coco_id = entry.get("id") if isinstance(entry, dict) else None
-        try:
-            if not _is_int(coco_id):
-                raise ValueError("image has no integer id")
-            if coco_id in wanted:
-                raise ValueError("duplicate image id")
-            relative = _relative_file_name(entry.get("file_name"))
-            width, height = entry.get("width"), entry.get("height")
-            if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
-                raise ValueError(f"{relative}: width and height must be positive integers")
-        except ValueError as err:
-            issues.append(ImportIssue("image", coco_id, str(err)))
-            continue
-        wanted[coco_id] = (relative, width, height)
-    known = {relative: store.image_by_path(relative) for relative, _, _ in wanted.values()}
-    new_paths = [relative for relative, record in known.items() if record is None]
-    added_records, refused = store.add_images(new_paths)
-    reasons = {skipped.path: skipped.reason for skipped in refused}
-    store.fill_image_info([record.id for record in known.values() if record is not None and record.present])
-    records = {record.path: record for record in added_records}
-    records.update({path: store.image(record.id) for path, record in known.items() if record is not None})
-    mapping: dict[int, tuple[int, int, int]] = {}
-    for coco_id, (relative, width, height) in wanted.items():
-        record = records.get(relative)
-        if record is None:
-            reason = reasons[relative]
-        elif not record.present:
-            reason = f"{relative} is missing from the image folder"
-        elif record.width is None:
-            reason = f"{relative}: {record.error}"
-        elif (record.width, record.height) != (width, height):
-            reason = (
-                f"{relative} is {width}x{height} in the file but {record.width}x{record.height} on disk "
-                "(EXIF orientation applied)"
-            )
-        else:
-            mapping[coco_id] = (record.id, record.width, record.height)
-            continue
-        issues.append(ImportIssue("image", coco_id, reason))
-    return mapping, len(wanted) - len(new_paths), len(added_records)
-
-
-def _relative_file_name(file_name: Any) -> str:
-    """A file_name as a normalised '/'-separated path inside the image root; ValueError if it leaves it."""
-    if not isinstance(file_name, str) or not file_name.strip():
-        raise ValueError("image has no file_name")
-    if PureWindowsPath(file_name).anchor or PurePosixPath(file_name).is_absolute():
-        raise ValueError(f"file_name {file_name!r} is absolute; it must be relative to the image folder")
-    unified = file_name.replace("\\", "/")
-    if ".." in unified.split("/"):
-        raise ValueError(f"file_name {file_name!r} leads out of the image folder")
-    return posixpath.normpath(unified)
-
-
-def _new_annotation(
-    entry: dict[str, Any],
-    image_map: dict[int, tuple[int, int, int]],
-    category_map: dict[int, int],
-    default_status: Status,
-) -> NewAnnotation:
-    image_ref, category_ref = entry.get("image_id"), entry.get("category_id")
-    image = image_map.get(image_ref) if _is_int(image_ref) else None
-    if image is None:
-        raise ValueError(f"image {image_ref!r} is unknown or was not imported")
-    category_id = category_map.get(category_ref) if _is_int(category_ref) else None
-    if category_id is None:
-        raise ValueError(f"category {entry.get('category_id')!r} is unknown or was not imported")
-    if entry.get("iscrowd", 0):
-        raise ValueError("crowd region (iscrowd 1) is not an instance; not imported")
-    image_id, width, height = image
-    box = _clipped_box(entry.get("bbox"), width, height)
-    rle = None
-    segmentation = entry.get("segmentation")
-    if segmentation is not None and segmentation != [] and not entry.get("box_only", False):
-        rle = segmentation_to_rle(segmentation, height, width)
-        if rle.area_px == 0:
-            raise ValueError("segmentation is empty")
-    expression = entry.get("expression", "")
-    score = entry.get("score")
-    status = entry.get("status", default_status)
-    heads = entry.get("heads", [])
-    extra = entry.get("extra", {})
-    if not isinstance(expression, str):
-        raise ValueError("expression is not a string")
-    if score is not None and not _is_finite_number(score):
-        raise ValueError("score is not a number")
-    if status not in get_args(Status):
-        raise ValueError(f"status {status!r} is not one of {get_args(Status)}")
-    if not isinstance(heads, list) or not all(_is_head(h) for h in heads):
-        raise ValueError("heads is not a list of [layer, head] pairs")
-    if not isinstance(extra, dict):
-        raise ValueError("extra is not an object")
-    return NewAnnotation(
-        image_id=image_id,
-        category_id=category_id,
-        box_xyxy=box,
-        rle=rle,
-        expression=expression,
-        source="imported",
-        score=score,
-        heads=tuple((layer, head) for layer, head in heads),
-        status=status,
-        extra=extra,
-    )
-
-
-def _clipped_box(bbox: Any, width: int, height: int) -> tuple[float, float, float, float]:
-    """COCO [x, y, w, h] -> (x0, y0, x1, y1) clipped to the image; ValueError if malformed or empty."""
-    if not (isinstance(bbox, list) and len(bbox) == 4):
-        raise ValueError("bbox is not [x, y, width, height]")
-    if not all(map(_is_finite_number, bbox)):
-        raise ValueError("bbox has a value that is not a finite number")
-    x, y, w, h = (float(v) for v in bbox)
-    if w <= 0 or h <= 0:
-        raise ValueError(f"bbox {bbox} has no area")
-    x0, y0 = min(max(x, 0.0), width), min(max(y, 0.0), height)
-    x1, y1 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
-    if x0 >= x1 or y0 >= y1:
-        raise ValueError(f"bbox {bbox} lies outside the {width}x{height} image")
-    return x0, y0, x1, y1
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_head(value: Any) -> bool:
-    """A [layer, head] pair of integers."""
-    return isinstance(value, list) and len(value) == 2 and all(map(_is_int, value))
-
-
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
