@@ -248,3 +248,13 @@ def test_prelabel_with_an_empty_category_is_refused_before_anything_runs(tmp_pat
     code = main(prelabel(tmp_path, "--category", " "))
     assert_one_line_error(code, capsys.readouterr().err, "--category", "empty")
     assert not (tmp_path / ".annotator").exists()
+
+
+@pytest.mark.parametrize("name", ["\ud800.png", "caf\udce9.png", "a\0.png", "x" * 5000 + ".png"])
+def test_an_image_path_that_no_file_can_have_is_refused_with_its_reason_not_raised(tmp_path, name):
+    write_png(tmp_path / "good.png")
+    with ProjectStore.for_folder(tmp_path) as store:
+        records, refused = store.add_images(["good.png", name])
+    assert [record.path for record in records] == ["good.png"]
+    [(path, reason)] = [(item.path, item.reason) for item in refused]
+    assert path == name and reason

@@ -16,16 +16,14 @@ import that fails part-way (a busy store, a full disk) leaves the store exactly 
 from __future__ import annotations
 
 import json
-import math
 import os
 import posixpath
-import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Literal, get_args
 
 from annotator.errors import CocoFormatError
-from annotator.project.geometry import segmentation_to_rle
+from annotator.project.geometry import is_finite_number, segmentation_to_rle
 from annotator.project.store import NewAnnotation, ProjectStore, Status
 
 INDEX_LIMIT = 2**31
@@ -224,7 +222,6 @@ def _new_annotation(
     rle = None
     segmentation = entry.get("segmentation")
     if segmentation is not None and segmentation != [] and not entry.get("box_only", False):
-        _check_polygon_points(segmentation, width, height)
         rle = segmentation_to_rle(segmentation, height, width)
         if rle.area_px == 0:
             raise ValueError("segmentation is empty")
@@ -235,7 +232,7 @@ def _new_annotation(
     extra = entry.get("extra", {})
     if not (isinstance(expression, str) and _is_text(expression)):
         raise ValueError("expression is not a string of valid text")
-    if score is not None and not _is_finite_number(score):
+    if score is not None and not is_finite_number(score):
         raise ValueError("score is not a finite number")
     if status not in get_args(Status):
         raise ValueError(f"status {status!r} is not one of {get_args(Status)}")
@@ -263,7 +260,7 @@ def _clipped_box(bbox: Any, width: int, height: int) -> tuple[float, float, floa
     """COCO [x, y, w, h] -> (x0, y0, x1, y1) clipped to the image; ValueError if malformed or empty."""
     if not (isinstance(bbox, list) and len(bbox) == 4):
         raise ValueError("bbox is not [x, y, width, height]")
-    if not all(map(_is_finite_number, bbox)):
+    if not all(map(is_finite_number, bbox)):
         raise ValueError("bbox has a value that is not a finite number")
     x, y, w, h = (float(v) for v in bbox)
     if w <= 0 or h <= 0:
@@ -275,22 +272,6 @@ def _clipped_box(bbox: Any, width: int, height: int) -> tuple[float, float, floa
     return x0, y0, x1, y1
 
 
-def _check_polygon_points(segmentation: Any, width: int, height: int) -> None:
-    """ValueError if a polygon has a coordinate that is not a finite number or lies more than an image side
-    outside the image: pycocotools would rasterise such an edge into unbounded memory, or crash."""
-    if not isinstance(segmentation, list):
-        return
-    for index, polygon in enumerate(segmentation):
-        if not isinstance(polygon, list):
-            continue
-        for position, value in enumerate(polygon):
-            if not _is_finite_number(value):
-                raise ValueError(f"polygon {index} has a coordinate that is not a finite number")
-            side = width if position % 2 == 0 else height
-            if not -side <= value <= 2 * side:
-                raise ValueError(f"polygon {index} has a point far outside the {width}x{height} image")
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -298,15 +279,6 @@ def _is_int(value: Any) -> bool:
 def _is_head(value: Any) -> bool:
     """A [layer, head] pair of integers that can index a model."""
     return isinstance(value, list) and len(value) == 2 and all(_is_int(v) and 0 <= v < INDEX_LIMIT for v in value)
-
-
-def _is_finite_number(value: Any) -> bool:
-    """A number a float can hold (not NaN, not infinite, not an integer beyond the float range)."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return abs(value) <= sys.float_info.max  # int-float comparison is exact: no OverflowError
-    return isinstance(value, float) and math.isfinite(value)
 
 
 def _is_text(value: str) -> bool:

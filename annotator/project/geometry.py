@@ -25,6 +25,7 @@ COCOeval's segm mode) working for annotations that have no mask yet.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -264,9 +265,22 @@ def _polygons_to_rle(polygons: list, height: int, width: int) -> Rle:
     for index, polygon in enumerate(polygons):
         if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
             raise ValueError(f"polygon {index} needs an even number (>= 6) of coordinates")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in polygon):
+        if not all(map(is_finite_number, polygon)):
             raise ValueError(f"polygon {index} has a coordinate that is not a finite number")
+        xs, ys = polygon[0::2], polygon[1::2]
+        if min(xs) < -width or max(xs) > 2 * width or min(ys) < -height or max(ys) > 2 * height:
+            raise ValueError(f"polygon {index} has a point far outside the {width}x{height} image")
     return Rle.from_coco(coco_mask.merge(coco_mask.frPyObjects(polygons, height, width)))
+
+
+def is_finite_number(value: Any) -> bool:
+    """A number a float can hold: not a bool, NaN or infinite, nor an integer beyond the float range (a 400-digit
+    JSON integer), which `float()` and `math.isfinite` would raise OverflowError on."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= sys.float_info.max  # an int-float comparison is exact and never overflows
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _is_int(value: Any) -> bool:

@@ -162,8 +162,12 @@ def _entry_problem(entry: os.DirEntry, real_root: Path) -> str | None:
 
 
 def printable_path(name: str) -> str:
-    """A file name as text: the bytes that are not UTF-8 (kept by Python as lone surrogates) shown as `\\xe9`."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """A file name as text: the bytes that are not UTF-8 (kept by Python as lone surrogates) shown as `\\xe9`, and
+    any other lone surrogate (as JSON can carry) as `\\ud800`."""
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def is_unsupported_image(name: str) -> bool:
