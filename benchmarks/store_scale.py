@@ -210,12 +210,9 @@ def main() -> None:
     normal_path.unlink()
     rows.append((f"store size with {args.annotations:,} annotations", f"{store_bytes(main_path) / 1e6:.1f} MB"))
 
-    def page_check() -> None:
-        with closing(sqlite3.connect(main_path)) as db:
-            assert db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
-
-    check_s = statistics.median(timed(page_check, args.repeats))
     reopen_main_s = statistics.median(timed(lambda: ProjectStore.open(main_path).close(), args.repeats))
+    with closing(sqlite3.connect(main_path)) as db:
+        check_s = statistics.median(timed(lambda: db.execute("PRAGMA quick_check").fetchall(), args.repeats))
     rows.append(
         (f"opening this store (ProjectStore.open), of which the page check PRAGMA quick_check",
          f"{reopen_main_s * 1e3:.0f} ms, of which {check_s * 1e3:.0f} ms")
