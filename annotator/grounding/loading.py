@@ -114,12 +114,41 @@ def check_model_folder(folder: str | Path) -> None:
             f"{folder} has no weights (model.safetensors, or model.safetensors.index.json and its shards); "
             f"save the model there with model.save_pretrained or download it again"
         )
+    for index_name in sorted(names & {"model.safetensors.index.json", "pytorch_model.bin.index.json"}):
+        _check_shards(folder, index_name)
+
+
+def _check_shards(folder: Path, index_name: str) -> None:
+    """The shards a weights index names must lie beside it."""
+    import json
+
+    try:
+        weight_map = json.loads((folder / index_name).read_text(encoding="utf-8"))["weight_map"]
+        shards = set(weight_map.values())
+    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelUnavailable(
+            f"{index_name} in {folder} is not a weights index ({type(exc).__name__}: {exc}); download it again"
+        ) from exc
+    absent = sorted(str(shard) for shard in shards if not (folder / str(shard)).is_file())
+    if absent:
+        raise ModelUnavailable(
+            f"{folder} lacks {len(absent)} of the {len(shards)} weight shards its {index_name} names (first: "
+            f"{absent[0]}); download them again"
+        )
 
 
 def check_heads_fit(model: str, heads: Sequence[tuple[int, int]], folder: str | Path | None = None) -> None:
-    """`ModelUnavailable` when a head is not one of `model`'s (a negative number, a layer past its text layers, a
-    head past its heads per layer), read from its config before any weight loads. `folder`: where `model` lies
-    (default: the local folder, or this machine's copy of a hub model; a hub model not here is not checked)."""
+    """`ModelUnavailable` when `heads_misfit` finds a head that is not one of `model`'s."""
+    problem = heads_misfit(model, heads, folder)
+    if problem is not None:
+        raise ModelUnavailable(problem)
+
+
+def heads_misfit(model: str, heads: Sequence[tuple[int, int]], folder: str | Path | None = None) -> str | None:
+    """Why some of `heads` are not heads of `model` (a layer past its text layers, a head past its heads per
+    layer), read from its config before any weight loads; None when they fit. `folder`: where `model` lies
+    (default: the local folder, or this machine's copy of a hub model; a hub model not here is not checked).
+    A negative head, or a config that cannot be read, raises `ModelUnavailable`."""
     _check_non_negative(model, heads)
     if folder is None:
         repo_id = hub_id_of(model)
@@ -128,7 +157,7 @@ def check_heads_fit(model: str, heads: Sequence[tuple[int, int]], folder: str | 
         else:
             cached = hub.find_cached(repo_id, max(layer for layer, _ in heads))
             if cached is None:
-                return
+                return None
             folder = cached.path
     from annotator.grounding.heads import head_label
     from annotator.grounding.lvlm import text_layout
@@ -143,11 +172,12 @@ def check_heads_fit(model: str, heads: Sequence[tuple[int, int]], folder: str | 
             needs = "needs" if len(outside) == 1 else "need"
             wanted = max(h[index] for h in outside) + 1
             problems.append(f"{', '.join(head_label(h) for h in outside)} {needs} {wanted} {unit}; {model} has {has}")
-    if problems:
-        raise ModelUnavailable(
-            f"the heads {list(heads)} do not fit {model}: {'; '.join(problems)} (find its own heads with "
-            f"'annotator find-heads --model {model} --data FILE')"
-        )
+    if not problems:
+        return None
+    return (
+        f"the heads {list(heads)} do not fit {model}: {'; '.join(problems)} (find its own heads with "
+        f"'annotator find-heads --model {model} --data FILE')"
+    )
 
 
 def _check_non_negative(model: str, heads: Sequence[tuple[int, int]]) -> None:

@@ -15,12 +15,16 @@ An engine is not thread-safe: give each worker thread its own.
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle
+import re
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
-from typing import Hashable, Sequence
+from typing import Hashable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -161,11 +165,22 @@ class LvlmEngine:
         from safetensors import SafetensorError
 
         try:
-            model = model_class.from_pretrained(name, **kwargs)
-        except SafetensorError as exc:
+            with _load_report_held_back() as report:
+                model = model_class.from_pretrained(name, **kwargs)
+        except (SafetensorError, pickle.UnpicklingError, EOFError) as exc:
+            raise ModelUnavailable(_damaged_weights_message(name, exc)) from exc
+        except RuntimeError as exc:
+            if "ignore_mismatched_sizes" in str(exc) or "size mismatch" in str(exc):
+                raise ModelUnavailable(_mismatch_message(name, report)) from exc
+            if isinstance(exc, torch.OutOfMemoryError) or not _pickled_weights(name):
+                raise
             raise ModelUnavailable(_damaged_weights_message(name, exc)) from exc
         except (OSError, ValueError) as exc:
             raise ModelUnavailable(_unavailable_message(name, exc)) from exc
+        except Exception as exc:  # the unpickler of a damaged .bin fails with any error type (IndexError, KeyError...)
+            if not _pickled_weights(name):
+                raise
+            raise ModelUnavailable(_damaged_weights_message(name, exc)) from exc
         return cls(model, processor, prefix_cache_size=prefix_cache_size, model_id=model_id or name)
 
     @property
@@ -403,20 +418,69 @@ def _load_config_and_processor(name: str):
     return config, processor
 
 
+@contextmanager
+def _load_report_held_back() -> Iterator[list[logging.LogRecord]]:
+    """Hold back the load report transformers logs during `from_pretrained` (a table of every odd tensor): it is
+    logged as usual when the load succeeds; when the load fails, the one-line error says what it found."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in record.getMessage():
+            held.append(record)
+            return False
+        return True
+
+    logger.addFilter(hold)
+    try:
+        yield held
+    finally:
+        logger.removeFilter(hold)
+    for record in held:
+        logger.handle(record)
+
+
+def _mismatch_message(name: str, report: list[logging.LogRecord]) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(record.getMessage() for record in report))
+    rows = [line for line in text.splitlines() if "MISMATCH" in line and "ckpt:" in line]
+    example = ""
+    if rows:
+        tensor = rows[0].split("|")[0].strip()
+        shapes = re.search(r"ckpt: torch.Size\((\[[^]]*\])\) vs model: ?torch.Size\((\[[^]]*\])\)", rows[0])
+        example = f" (e.g. {tensor}: {shapes[1]} in the file, {shapes[2]} by config.json)" if shapes else ""
+    return (
+        f"the weights in {name} do not fit its config.json: {len(rows) or 'some'} tensor(s) have other shapes"
+        f"{example}; the folder mixes the files of two models, save or download the model again"
+    )
+
+
+def _pickled_weights(name: str) -> bool:
+    """Whether the folder `name` keeps its weights in pickled .bin files only (no safetensors)."""
+    folder = Path(name).expanduser()
+    return folder.is_dir() and not any(folder.glob("*.safetensors")) and any(folder.glob("*.bin"))
+
+
 def _damaged_weights_message(name: str, exc: Exception) -> str:
-    """Which weights file of `name` is damaged (its header, read without loading a tensor) and what to do."""
+    """Which weights file of `name` is damaged (a safetensors header is read without loading a tensor) and what
+    to do."""
     from safetensors import SafetensorError, safe_open
 
     reason = " ".join(str(exc).split())
     folder = Path(name).expanduser()
-    for weights in sorted(folder.glob("*.safetensors")) if folder.is_dir() else ():
+    if not folder.is_dir():
+        return f"a weights file of {name} is damaged or incomplete ({reason}); download it again"
+    for weights in sorted(folder.glob("*.safetensors")):
         try:
             with safe_open(str(weights), framework="pt"):
                 pass
         except (SafetensorError, OSError) as damaged:
             reason = " ".join(str(damaged).split())
             return f"the weights file {weights.name} in {folder} is damaged or incomplete ({reason}); download it again"
-    return f"a weights file of {name} is damaged or incomplete ({reason}); download it again"
+    pickled = sorted(path.name for path in folder.glob("*.bin"))
+    which = f"the weights file {pickled[0]}" if len(pickled) == 1 else "a weights file"
+    unpickler = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(\n\n|$)", str(exc), re.S)
+    reason = " ".join(unpickler.group(1).split()) if unpickler else f"{type(exc).__name__}: {reason}"[:300]
+    return f"{which} in {folder} is damaged or incomplete ({reason}); download it again"
 
 
 def _unavailable_message(name: str, exc: Exception) -> str:
