@@ -305,7 +305,7 @@ class HeadsFile:
             data = json.loads(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError as exc:
             raise ValueError(f"{path}: cannot read heads file: not UTF-8 text ({exc.reason})") from exc
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or a number too long to read
             raise ValueError(f"{path}: cannot read heads file ({exc})") from exc
         return cls.from_json(data, where=str(path))
 
