@@ -721,7 +721,7 @@ def _heads_file(path: Path | None, model: str):
     """The heads file given, or the known heads of the model, checked against the model's config when it is on
     this machine; `ModelUnavailable` when there are none or they do not fit."""
     from annotator.grounding.heads import HeadsFile, find_heads_file
-    from annotator.grounding.loading import check_heads_fit
+    from annotator.grounding.loading import heads_misfit
 
     try:
         heads_file = HeadsFile.load(path) if path is not None else find_heads_file(model)
@@ -732,11 +732,10 @@ def _heads_file(path: Path | None, model: str):
             f"no localization heads are known for {model}; find them with "
             f"'annotator find-heads --model {model} --data FILE' and pass the file with --heads"
         )
-    try:
-        check_heads_fit(model, heads_file.heads)
-    except ModelUnavailable as exc:
+    misfit = heads_misfit(model, heads_file.heads)
+    if misfit is not None:
         origin = f"--heads {path}" if path is not None else f"the heads known for {heads_file.model}"
-        raise ModelUnavailable(f"{origin}: {exc}") from exc
+        raise ModelUnavailable(f"{origin}: {misfit}")
     return heads_file
 
 
