@@ -98,6 +98,37 @@ def test_a_sam_checkpoint_of_random_bytes_is_said_to_be_damaged_without_torchs_w
     assert "weights_only" not in err
 
 
+def test_weights_of_another_shape_than_config_json_are_refused_in_one_line(tmp_path, images, capsys):
+    from tests.tiny_llava import tiny_llava
+
+    model = planted_copy(tmp_path)
+    (model / "model.safetensors").unlink()
+    tiny_llava().save_pretrained(model)
+    (model / "config.json").write_text((PLANTED_MODEL_DIR / "config.json").read_text())
+    capsys.readouterr()
+    code = main(prelabel(images, model))
+    err = "".join(line for line in capsys.readouterr().err.splitlines(True) if "Loading weights" not in line)
+    assert_one_line_error(code, err, f"the weights in {model} do not fit its config.json", "other shapes")
+    assert "MISMATCH" not in err
+
+
+def test_a_damaged_pytorch_model_bin_is_refused_in_one_line(tmp_path, images, capsys):
+    model = planted_copy(tmp_path)
+    (model / "model.safetensors").unlink()
+    (model / "pytorch_model.bin").write_bytes(random_bytes(5_000))
+    code = main(prelabel(images, model))
+    assert_one_line_error(code, capsys.readouterr().err, f"pytorch_model.bin in {model}", "damaged or incomplete")
+
+
+def test_a_weights_index_naming_shards_that_are_not_there_says_which(tmp_path, images, capsys):
+    model = planted_copy(tmp_path)
+    (model / "model.safetensors").rename(model / "model-00001-of-00002.safetensors")
+    shards = {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}
+    (model / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": shards}))
+    code = main(prelabel(images, model))
+    assert_one_line_error(code, capsys.readouterr().err, f"{model} lacks 1 of the 2", shards["b"])
+
+
 # Folders that are not models ---------------------------------------------------------------------------------
 
 
@@ -156,6 +187,13 @@ def test_a_heads_file_that_is_not_utf8_is_refused_naming_it(tmp_path, images, ca
     heads.write_bytes(b'{"model": "caf\xe9", "heads": [[3, 5]]}')
     code = main(prelabel(images, PLANTED_MODEL_DIR, "--heads", str(heads)))
     assert_one_line_error(code, capsys.readouterr().err, str(heads), "not UTF-8")
+
+
+def test_a_heads_file_nested_too_deep_to_parse_is_refused_naming_it(tmp_path, images, capsys):
+    heads = tmp_path / "heads.json"
+    heads.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    code = main(prelabel(images, PLANTED_MODEL_DIR, "--heads", str(heads)))
+    assert_one_line_error(code, capsys.readouterr().err, str(heads), "cannot read heads file")
 
 
 def test_heads_deeper_than_the_model_are_refused_before_the_weights_load(
