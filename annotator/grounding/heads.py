@@ -363,7 +363,7 @@ def _heads_file_problem(data: dict) -> str | None:
         return f"'tau' must be a number, got {_json_type(tau)}"
     for key in ("num_samples", "num_layers", "num_heads"):
         if data.get(key) is not None and not _is_count(data[key]):
-            return f"'{key}' must be a whole number, got {json.dumps(data[key])}"
+            return f"'{key}' must be a whole number, got {json.dumps(data[key])[:60]}"
     return None
 
 
