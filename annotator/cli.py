@@ -16,7 +16,7 @@ import re
 import signal
 import sys
 import threading
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
@@ -496,8 +496,7 @@ def _run_find_heads(args: argparse.Namespace) -> int:
         total = args.synthetic
         source = f"{total} synthetic scenes (seed {args.seed})"
     _check_model_reference(args.model)
-    out = args.out or _default_heads_path(args.model)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = _output_file(args.out or _default_heads_path(args.model), "heads file")
     device, dtype = _device_and_dtype(args.device, args.dtype)
     from tqdm import tqdm
 
@@ -617,8 +616,7 @@ def _prelabel_store(args: argparse.Namespace, plan):
     from annotator.prelabel import find_pending_work, require_images
     from annotator.project.store import ProjectStore
 
-    out = args.out or EXPORTS_DIR / f"{args.folder.resolve().name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = _output_file(args.out or EXPORTS_DIR / f"{args.folder.resolve().name}.json", "COCO file")
     store = (
         ProjectStore.open(args.store, image_root=args.folder) if args.store else ProjectStore.for_folder(args.folder)
     )
@@ -773,6 +771,16 @@ def _stop_on_interrupt(stop: threading.Event, prog: str):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _output_file(path: Path, what: str) -> Path:
+    """`path`, once its folder exists (made if missing) and a file can be written there; `ExportError` if not."""
+    from annotator.project.atomic_file import check_writable_file
+
+    with suppress(OSError):  # a parent that is a file, or unwritable: check_writable_file says which
+        path.parent.mkdir(parents=True, exist_ok=True)
+    check_writable_file(path, what)
+    return path
 
 
 def _default_heads_path(model: str) -> Path:

@@ -258,3 +258,55 @@ def test_an_image_path_that_no_file_can_have_is_refused_with_its_reason_not_rais
     assert [record.path for record in records] == ["good.png"]
     [(path, reason)] = [(item.path, item.reason) for item in refused]
     assert path == name and reason
+
+
+@pytest.mark.parametrize("where", ["an existing folder", "below a file"])
+def test_prelabel_out_that_cannot_be_a_file_is_refused_before_the_model_loads(tmp_path, capsys, no_model_load, where):
+    from annotator.cli import main
+
+    folder = tmp_path / "photos"
+    write_png(folder / "a.png")
+    out = tmp_path / "exports"
+    out.mkdir()
+    if where == "below a file":
+        (tmp_path / "plain").write_text("")
+        out = tmp_path / "plain" / "out.json"
+    code = main(prelabel(folder, "--out", str(out)))
+    err = capsys.readouterr().err
+    assert_one_line_error(code, err, f"cannot write COCO file {out}")
+    assert ".tmp" not in err
+
+
+def test_find_heads_out_that_is_a_folder_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    from annotator.cli import main
+    from annotator.grounding.planted import PLANTED_MODEL_DIR
+
+    monkeypatch.setattr("annotator.grounding.lvlm.LvlmEngine.load", pytest.fail)
+    args = ["find-heads", "--model", str(PLANTED_MODEL_DIR), "--synthetic", "2", "--out", str(tmp_path)]
+    code = main([*args, "--device", "cpu"])
+    assert_one_line_error(code, capsys.readouterr().err, f"cannot write heads file {tmp_path}", "is a folder")
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_prelabel_on_a_full_disk_names_the_export_and_keeps_the_proposals_in_the_store(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from annotator.cli import main
+    from annotator.project import atomic_file
+
+    folder = tmp_path / "photos"
+    write_png(folder / "a.png")
+    out = tmp_path / "out.json"
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(atomic_file.os, "fsync", full_disk)
+    code = main(prelabel(folder, "--out", str(out)))
+    last_line = capsys.readouterr().err.splitlines()[-1] + "\n"  # after the progress bars of the run
+    assert_one_line_error(
+        code, last_line, f"cannot write COCO file {out}", "No space left on device", "safe in the project store"
+    )
+    assert not out.exists() and not list(tmp_path.glob(".out.json*"))
+    with ProjectStore.for_folder(folder) as store:
+        assert len(store.annotations()) == 1
