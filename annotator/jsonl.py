@@ -23,10 +23,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
             for line_no, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise CocoFormatError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from exc
+                row = _parsed(line, path, line_no)
                 if not isinstance(row, dict):
                     raise CocoFormatError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
                 yield line_no, row
@@ -38,13 +35,28 @@ def read_json(path: Path) -> Any:
     """The parsed content of a JSON file."""
     try:
         with path.open("r", encoding="utf-8") as handle:
-            return json.load(handle)
+            text = handle.read()
     except OSError as exc:
         raise CocoFormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:
         raise CocoFormatError(f"{path}: not UTF-8 text ({exc.reason})") from exc
+    return _parsed(text, path)
+
+
+def _parsed(text: str, path: Path, line_no: int | None = None) -> Any:
+    """`text` parsed; JSON that is invalid, nested deeper than the parser recurses or holds an integer longer than
+    Python converts (`sys.get_int_max_str_digits`) raises `CocoFormatError` naming the file and, for JSONL, the
+    line (`line_no`)."""
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CocoFormatError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+        raise CocoFormatError(f"{path}:{line_no or exc.lineno}: not valid JSON ({exc.msg})") from exc
+    except RecursionError:
+        problem = "nested too deeply to read"
+    except ValueError as exc:
+        problem = f"holds a number too long to read ({str(exc).split(';')[0]})"
+    where = str(path) if line_no is None else f"{path}:{line_no}"
+    raise CocoFormatError(f"{where}: {problem}")
 
 
 def is_jsonl(path: Path) -> bool:

@@ -372,3 +372,42 @@ def test_eval_on_a_coco_prediction_file_whose_lists_are_not_lists_names_the_key(
     code = main(["eval", "--gt", str(gt), "--pred", str(pred)])
     key = "images" if coco["images"] == 5 else "annotations"
     assert_one_line_error(code, capsys.readouterr().err, str(pred), f"'{key}' must be a list")
+
+
+# JSON too deep or a number too long to read ------------------------------------------------------------------
+
+DEEP = "[" * 100_000 + "]" * 100_000
+LONG_NUMBER = "9" * 5_000
+
+
+def test_find_heads_on_a_data_line_nested_too_deep_is_refused_naming_the_line(tmp_path, capsys, weights_never_load):
+    data = tmp_path / "calibration.jsonl"
+    data.write_text('{"image": "a.png", "expression": "x"}\n{"image": ' + DEEP + "}\n", encoding="utf-8")
+    code = main(["find-heads", "--model", str(PLANTED_MODEL_DIR), "--data", str(data), "--device", "cpu"])
+    assert_one_line_error(code, capsys.readouterr().err, f"{data}:2", "nested too deeply")
+
+
+def test_prelabel_expressions_with_a_number_too_long_to_read_are_refused_naming_the_line(
+    tmp_path, images, capsys, weights_never_load
+):
+    expressions = tmp_path / "queries.jsonl"
+    expressions.write_text('{"image": "a.png", "expression": "x", "id": ' + LONG_NUMBER + "}\n", encoding="utf-8")
+    args = ["--expressions", str(expressions), "--model", str(PLANTED_MODEL_DIR), "--device", "cpu"]
+    code = main(["prelabel", str(images), *args])
+    assert_one_line_error(code, capsys.readouterr().err, f"{expressions}:1", "number too long")
+
+
+def test_eval_on_a_refs_file_nested_too_deep_is_refused_naming_it(tmp_path, capsys):
+    gt, pred = tmp_path / "refs.json", tmp_path / "pred.jsonl"
+    gt.write_text(DEEP, encoding="utf-8")
+    write_jsonl(pred, [{"image": "a.png", "expression": "x", "bbox": [0, 0, 5, 5]}])
+    code = main(["eval", "--gt", str(gt), "--pred", str(pred)])
+    assert_one_line_error(code, capsys.readouterr().err, str(gt), "nested too deeply")
+
+
+def test_eval_on_a_coco_prediction_file_with_a_number_too_long_to_read_is_refused_naming_it(tmp_path, capsys):
+    gt, pred = tmp_path / "gt.jsonl", tmp_path / "pred.json"
+    write_jsonl(gt, [{"image": "a.png", "expression": "x", "bbox": [0, 0, 5, 5]}])
+    pred.write_text('{"images": [], "annotations": [{"id": ' + LONG_NUMBER + "}]}", encoding="utf-8")
+    code = main(["eval", "--gt", str(gt), "--pred", str(pred)])
+    assert_one_line_error(code, capsys.readouterr().err, str(pred), "number too long")
