@@ -34,7 +34,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from annotator.errors import CocoFormatError, ImageLoadError
-from annotator.jsonl import is_jsonl, read_json, read_jsonl
+from annotator.jsonl import checked_texts, is_jsonl, listed, matchable_id, read_json, read_jsonl, sentence_texts
 from annotator.project.images import image_size
 
 HIT_IOU = 0.5
@@ -319,9 +319,9 @@ def read_predictions(path: str | Path) -> list[Prediction]:
         raise CocoFormatError(f"{path}: not a COCO file (needs 'images' and 'annotations')")
     images = _coco_images(data, path)
     predictions = []
-    for annotation in _listed(data, "annotations", path):
+    for annotation in listed(data, "annotations", path):
         where = f"{path}: annotation {annotation.get('id', '?') if isinstance(annotation, dict) else '?'}"
-        if not isinstance(annotation, dict) or _key(annotation.get("image_id")) not in images:
+        if not isinstance(annotation, dict) or matchable_id(annotation.get("image_id")) not in images:
             raise CocoFormatError(f"{where}: no image with its image_id")
         image = images[annotation["image_id"]]
         extra = annotation.get("extra") if isinstance(annotation.get("extra"), dict) else {}
@@ -340,13 +340,7 @@ def read_predictions(path: str | Path) -> list[Prediction]:
 def _truth_from_row(row: dict, path: Path, line_no: int) -> list[GroundTruth]:
     where = f"{path}:{line_no}"
     image = _required_str(row, "image", where)
-    expressions = row.get("expressions", [row.get("expression")] if "expression" in row else None)
-    if (
-        not isinstance(expressions, list)
-        or not expressions
-        or not all(isinstance(e, str) and e.strip() for e in expressions)
-    ):
-        raise CocoFormatError(f"{where}: needs 'expression' (a non-empty string) or 'expressions' (a list of them)")
+    expressions = checked_texts(row["expressions"] if "expressions" in row else [row.get("expression")], where)
     box = _box(row.get("bbox"), where)
     segmentation = None
     if row.get("segmentation") is not None:
@@ -368,23 +362,22 @@ def _truth_from_refs(path: Path, refs: Any) -> list[GroundTruth]:
     if not isinstance(instances, dict) or "annotations" not in instances or "images" not in instances:
         raise CocoFormatError(f"{instances_path}: not a COCO instances file (needs 'images' and 'annotations')")
     images = _coco_images(instances, instances_path)
-    listed = _listed(instances, "annotations", instances_path)
-    annotations = {a["id"]: a for a in listed if isinstance(a, dict) and _key(a.get("id")) is not None}
+    entries = listed(instances, "annotations", instances_path)
+    annotations = {a["id"]: a for a in entries if isinstance(a, dict) and matchable_id(a.get("id")) is not None}
     truths = []
     for index, ref in enumerate(refs):
         where = f"{path}: ref {ref.get('ref_id', index) if isinstance(ref, dict) else index}"
-        if not isinstance(ref, dict) or _key(ref.get("ann_id")) not in annotations:
+        if not isinstance(ref, dict) or matchable_id(ref.get("ann_id")) not in annotations:
             raise CocoFormatError(f"{where}: its ann_id is not in {instances_path.name}")
         annotation = annotations[ref["ann_id"]]
-        image = images.get(_key(annotation.get("image_id")))
+        image = images.get(matchable_id(annotation.get("image_id")))
         if image is None:
             raise CocoFormatError(f"{where}: annotation {ref['ann_id']} has no image")
         box = _box(annotation.get("bbox"), where)
         segmentation = None
         if annotation.get("segmentation"):
             segmentation = _rle(annotation["segmentation"], (image.get("height"), image.get("width")), where)
-        sentences = ref.get("sentences") or []
-        texts = [s.get("sent", s.get("raw")) if isinstance(s, dict) else s for s in sentences]
+        texts = sentence_texts(ref.get("sentences") or [], where)
         if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
             raise CocoFormatError(f"{where}: no sentences")
         image_path = Path(str(image["file_name"]))
@@ -397,23 +390,11 @@ def _truth_from_refs(path: Path, refs: Any) -> list[GroundTruth]:
     return truths
 
 
-def _listed(data: dict, key: str, path: Path) -> list:
-    """`data[key]`, which must be a JSON list."""
-    if not isinstance(data[key], list):
-        raise CocoFormatError(f"{path}: '{key}' must be a list, got {type(data[key]).__name__}")
-    return data[key]
-
-
-def _key(value: Any) -> Any:
-    """An id usable as a dict key; a list or object as an id matches nothing."""
-    return value if isinstance(value, (int, str)) else None
-
-
 def _coco_images(data: dict, path: Path) -> dict[Any, dict]:
     images = {}
-    for image in _listed(data, "images", path):
+    for image in listed(data, "images", path):
         named = isinstance(image, dict) and isinstance(image.get("file_name"), str)
-        if not named or _key(image.get("id")) is None:
+        if not named or matchable_id(image.get("id")) is None:
             raise CocoFormatError(f"{path}: image entry without 'id' and 'file_name': {str(image)[:80]}")
         images[image["id"]] = image
     return images

@@ -1,4 +1,5 @@
-"""Reading JSON and JSON Lines files whose errors say where: the file, and for JSONL the line number.
+"""Reading JSON and JSON Lines files whose errors say where: the file, and for JSONL the line number; and the
+checks of COCO / RefCOCO-style entries that the calibration and evaluation readers share.
 
 Failures raise `CocoFormatError` (the domain of COCO / RefCOCO-style files, which is what these files are).
 """
@@ -62,3 +63,29 @@ def _parsed(text: str, path: Path, line_no: int | None = None) -> Any:
 def is_jsonl(path: Path) -> bool:
     """Whether the file name says JSON Lines (.jsonl or .ndjson)."""
     return path.suffix.lower() in (".jsonl", ".ndjson")
+
+
+def listed(data: dict, key: str, path: Path) -> list:
+    """`data[key]`, which must be a JSON list; `CocoFormatError` naming the file and the key if not."""
+    if not isinstance(data[key], list):
+        raise CocoFormatError(f"{path}: '{key}' must be a list, got {type(data[key]).__name__}")
+    return data[key]
+
+
+def matchable_id(value: Any) -> int | str | None:
+    """An id usable as a dict key; a list or object as an id matches nothing (None)."""
+    return value if isinstance(value, (int, str)) else None
+
+
+def checked_texts(texts: Any, where: str) -> list[str]:
+    """`texts`, which must be a non-empty list of non-blank strings (an entry's expressions)."""
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+        raise CocoFormatError(f"{where}: needs 'expression' (a non-empty string) or 'expressions' (a list of them)")
+    return list(texts)
+
+
+def sentence_texts(sentences: Any, where: str) -> list[Any]:
+    """The texts of a RefCOCO ref's `sentences` (each `{'sent': text}`, `{'raw': text}` or a text), not yet checked."""
+    if not isinstance(sentences, list):
+        raise CocoFormatError(f"{where}: 'sentences' must be a list of {{'sent': text}} or texts")
+    return [s.get("sent", s.get("raw")) if isinstance(s, dict) else s for s in sentences]

@@ -374,6 +374,17 @@ def test_eval_on_a_coco_prediction_file_whose_lists_are_not_lists_names_the_key(
     assert_one_line_error(code, capsys.readouterr().err, str(pred), f"'{key}' must be a list")
 
 
+
+def test_eval_on_refs_whose_sentences_are_not_a_list_names_the_ref(tmp_path, capsys):
+    gt, pred = tmp_path / "refs.json", tmp_path / "pred.jsonl"
+    gt.write_text(json.dumps([{"ref_id": 7, "ann_id": 1, "sentences": 5}]), encoding="utf-8")
+    annotation = {"id": 1, "image_id": 1, "bbox": [0, 0, 5, 5]}
+    instances = {"images": [{"id": 1, "file_name": "a.png"}], "annotations": [annotation]}
+    (tmp_path / "instances.json").write_text(json.dumps(instances), encoding="utf-8")
+    write_jsonl(pred, [{"image": "a.png", "expression": "x", "bbox": [0, 0, 5, 5]}])
+    code = main(["eval", "--gt", str(gt), "--pred", str(pred)])
+    assert_one_line_error(code, capsys.readouterr().err, f"{gt}: ref 7", "'sentences' must be a list")
+
 # JSON too deep or a number too long to read ------------------------------------------------------------------
 
 DEEP = "[" * 100_000 + "]" * 100_000

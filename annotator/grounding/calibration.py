@@ -20,7 +20,7 @@ import numpy as np
 
 from annotator.errors import CocoFormatError, ImageLoadError
 from annotator.grounding.scenes import generate_scenes
-from annotator.jsonl import is_jsonl, read_json, read_jsonl
+from annotator.jsonl import checked_texts, is_jsonl, listed, matchable_id, read_json, read_jsonl, sentence_texts
 from annotator.project.images import load_image
 
 
@@ -98,17 +98,17 @@ def _pairs_from_row(row: dict, path: Path, line_no: int) -> list[CalibrationPair
     if not isinstance(image, str) or not image.strip():
         raise CocoFormatError(f"{where}: needs 'image' (a path relative to the file)")
     texts = row["expressions"] if "expressions" in row else [row.get("expression")]
-    return [CalibrationPair(path.parent / image, text, where) for text in _checked_texts(texts, where)]
+    return [CalibrationPair(path.parent / image, text, where) for text in checked_texts(texts, where)]
 
 
 def _pairs_from_coco(data: dict, path: Path, root: Path) -> list[CalibrationPair]:
-    files = _file_names(_listed(data, "images", path))
+    files = _file_names(listed(data, "images", path))
     pairs = []
-    for index, annotation in enumerate(_listed(data, "annotations", path)):
+    for index, annotation in enumerate(listed(data, "annotations", path)):
         if not isinstance(annotation, dict):
             raise CocoFormatError(f"{path}: annotation #{index} is not an object")
         where = f"{path}: annotation {annotation.get('id', index)}"
-        file_name = files.get(_key(annotation.get("image_id")))
+        file_name = files.get(matchable_id(annotation.get("image_id")))
         if not isinstance(file_name, str):
             raise CocoFormatError(f"{where}: its image_id has no image with a file_name")
         pairs.extend(CalibrationPair(root / file_name, text, where) for text in _annotation_texts(annotation, where))
@@ -118,7 +118,7 @@ def _pairs_from_coco(data: dict, path: Path, root: Path) -> list[CalibrationPair
 
 
 def _pairs_from_refs(data: Any, path: Path, image_root: str | Path | None) -> list[CalibrationPair]:
-    refs = _listed(data, "refs", path) if isinstance(data, dict) else data
+    refs = listed(data, "refs", path) if isinstance(data, dict) else data
     instances_name = data.get("instances", "instances.json") if isinstance(data, dict) else "instances.json"
     if not isinstance(instances_name, str) or not instances_name.strip():
         raise CocoFormatError(f"{path}: 'instances' must name the instances file beside it")
@@ -131,23 +131,11 @@ def _pairs_from_refs(data: Any, path: Path, image_root: str | Path | None) -> li
     pairs = []
     for index, ref in enumerate(refs):
         where = f"{path}: ref {ref.get('ref_id', index) if isinstance(ref, dict) else index}"
-        if not isinstance(ref, dict) or not isinstance(files.get(_key(ref.get("image_id"))), str):
+        if not isinstance(ref, dict) or not isinstance(files.get(matchable_id(ref.get("image_id"))), str):
             raise CocoFormatError(f"{where}: its image_id is not in {instances_path.name}")
         file_name = files[ref["image_id"]]
         pairs.extend(CalibrationPair(root / file_name, text, where) for text in _annotation_texts(ref, where))
     return pairs
-
-
-def _listed(data: dict, key: str, path: Path) -> list:
-    """`data[key]`, which must be a JSON list."""
-    if not isinstance(data[key], list):
-        raise CocoFormatError(f"{path}: '{key}' must be a list, got {type(data[key]).__name__}")
-    return data[key]
-
-
-def _key(value: Any) -> Any:
-    """An id usable as a dict key (a list or object id matches nothing)."""
-    return value if isinstance(value, (int, str)) else None
 
 
 def _file_names(images: list) -> dict[Any, Any]:
@@ -155,25 +143,15 @@ def _file_names(images: list) -> dict[Any, Any]:
     return {
         image["id"]: image.get("file_name")
         for image in images
-        if isinstance(image, dict) and _key(image.get("id")) is not None
+        if isinstance(image, dict) and matchable_id(image.get("id")) is not None
     }
 
 
 def _annotation_texts(entry: dict, where: str) -> list[str]:
     if "expressions" in entry:
-        return _checked_texts(entry["expressions"], where)
+        return checked_texts(entry["expressions"], where)
     if "sentences" in entry:
-        sentences = entry["sentences"]
-        if not isinstance(sentences, list):
-            raise CocoFormatError(f"{where}: 'sentences' must be a list of {{'sent': text}} or texts")
-        texts = [s.get("sent", s.get("raw")) if isinstance(s, dict) else s for s in sentences]
-        return _checked_texts(texts, where)
+        return checked_texts(sentence_texts(entry["sentences"], where), where)
     if "expression" in entry:
-        return _checked_texts([entry["expression"]], where)
+        return checked_texts([entry["expression"]], where)
     return []
-
-
-def _checked_texts(texts: Any, where: str) -> list[str]:
-    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):
-        raise CocoFormatError(f"{where}: needs 'expression' (a non-empty string) or 'expressions' (a list of them)")
-    return list(texts)
