@@ -11,9 +11,10 @@ from PySide6.QtCore import QPoint, Qt
 from annotator.grounding.segment import Segmenter
 from annotator.project.geometry import Rle
 from annotator.project.images import load_image
-from annotator.project.store import Annotation, ProjectStore
+from annotator.project.store import ProjectStore
 from tests.tiny_sam import build_tiny_sam
 from tests.ui_fixtures import (  # noqa: F401 (fixtures are found by name)
+    BOX,
     STEP_TIMEOUT_MS,
     app_settings,
     box_iou,
@@ -22,30 +23,15 @@ from tests.ui_fixtures import (  # noqa: F401 (fixtures are found by name)
     open_folder,
     planted_model_path,
     propose,
+    redo,
     sam_window,
     scene_folder,
+    seed_store,
+    stored,
+    undo,
     window,
     write_scenes,
 )
-
-BOX = (60.0, 80.0, 180.0, 200.0)
-
-
-def seed_store(folder: Path, **annotation) -> int:
-    """Add one annotation (category "disc") to the folder's project before the app opens it; its id."""
-    with ProjectStore.for_folder(folder) as store:
-        store.sync_folder()
-        category = store.ensure_category("disc")
-        image = store.images()[0]
-        values = {"box_xyxy": BOX, "source": "manual", "status": "accepted", **annotation}
-        return store.add_annotation(image.id, category.id, **values).id
-
-
-def stored(window, annotation_id: int) -> Annotation | None:
-    try:
-        return window.store.annotation(annotation_id)
-    except KeyError:
-        return None
 
 
 def view_pos(window, x: float, y: float) -> QPoint:
@@ -72,17 +58,6 @@ def activate(qtbot, window, annotation_id: int) -> None:
     x0, y0, x1, y1 = stored(window, annotation_id).box_xyxy
     click(qtbot, window, (x0 + x1) / 2, (y0 + y1) / 2)
     assert window.canvas.active_key == annotation_id
-
-
-def undo(qtbot, window) -> None:
-    with qtbot.waitSignal(window.annotations_changed, timeout=STEP_TIMEOUT_MS):
-        qtbot.keyClick(window.canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
-
-
-def redo(qtbot, window) -> None:
-    with qtbot.waitSignal(window.annotations_changed, timeout=STEP_TIMEOUT_MS):
-        modifiers = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
-        qtbot.keyClick(window.canvas, Qt.Key.Key_Z, modifiers)
 
 
 def test_rejecting_a_pending_prelabel_marks_it_rejected_and_undo_makes_it_pending(qtbot, window, scene_folder):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from PySide6.QtWidgets import QGraphicsItem, QLabel
 from annotator.project.store import NewAnnotation, ProjectStore
 from annotator.ui.main_window import MainWindow
 from tests.ui_fixtures import (  # noqa: F401 (fixtures are found by name)
+    BOX,
+    MODEL_TIMEOUT_MS,
     STEP_TIMEOUT_MS,
     WIDE_OBJECTS,
     app_settings,
@@ -23,7 +26,9 @@ from tests.ui_fixtures import (  # noqa: F401 (fixtures are found by name)
     open_folder,
     planted_model_path,
     scene_folder,
+    seed_store,
     show_image_named,
+    undo,
     window,
     write_scenes,
 )
@@ -130,3 +135,156 @@ def test_an_image_with_3000_annotations_shown_again_and_again_keeps_the_window_a
         press_and_wait_for_the_image(qtbot, window, Qt.Key.Key_A)
         assert_none_kept_its_references(before, f"{visit + 1} visits to the crowded image")
     assert window.isVisible()
+
+
+# Messages that stay ---------------------------------------------------------------------------------------------
+def test_a_folder_error_stays_when_the_model_is_ready_afterwards(qtbot, make_window, app_settings, tmp_path):
+    window = make_window(app_settings)
+    with qtbot.waitSignal(window.models_changed, timeout=MODEL_TIMEOUT_MS) as loaded:
+        window.start_models()  # as `annotator FOLDER` does: the model loads while the folder opens
+        window.open_folder(tmp_path / "no-such-folder")
+    assert loaded.args[0] is not None
+    assert window.message_bar.isVisible()
+    assert "no-such-folder is not a folder" in window.message_bar.text
+
+
+def test_the_demo_banner_waits_behind_a_folder_error_until_the_error_is_dismissed(
+    qtbot, make_window, app_settings, planted_model_path, tmp_path, monkeypatch
+):
+    monkeypatch.setattr("annotator.ui.settings.DEMO_MODEL_PATH", planted_model_path)
+    window = make_window(app_settings)
+    window.open_folder(tmp_path / "no-such-folder")
+    with qtbot.waitSignal(window.models_changed, timeout=MODEL_TIMEOUT_MS):
+        window.use_demo_model()
+    assert "no-such-folder" in window.message_bar.text
+    assert window.message_bar.more.text() == "+1 more"
+    qtbot.mouseClick(window.message_bar.close_button, Qt.MouseButton.LeftButton)
+    assert "Using the demo model" in window.message_bar.text
+    qtbot.mouseClick(window.message_bar.close_button, Qt.MouseButton.LeftButton)
+    assert not window.message_bar.isVisible()
+
+
+def test_a_folder_error_is_cleared_when_a_folder_opens_fine(qtbot, window, scene_folder, tmp_path):
+    window.open_folder(tmp_path / "no-such-folder")
+    assert "no-such-folder" in window.message_bar.text
+    open_folder(qtbot, window, scene_folder[0])
+    assert "no-such-folder" not in window.message_bar.text
+    assert window.message_bar.message("folder") is None
+
+
+def test_a_decode_error_is_cleared_when_another_image_is_shown(qtbot, window, scene_folder):
+    folder, _ = scene_folder
+    good = (folder / "scene_011.png").read_bytes()
+    (folder / "scene_011b.png").write_bytes(good[: len(good) // 3])
+    open_folder(qtbot, window, folder)
+    with qtbot.waitSignal(window.message_shown, timeout=STEP_TIMEOUT_MS):
+        window.show_image(window.store.image_by_path("scene_011b.png").id)
+    assert "scene_011b.png" in window.message_bar.text
+    press_and_wait_for_the_image(qtbot, window, Qt.Key.Key_D)
+    assert "scene_011b.png" not in window.message_bar.text
+    assert window.message_bar.message("image") is None
+
+
+def test_an_unexpected_exception_while_opening_a_folder_is_reported_with_its_type(
+    qtbot, window, scene_folder, monkeypatch, caplog
+):
+    def symlink_loop(folder: Path) -> None:
+        raise RuntimeError(f"Symlink loop from {folder / 'a.png'}")
+
+    monkeypatch.setattr("annotator.ui.folder_sync.scan_folder", symlink_loop)
+    with qtbot.waitSignal(window.message_shown, timeout=STEP_TIMEOUT_MS) as shown:
+        window.open_folder(scene_folder[0])
+    assert "cannot be opened: RuntimeError: Symlink loop from" in shown.args[0]
+    assert window.message_bar.message("folder").level == "error"
+    assert any(record.exc_info and record.exc_info[0] is RuntimeError for record in caplog.records)
+
+
+# Undo across two instances --------------------------------------------------------------------------------------
+@pytest.fixture
+def other_instance(window: MainWindow) -> Iterator[Callable[[], ProjectStore]]:
+    """Opens a second store on the window's project file, as another instance of the app would (call it once the
+    window has a folder open); closed after the test."""
+    opened: list[ProjectStore] = []
+
+    def open_other() -> ProjectStore:
+        assert window.store is not None
+        opened.append(ProjectStore.open(window.store.path))
+        return opened[-1]
+
+    yield open_other
+    for store in opened:
+        store.close()
+
+
+def change_category(qtbot, window: MainWindow, annotation_id: int, name: str) -> None:
+    window.canvas.set_active(annotation_id)
+    with qtbot.waitSignal(window.annotations_changed, timeout=STEP_TIMEOUT_MS):
+        window.set_category(name)
+
+
+def category_of(window: MainWindow, annotation_id: int) -> str:
+    return window.store.category(window.store.annotation(annotation_id).category_id).name
+
+
+def press_undo(qtbot, window: MainWindow) -> None:
+    """Ctrl+Z without waiting for a change (a refused undo changes nothing)."""
+    qtbot.keyClick(window.canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+
+
+@pytest.fixture
+def dog_used_elsewhere(qtbot, window, scene_folder, other_instance) -> tuple[int, ProjectStore, int]:
+    """The window marked its image done, then set a pre-label's category to the new "dog"; the other instance
+    then added an annotation of its own with "dog". The pre-label's id, the other store, its annotation's id."""
+    folder, _ = scene_folder
+    annotation_id = seed_store(folder, status="pending", source="proposal", score=0.4)
+    open_folder(qtbot, window, folder)
+    with qtbot.waitSignal(window.annotations_changed, timeout=STEP_TIMEOUT_MS):
+        window.toggle_done()
+    change_category(qtbot, window, annotation_id, "dog")
+    other = other_instance()
+    image_id = other.annotation(annotation_id).image_id
+    theirs = other.add_annotation(image_id, other.category_by_name("dog").id, BOX).id
+    return annotation_id, other, theirs
+
+
+def test_an_undo_that_another_instance_made_impossible_is_refused_and_changes_nothing(
+    qtbot, window, dog_used_elsewhere
+):
+    annotation_id, _, _ = dog_used_elsewhere
+    assert window.undo_stack.index() == 2
+    press_undo(qtbot, window)
+    assert window.undo_stack.index() == 2
+    assert category_of(window, annotation_id) == "dog"
+    assert window.store.category_by_name("dog") is not None
+    assert not window.store.can_redo
+    assert "Cannot undo “Change category to dog”" in window.message_bar.text
+    assert "another annotator window" in window.message_bar.text
+    assert window.message_bar.message("history").level == "error"
+
+
+def test_after_a_refused_undo_the_history_goes_on_once_the_other_instance_lets_go(qtbot, window, dog_used_elsewhere):
+    annotation_id, other, theirs = dog_used_elsewhere
+    press_undo(qtbot, window)
+    other.delete_annotation(theirs)
+    undo(qtbot, window)
+    assert window.undo_stack.index() == 1
+    assert category_of(window, annotation_id) == "disc"
+    assert window.store.category_by_name("dog") is None
+    assert window.message_bar.message("history") is None
+    undo(qtbot, window)
+    assert window.undo_stack.index() == 0
+    assert window.store.image(window.current_image_id).status != "done"
+    assert not window.store.can_undo
+
+
+def test_a_redo_that_another_instance_made_impossible_is_refused_whole(qtbot, window, dog_used_elsewhere):
+    annotation_id, other, theirs = dog_used_elsewhere
+    other.delete_annotation(theirs)
+    undo(qtbot, window)
+    other.delete_annotation(annotation_id)
+    modifiers = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    qtbot.keyClick(window.canvas, Qt.Key.Key_Z, modifiers)
+    assert window.undo_stack.index() == 1
+    assert window.store.category_by_name("dog") is None
+    assert window.store.can_redo
+    assert "Cannot redo “Change category to dog”" in window.message_bar.text

@@ -16,7 +16,7 @@ from PySide6.QtCore import QSettings, Qt
 
 from annotator.grounding.scenes import Scene, SceneConfig, box_iou, generate_scene
 from annotator.paths import MODELS_DIR
-from annotator.project.store import ProjectStore
+from annotator.project.store import Annotation, ProjectStore
 from annotator.ui.main_window import MainWindow
 from annotator.ui.model_loading import LoadedModels, ModelsInfo
 from annotator.ui.settings import AppSettings, ModelSettings
@@ -180,7 +180,39 @@ def reopen_store(folder: Path) -> ProjectStore:
     return ProjectStore.for_folder(folder)
 
 
+BOX = (60.0, 80.0, 180.0, 200.0)
+
+
+def seed_store(folder: Path, **annotation) -> int:
+    """Add one annotation (category "disc") to the folder's project before the app opens it; its id."""
+    with ProjectStore.for_folder(folder) as store:
+        store.sync_folder()
+        category = store.ensure_category("disc")
+        image = store.images()[0]
+        values = {"box_xyxy": BOX, "source": "manual", "status": "accepted", **annotation}
+        return store.add_annotation(image.id, category.id, **values).id
+
+
+def stored(window, annotation_id: int) -> Annotation | None:
+    try:
+        return window.store.annotation(annotation_id)
+    except KeyError:
+        return None
+
+
+def undo(qtbot, window) -> None:
+    with qtbot.waitSignal(window.annotations_changed, timeout=STEP_TIMEOUT_MS):
+        qtbot.keyClick(window.canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+
+
+def redo(qtbot, window) -> None:
+    with qtbot.waitSignal(window.annotations_changed, timeout=STEP_TIMEOUT_MS):
+        modifiers = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+        qtbot.keyClick(window.canvas, Qt.Key.Key_Z, modifiers)
+
+
 __all__ = [
+    "BOX",
     "MODEL_TIMEOUT_MS",
     "STEP_TIMEOUT_MS",
     "WIDE_OBJECTS",
@@ -193,9 +225,13 @@ __all__ = [
     "planted_models_with_tiny_sam",
     "sam_window",
     "propose",
+    "redo",
     "reopen_store",
     "scene_folder",
+    "seed_store",
     "show_image_named",
+    "stored",
+    "undo",
     "window",
     "write_scenes",
 ]

@@ -8,6 +8,7 @@ that opened it).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
@@ -17,6 +18,8 @@ from PySide6.QtCore import QThread, Signal
 from annotator.errors import AnnotatorError
 from annotator.project.images import SkippedFile, scan_folder
 from annotator.project.store import ImageRecord, ProjectStore, SyncReport
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,10 @@ class FolderSynced:
 
 
 class FolderSync(QThread):
-    """Scans a folder and syncs its store on a background thread; emits `synced` or `failed` (a message)."""
+    """Scans a folder and syncs its store on a background thread; emits `synced` or `failed` (a message).
+
+    It always emits one of the two: an unexpected exception is a failure too (its traceback goes to the log), so
+    the window never waits for a folder that the thread gave up on."""
 
     synced = Signal(object)  # FolderSynced
     failed = Signal(str)
@@ -60,6 +66,10 @@ class FolderSync(QThread):
             return
         except OSError as err:
             self.failed.emit(f"{self.folder} cannot be opened: {err.strerror or err}")
+            return
+        except Exception as err:  # the thread's boundary: report it instead of dying without a word
+            log.exception("opening %s failed", self.folder)
+            self.failed.emit(f"{self.folder} cannot be opened: {type(err).__name__}: {err}")
             return
         self.synced.emit(
             FolderSynced(self.folder, store_path, scan.skipped, report, records, counts, perf_counter() - start)

@@ -40,7 +40,7 @@ from annotator.project.store import Annotation, ProjectStore
 from annotator.ui.annotate_panel import AnnotatePanel, AnnotationRow
 from annotator.ui.canvas import BoxXyxy, Canvas, CanvasAnnotation, CanvasPoint
 from annotator.ui.category_guess import default_category
-from annotator.ui.commands import StoreCommand
+from annotator.ui.commands import HistoryRefused, StoreCommand, redo_in_step, undo_in_step
 from annotator.ui.download_dialog import DownloadDialog, DownloadItem, llava_missing, missing_downloads
 from annotator.ui.export_dialog import ExportChoice, ExportDialog
 from annotator.ui.folder_sync import FolderSync, FolderSynced
@@ -342,10 +342,11 @@ class MainWindow(QMainWindow):
     def show_status(self, text: str) -> None:
         self.statusBar().showMessage(text)
 
-    def show_error(self, text: str) -> None:
-        """An error the annotator must see: status bar plus the message strip above the canvas."""
+    def show_error(self, text: str, topic: str) -> None:
+        """An error the annotator must see: status bar plus the message strip above the canvas, where it stays
+        until dismissed or until its `topic` is cleared (see message_bar)."""
         self.statusBar().showMessage(text)
-        self.message_bar.show_message(text, "error")
+        self.message_bar.show_message(text, "error", topic=topic)
         self.message_shown.emit(text)
 
     def _update_busy(self) -> None:
@@ -395,7 +396,7 @@ class MainWindow(QMainWindow):
         self._demo_reason = ""
         demo = self.settings.model_settings().with_demo_model()
         self.settings.set_model_settings(demo)
-        self.message_bar.hide()
+        self.message_bar.clear("model")
         if self.models_info is not None and self.models_info.is_demo and self._loading_models is None:
             self._update_title()
             return
@@ -424,12 +425,15 @@ class MainWindow(QMainWindow):
                 "(try “the purple ring” or “the yellow one” on resources/demo). Choose a real model in Settings.",
                 "warning" if why else "info",
                 [*download, ("Settings…", self.open_settings)],
+                topic="model",
             )
         elif info.sam_note:
             download = [("Download…", self.open_downloads)] if self._missing_downloads() else []
-            self.message_bar.show_message(info.sam_note, "warning", [*download, ("Settings…", self.open_settings)])
+            buttons = [*download, ("Settings…", self.open_settings)]
+            self.message_bar.show_message(info.sam_note, "warning", buttons, topic="model")
         else:
-            self.message_bar.hide()
+            self.message_bar.clear("model")
+        self.message_bar.clear("inference", "sam")
         self._prefetch_around()
         self.models_changed.emit(info)
 
@@ -485,6 +489,7 @@ class MainWindow(QMainWindow):
                 f"No LLaVA model on this machine yet: {message}\nLoading the demo model meanwhile…",
                 "warning",
                 [("Settings…", self.open_settings)],
+                topic="model",
             )
             self.message_shown.emit(message)
             self.start_models(self.settings.model_settings().with_demo_model())
@@ -494,6 +499,7 @@ class MainWindow(QMainWindow):
                 f"The model could not be loaded: {message}",
                 "error",
                 [*download, ("Use demo model", self.use_demo_model), ("Settings…", self.open_settings)],
+                topic="model",
             )
             self.show_status(f"The model could not be loaded: {message}")
             self.message_shown.emit(message)
@@ -511,23 +517,27 @@ class MainWindow(QMainWindow):
         """Open (or create) the folder's project in the background; `folder_opened` fires when it is listed."""
         path = Path(folder).expanduser()
         if not path.is_dir():
-            self.show_error(f"{path} is not a folder.")
+            self.show_error(f"{path} is not a folder.", "folder")
             return
         if self._sync is not None and self._sync.isRunning():
             self._sync.wait()
         self.show_status(f"Opening {path}…")
         self._sync = FolderSync(path)
         self._sync.synced.connect(self._folder_synced, Qt.ConnectionType.QueuedConnection)
-        self._sync.failed.connect(self.show_error, Qt.ConnectionType.QueuedConnection)
+        self._sync.failed.connect(self._folder_failed, Qt.ConnectionType.QueuedConnection)
         self._sync.start()
+
+    def _folder_failed(self, message: str) -> None:
+        self.show_error(message, "folder")
 
     def _folder_synced(self, synced: FolderSynced) -> None:
         self._close_store()
         try:
             store = ProjectStore.open(synced.store_path)
         except AnnotatorError as err:
-            self.show_error(str(err))
+            self.show_error(str(err), "folder")
             return
+        self.message_bar.clear("folder", "image", "edit", "history", "export")
         self.store = store
         self.folder = synced.folder
         self._project += 1
@@ -590,6 +600,7 @@ class MainWindow(QMainWindow):
         self._leave_image()
         self.current_image_id = image_id
         self._image_ready = False
+        self.message_bar.clear("image", "inference")
         self.image_list.select_image(image_id)
         record = self.store.image(image_id)
         self.canvas.set_annotations([])
@@ -653,7 +664,7 @@ class MainWindow(QMainWindow):
             return
         self.canvas.set_image(None)
         self.canvas.set_placeholder(f"This image cannot be shown.\n{error.message}")
-        self.show_error(error.message)
+        self.show_error(error.message, "image")
 
     def _outlined(self, outlines: Outlines) -> None:
         self._outlines.update(outlines.paths)
@@ -697,6 +708,7 @@ class MainWindow(QMainWindow):
             return
         if result.project != self._project:
             return
+        self.message_bar.clear("inference")
         self._proposal_seq = None
         self._update_busy()
         names = list(self._names().values())
@@ -754,7 +766,7 @@ class MainWindow(QMainWindow):
                 del self._segment_seq[key]
         self._update_busy()
         if error.project == self._project and error.image_id in (None, self.current_image_id):
-            self.show_error(error.message)
+            self.show_error(error.message, "inference")
         self._refresh_annotations()
 
     # Accept, reject, delete, category ---------------------------------------------------------------------------
@@ -985,8 +997,9 @@ class MainWindow(QMainWindow):
         try:
             steps = act()
         except (AnnotatorError, ValueError, KeyError) as err:
-            self.show_error(f"{text} failed: {err}")
+            self.show_error(f"{text} failed: {err}", "edit")
             return False
+        self.message_bar.clear("edit")
         if steps:
             self.undo_stack.push(StoreCommand(text, store, steps, image_id, self._after_store_change, ui_undo, ui_redo))
         self._after_store_change(image_id)
@@ -1013,21 +1026,23 @@ class MainWindow(QMainWindow):
             self.show_status("Nothing to undo.")
             return
         text = self.undo_stack.undoText()
-        self._run_history(self.undo_stack.undo, f"Undid: {text}.")
+        self._run_history(undo_in_step, f"Undid: {text}.")
 
     def redo(self) -> None:
         if not self.undo_stack.canRedo():
             self.show_status("Nothing to redo.")
             return
         text = self.undo_stack.redoText()
-        self._run_history(self.undo_stack.redo, f"Redid: {text}.")
+        self._run_history(redo_in_step, f"Redid: {text}.")
 
-    def _run_history(self, step: Callable[[], None], done: str) -> None:
+    def _run_history(self, step: Callable[[QUndoStack], None], done: str) -> None:
+        """Undo or redo one command; a step the store refuses leaves the stack and the store where they were."""
         try:
-            step()
-        except AnnotatorError as err:
-            self.show_error(str(err))
+            step(self.undo_stack)
+        except HistoryRefused as err:
+            self.show_error(str(err), "history")
             return
+        self.message_bar.clear("history")
         self.show_status(done)
 
     def _after_store_change(self, image_id: int) -> None:
@@ -1078,7 +1093,7 @@ class MainWindow(QMainWindow):
             self.show_status("Wait for the model to load.")
             return False
         if self.models_info.sam_type is None:
-            self.show_error("Refining masks needs SAM, and no SAM checkpoint is loaded: choose one in Settings.")
+            self.show_error("Refining masks needs SAM, and no SAM checkpoint is loaded: choose one in Settings.", "sam")
             return False
         return True
 
@@ -1304,7 +1319,7 @@ class MainWindow(QMainWindow):
         self.image_loader.image_worker.tolerance_px = tolerance
         self.images.capacity = self.settings.image_cache_images
         if models_changed:
-            self.message_bar.hide()
+            self.message_bar.clear("model")
             self.start_models()
 
     def _apply_shortcut_overrides(self) -> None:
@@ -1372,10 +1387,11 @@ class MainWindow(QMainWindow):
                     f"images per split: {splits}."
                 )
         except (AnnotatorError, OSError, ValueError) as err:
-            self.show_error(f"Export failed: {err}")
+            self.show_error(f"Export failed: {err}", "export")
             return
         finally:
             QApplication.restoreOverrideCursor()
+        self.message_bar.clear("export")
         self.show_status(summary.replace("\n\n", ": ").replace("\n", " "))
         box = QMessageBox(QMessageBox.Icon.Information, "Export finished", summary, QMessageBox.StandardButton.Ok, self)
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
