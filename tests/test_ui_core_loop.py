@@ -108,27 +108,37 @@ def test_an_accepted_annotation_survives_closing_and_reopening_the_app(
     assert reopened.canvas.annotation_keys() == [annotation.id]
 
 
-def test_a_10ms_timer_keeps_firing_while_inference_runs(qtbot, window, scene_folder, record_property):
+MAX_TICK_GAP_MS = 100.0
+"""The longest a 10 ms timer may wait while the model works: past that the annotator feels the window stall."""
+MIN_BUSY_S = 1.0
+MIN_PROPOSALS = 9
+"""Work long enough to measure: at least this many proposals and at least this long, whichever takes longer."""
+
+
+def test_a_10ms_timer_never_waits_long_while_inference_runs(qtbot, window, scene_folder, record_property):
     folder, scenes = scene_folder
     open_folder(qtbot, window, folder)
+    names = sorted(scenes)
     ticks: list[float] = []
     timer = QTimer()
     timer.setInterval(10)
     timer.timeout.connect(lambda: ticks.append(perf_counter()))
+    start = perf_counter()
     timer.start()
-    for step in range(3):
-        scene = scenes[show_image_name(window)]
+    proposals = 0
+    while proposals < MIN_PROPOSALS or perf_counter() - start < MIN_BUSY_S:
+        name = names[proposals // 3 % len(names)]
+        show_image_named(qtbot, window, name)
+        scene = scenes[name]
         for expression in (scene.expression, "the black one", f"the {scene.target.colour} one in the picture"):
             propose(qtbot, window, expression)
-        if step < 2:
-            with qtbot.waitSignal(window.image_shown, timeout=STEP_TIMEOUT_MS):
-                qtbot.keyClick(window.canvas, Qt.Key.Key_D)
+            proposals += 1
+    end = perf_counter()
     timer.stop()
-    gaps_ms = np.diff(ticks) * 1000.0
+    gaps_ms = np.diff([start, *ticks, end]) * 1000.0
     record_property("largest_gap_ms", float(gaps_ms.max()))
-    print(f"10 ms timer over 3 images x 3 proposals: {len(ticks)} ticks, largest gap {gaps_ms.max():.1f} ms")
-    assert len(ticks) > 20
-    assert gaps_ms.max() < 100.0
+    print(f"10 ms timer over {proposals} proposals in {end - start:.1f} s: largest gap {gaps_ms.max():.1f} ms")
+    assert gaps_ms.max() < MAX_TICK_GAP_MS
 
 
 def test_switching_images_mid_inference_never_shows_the_old_proposal(qtbot, window, scene_folder):
@@ -150,8 +160,7 @@ def test_switching_images_mid_inference_never_shows_the_old_proposal(qtbot, wind
     second = window.store.image(window.current_image_id).path
     assert second != first
     with qtbot.waitSignal(worker.proposed, timeout=STEP_TIMEOUT_MS):
-        gate.set()
-    qtbot.wait(50)
+        gate.set()  # the window's queued slot for `proposed` was connected first, so it has run when this returns
     assert window.canvas.annotation_keys() == []
     assert window.heads_panel.head_names == []
 

@@ -305,7 +305,9 @@ def test_a_configured_preset_gone_from_the_cache_opens_the_dialog_and_its_downlo
     assert window.settings.model_settings() == hub_7b_settings(tmp_path)
 
 
-def test_use_demo_in_the_first_run_dialog_keeps_the_demo_already_loaded(qtbot, tmp_path, make_window, empty_caches):
+def test_use_demo_in_the_first_run_dialog_keeps_the_demo_already_loaded(
+    qtbot, tmp_path, make_window, empty_caches, monkeypatch
+):
     from annotator.ui.settings import AppSettings
 
     settings = AppSettings.at(tmp_path / "settings.ini")
@@ -313,10 +315,9 @@ def test_use_demo_in_the_first_run_dialog_keeps_the_demo_already_loaded(qtbot, t
     window.start_models()
     qtbot.waitUntil(lambda: window.models_info is not None, timeout=MODEL_TIMEOUT_MS)
     assert window.models_info.is_demo and not settings.has_model_choice()
-    reloads: list[object] = []
-    window.models_changed.connect(reloads.append)
+    reloads: list[ModelSettings] = []
+    monkeypatch.setattr(window.inference, "load_models", reloads.append)  # a reload would ask for it at once
     qtbot.mouseClick(window.download_dialog.demo_button, Qt.LeftButton)
-    qtbot.wait(200)
     assert settings.has_model_choice() and settings.model_settings().is_demo
     assert reloads == [] and not window.message_bar.isVisible()
 
