@@ -75,10 +75,6 @@ class MessageBar(QFrame):
         """The message kept for `topic`, shown or waiting."""
         return self._messages.get(topic)
 
-    def topics(self) -> list[str]:
-        """The topics with a message, the shown one first, then by severity and age."""
-        return [m.topic for m in sorted(self._messages.values(), key=_rank, reverse=True)]
-
     def button_texts(self) -> list[str]:
         return [button.text() for button in self._buttons]
 
@@ -90,7 +86,8 @@ class MessageBar(QFrame):
         text: str,
         level: Level = "info",
         buttons: Sequence[tuple[str, Callable[[], None]]] = (),
-        topic: str = "general",
+        *,
+        topic: str,
     ) -> None:
         """Set `topic`'s message (the others stay) and show the most severe one."""
         if level not in SEVERITY:
