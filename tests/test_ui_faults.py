@@ -106,7 +106,8 @@ def press_and_wait_for_the_image(qtbot, window: MainWindow, key: Qt.Key) -> None
 
 
 def assert_none_kept_its_references(before: int, what: str) -> None:
-    """None's count may grow (the binding keeps a reference to None passed as a parent), never fall."""
+    """None's count may grow (6.11.3 keeps one more reference to None on every QGraphicsScene.addItem and
+    setParentItem(None), which is harmless), but must not fall: at zero the interpreter aborts."""
     if NONE_IS_MORTAL:
         fall = before - none_refcount()
         assert fall < NONE_DRIFT_LIMIT, f"None lost {fall} references in {what}"
