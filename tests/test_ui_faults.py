@@ -4,6 +4,7 @@ that fail in unexpected ways, and undo steps that another instance of the app ma
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -289,3 +290,47 @@ def test_a_redo_that_another_instance_made_impossible_is_refused_whole(qtbot, wi
     assert window.store.category_by_name("dog") is None
     assert window.store.can_redo
     assert "Cannot redo “Change category to dog”" in window.message_bar.text
+
+
+# Folders and stores that are not as they should be --------------------------------------------------------------
+def skipped_lines(window: MainWindow) -> list[str]:
+    skipped = window.image_list.skipped
+    return [skipped.item(row).text() for row in range(skipped.count())]
+
+
+def test_a_folder_with_symlink_loops_opens_its_images_and_lists_each_loop(qtbot, window, scene_folder):
+    folder, scenes = scene_folder
+    (folder / "a.png").symlink_to("b.png")
+    (folder / "b.png").symlink_to("a.png")
+    (folder / "self.png").symlink_to("self.png")
+    open_folder(qtbot, window, folder)
+    assert [record.path for record in window.store.images()] == sorted(scenes)
+    loops = [line for line in skipped_lines(window) if "symlink loop" in line]
+    assert sorted(line.split(":")[0] for line in loops) == ["a.png", "b.png", "self.png"]
+
+
+def test_a_name_that_is_not_utf8_is_listed_as_skipped_and_the_rest_of_the_folder_opens(qtbot, window, scene_folder):
+    folder, scenes = scene_folder
+    latin1 = os.path.join(os.fsencode(folder), b"caf\xe9.png")
+    with open(latin1, "wb") as f:
+        f.write((folder / sorted(scenes)[0]).read_bytes())
+    open_folder(qtbot, window, folder)
+    assert [record.path for record in window.store.images()] == sorted(scenes)
+    assert any(line.startswith("caf\\xe9.png: file name is not valid UTF-8") for line in skipped_lines(window))
+
+
+def test_a_damaged_store_is_named_in_the_message_bar_with_what_to_do_and_left_as_it_is(qtbot, window, scene_folder):
+    folder, _ = scene_folder
+    with ProjectStore.for_folder(folder) as store:
+        store.sync_folder()
+        path = store.path
+    data = bytearray(path.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big")
+    data[2 * page_size : 3 * page_size] = np.random.default_rng(0).bytes(page_size)  # the images table's page
+    path.write_bytes(bytes(data))
+    with qtbot.waitSignal(window.message_shown, timeout=STEP_TIMEOUT_MS) as shown:
+        window.open_folder(folder)
+    assert f"project store {path} is damaged" in shown.args[0] and ".recover" in shown.args[0]
+    assert window.message_bar.message("folder").level == "error"
+    assert window.store is None
+    assert path.read_bytes() == bytes(data)
