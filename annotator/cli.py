@@ -382,10 +382,11 @@ def _run_app(folder: Path | None, argv: list[str]) -> int:
 
 def _run_eval(args: argparse.Namespace) -> int:
     from annotator import evaluation
+    from annotator.evaluation_files import check_scorable, read_ground_truth, read_predictions
 
-    truths = evaluation.read_ground_truth(args.gt)
-    predictions = evaluation.read_predictions(args.pred)
-    evaluation.check_scorable(truths, predictions, args.gt, args.pred)
+    truths = read_ground_truth(args.gt)
+    predictions = read_predictions(args.pred)
+    check_scorable(truths, predictions, args.gt, args.pred)
     report = evaluation.evaluate(truths, predictions)
     print(evaluation.format_report(report))
     if report.unmatched_predictions:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from annotator.cli import main
-from annotator.evaluation import evaluate, read_ground_truth, read_predictions
+from annotator.evaluation import evaluate
+from annotator.evaluation_files import read_ground_truth, read_predictions
 from annotator.grounding.frame import ImageFrame
 from annotator.grounding.planted import PLANTED_HEADS, PLANTED_MODEL_DIR
 from annotator.grounding.scenes import SceneConfig, generate_scenes

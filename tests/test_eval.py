@@ -14,10 +14,9 @@ from annotator.evaluation import (
     box_iou,
     evaluate,
     format_report,
-    read_ground_truth,
-    read_predictions,
     summarise_latency,
 )
+from annotator.evaluation_files import read_ground_truth, read_predictions
 
 
 def rle_of(mask: np.ndarray) -> dict:
