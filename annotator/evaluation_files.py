@@ -17,11 +17,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pycocotools import mask as mask_utils
-
 from annotator.errors import CocoFormatError, ImageLoadError
 from annotator.evaluation import ALL_SPLITS, GroundTruth, Prediction, Rle, normalise_image_path
 from annotator.jsonl import checked_texts, is_jsonl, listed, matchable_id, read_json, read_jsonl, sentence_texts
+from annotator.project.geometry import segmentation_to_rle
 from annotator.project.images import image_size
 
 
@@ -209,26 +208,25 @@ def _image_size(row: dict, image_path: Path, where: str) -> tuple[int | None, in
 
 
 def _rle(segmentation: Any, size_hw: tuple[Any, Any], where: str) -> Rle:
-    """Any COCO segmentation (polygons, RLE with list or string counts) -> compressed RLE."""
+    """Any COCO segmentation (polygons, RLE with list or string counts) -> compressed RLE, checked by
+    `segmentation_to_rle`: polygon points finite and near the image, RLE counts covering exactly its size
+    (pycocotools crashes, or loops for ever, on anything else)."""
     try:
         if isinstance(segmentation, dict):
             height, width = (int(v) for v in segmentation["size"])
-            counts = segmentation["counts"]
             if height < 0 or width < 0:
                 raise ValueError(f"size {[height, width]} is negative")
-            if isinstance(counts, list):
-                return mask_utils.frPyObjects(segmentation, height, width)
-            if not isinstance(counts, (str, bytes)):
+            counts = segmentation["counts"]
+            if isinstance(counts, bytes):
+                counts = counts.decode("ascii")
+            if not isinstance(counts, (list, str)):
                 raise ValueError("'counts' must be a list of run lengths or a compressed string")
-            rle = {"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-            mask_utils.area(rle)
-            return rle
-        height, width = size_hw
-        if height is None or width is None:
-            raise ValueError("polygons need the image's width and height")
-        polygons = [list(map(float, p)) for p in segmentation]
-        if not polygons or any(len(p) < 6 or len(p) % 2 for p in polygons):
-            raise ValueError("each polygon needs at least three x, y pairs")
-        return mask_utils.merge(mask_utils.frPyObjects(polygons, int(height), int(width)))
+            rle = segmentation_to_rle({"size": [height, width], "counts": counts}, height, width)
+        else:
+            height, width = size_hw
+            if height is None or width is None:
+                raise ValueError("polygons need the image's width and height")
+            rle = segmentation_to_rle([list(map(float, p)) for p in segmentation], int(height), int(width))
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise CocoFormatError(f"{where}: unreadable 'segmentation' ({exc})") from exc
+    return {"size": [rle.height, rle.width], "counts": rle.counts.encode("ascii")}

@@ -385,6 +385,25 @@ def test_eval_on_refs_whose_sentences_are_not_a_list_names_the_ref(tmp_path, cap
     code = main(["eval", "--gt", str(gt), "--pred", str(pred)])
     assert_one_line_error(code, capsys.readouterr().err, f"{gt}: ref 7", "'sentences' must be a list")
 
+
+def test_eval_on_a_ground_truth_polygon_with_a_coordinate_of_1e300_is_refused_in_one_line(tmp_path, capsys):
+    gt, pred = tmp_path / "gt.jsonl", tmp_path / "pred.jsonl"
+    row = {"image": "a.png", "expression": "x", "bbox": [0, 0, 5, 5], "width": 10, "height": 10}
+    write_jsonl(gt, [{**row, "segmentation": [[0, 0, 1e300, 0, 5, 5]]}])
+    write_jsonl(pred, [{"image": "a.png", "expression": "x", "bbox": [0, 0, 5, 5]}])
+    code = main(["eval", "--gt", str(gt), "--pred", str(pred)])
+    assert_one_line_error(code, capsys.readouterr().err, f"{gt}:1", "unreadable 'segmentation'", "far outside")
+
+
+@pytest.mark.parametrize("counts", [[100], "T3"], ids=["run-lengths", "compressed"])
+def test_eval_on_an_rle_whose_counts_do_not_cover_its_size_is_refused_in_one_line(tmp_path, capsys, counts):
+    gt, pred = tmp_path / "gt.jsonl", tmp_path / "pred.jsonl"
+    row = {"image": "a.png", "expression": "x", "bbox": [0, 0, 5, 5]}
+    write_jsonl(gt, [{**row, "segmentation": {"size": [5, 5], "counts": counts}}])
+    write_jsonl(pred, [{**row, "segmentation": {"size": [5, 5], "counts": [0, 25]}}])
+    code = main(["eval", "--gt", str(gt), "--pred", str(pred)])
+    assert_one_line_error(code, capsys.readouterr().err, f"{gt}:1", "unreadable 'segmentation'", "5 x 5")
+
 # JSON too deep or a number too long to read ------------------------------------------------------------------
 
 DEEP = "[" * 100_000 + "]" * 100_000
