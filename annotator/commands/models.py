@@ -1,0 +1,103 @@
+"""`annotator models`: list, download, verify or remove the model presets."""
+
+from __future__ import annotations
+
+import argparse
+
+from annotator.commands.options import OneLineParser, help_formatter
+from annotator.commands.runtime import EXIT_OK, byte_progress, fail
+
+
+MODELS_HELP = """\
+The model presets (resources/models.json): LLaVA-1.5 7B/13B from the Hugging Face Hub, the SAM checkpoints and
+the planted demo model. A LLaVA download fetches only the shards up to its deepest localization head unless
+--full is given; it goes into the Hugging Face cache (HF_HOME), resumes after a cut connection and checks the
+free disk space first. SAM checkpoints go into the user cache, resumable and SHA-256 checked.
+
+examples:
+  annotator models list
+  annotator models download llava-1.5-7b
+  annotator models download sam-vit_h
+  annotator models verify llava-1.5-7b
+  annotator models remove llava-1.5-13b
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `annotator models` parser, one sub-command per action."""
+    parser = OneLineParser(prog="annotator models", description=MODELS_HELP, formatter_class=help_formatter)
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=OneLineParser)
+    actions.add_parser("list", help="every preset: on this machine or not, size on disk, path")
+    download = actions.add_parser("download", help="download a preset (LLaVA: only the shards grounding needs)")
+    download.add_argument("name", metavar="NAME", help="preset name (see 'annotator models list')")
+    download.add_argument("--full", action="store_true", help="LLaVA: every shard, for uses beyond grounding")
+    for action, what in (("verify", "check a downloaded preset's SHA-256"), ("remove", "delete a downloaded preset")):
+        actions.add_parser(action, help=what).add_argument("name", metavar="NAME", help="preset name")
+    parser.set_defaults(handler=run, prog=parser.prog)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """List, download, verify or remove a preset; the exit code."""
+    from annotator.grounding import hub
+    from annotator.grounding.download import file_sha256
+    from annotator.grounding.presets import DemoPreset, SamPreset, download_sam, load_presets, local_copy
+
+    presets = load_presets()
+    if args.action == "list":
+        print(f"{'NAME':<15} {'ON DISK':<34} {'SIZE':>9}  PATH")
+        for preset in presets.all:
+            copy = local_copy(preset)
+            state, size, path = (
+                ("no", "", "") if copy is None else (copy.note, hub.format_bytes(copy.size_bytes), copy.path)
+            )
+            print(f"{preset.name:<15} {state[:34]:<34} {size:>9}  {path}".rstrip())
+        print("\nGPU memory for the weights (estimates): whole model / truncated for grounding / truncated in 4-bit")
+        for lvlm in presets.lvlm:
+            memory = lvlm.gpu_memory
+            four_bit = "-" if memory.truncated_4bit_gb is None else f"{memory.truncated_4bit_gb:.1f} GB (--4bit)"
+            print(f"{lvlm.name:<15} {memory.full_gb:.1f} GB / {memory.truncated_gb:.1f} GB / {four_bit}")
+        return EXIT_OK
+    preset = presets.get(args.name)
+    if isinstance(preset, DemoPreset):
+        if args.action == "remove":
+            return fail(args.prog, f"{preset.name} ships with the app in {preset.folder} and is not removed")
+        print(f"{preset.name}: ships with the app in {preset.folder}")
+        return EXIT_OK
+    if args.action == "download":
+        progress = byte_progress()
+        if isinstance(preset, SamPreset):
+            path = download_sam(preset, progress)
+        else:
+            plan = hub.plan_download(preset.hub_id, None if args.full else preset.deepest_head_layer)
+            saved = f", {hub.format_bytes(plan.bytes_saved)} of later layers skipped" if plan.bytes_saved else ""
+            print(f"{preset.hub_id}: {len(plan.files)} files, {hub.format_bytes(plan.bytes_needed)}{saved}")
+            path = hub.download(plan, progress)
+        print(f"\n{preset.name}: ready in {path}")
+        return EXIT_OK
+    copy = local_copy(preset)
+    if args.action == "remove":
+        if isinstance(preset, SamPreset):
+            freed = 0 if copy is None else copy.size_bytes
+            if copy is not None:
+                copy.path.unlink()
+        else:
+            freed = hub.remove(preset.hub_id)
+        print(f"{preset.name}: removed, {hub.format_bytes(freed)} freed")
+        return EXIT_OK
+    if copy is None or not copy.complete:
+        return fail(args.prog, f"{preset.name} is not downloaded; run 'annotator models download {preset.name}'")
+    if isinstance(preset, SamPreset):
+        digest, expected = file_sha256(copy.path), preset.checkpoint.sha256
+        problems = [] if digest == expected else [f"{copy.path} has SHA-256 {digest}, expected {expected}"]
+        checked = 1
+    else:
+        report = hub.verify(hub.require_cached(preset.hub_id, preset.deepest_head_layer, preset.name))
+        problems, checked = list(report.problems), report.checked
+    if problems:
+        return fail(args.prog, f"{preset.name} is damaged: {'; '.join(problems)}; remove it and download it again")
+    if checked == 0:
+        print(f"{preset.name}: complete, but no weight file carries a known SHA-256 to check ({copy.path})")
+    else:
+        print(f"{preset.name}: {checked} weight file(s) match their SHA-256 ({copy.path})")
+    return EXIT_OK
