@@ -127,8 +127,6 @@ def run(args: argparse.Namespace) -> int:
     heads_file = _heads_file(args.heads, args.model)
     with _prelabel_store(args, plan) as (store, work, out):
         device, dtype = device_and_dtype(args.device, args.dtype)
-        from tqdm import tqdm
-
         from annotator.grounding.loading import load_grounder
         from annotator.grounding.proposer import Proposer
         from annotator.prelabel import Prelabeller
@@ -158,9 +156,7 @@ def run(args: argparse.Namespace) -> int:
                 prefetch_depth=args.prefetch,
                 model_id=args.model,
             )
-            stop = threading.Event()
-            with _progress_bar(tqdm) as bar, _stop_on_interrupt(stop, args.prog):
-                report = prelabeller.run(plan, stop=stop, progress=bar, work=work)
+            report = _run_with_progress(prelabeller, plan, work, args.prog)
         exported = export_coco(store, out, statuses=("pending", "accepted"))
     return _prelabel_summary(args.prog, report, exported, out)
 
@@ -194,8 +190,6 @@ def _run_on_ray(args: argparse.Namespace) -> int:
     check_model_reference(args.model)
     heads_file = _heads_file(args.heads, args.model)
     with _prelabel_store(args, plan) as (store, work, out):
-        from tqdm import tqdm
-
         from annotator.project.coco import export_coco
 
         shards_dir = args.ray_shards or out.with_suffix(".shards")
@@ -220,9 +214,7 @@ def _run_on_ray(args: argparse.Namespace) -> int:
                 shard_size=args.ray_shard_size or DEFAULT_SHARD_SIZE,
                 actors=args.ray_actors,
             )
-            stop = threading.Event()
-            with _progress_bar(tqdm) as bar, _stop_on_interrupt(stop, args.prog):
-                report = prelabeller.run(plan, stop=stop, progress=bar, work=work)
+            report = _run_with_progress(prelabeller, plan, work, args.prog)
             exported = export_coco(store, out, statuses=("pending", "accepted"))
         finally:
             if started:
@@ -277,6 +269,15 @@ def _heads_file(path: Path | None, model: str):
         origin = f"--heads {path}" if path is not None else f"the heads known for {heads_file.model}"
         raise ModelUnavailable(f"{origin}: {misfit}")
     return heads_file
+
+
+def _run_with_progress(prelabeller, plan, work, prog: str):
+    """`prelabeller.run` with a progress bar; the first Ctrl-C (or SIGTERM) stops it after the current image."""
+    from tqdm import tqdm
+
+    stop = threading.Event()
+    with _progress_bar(tqdm) as bar, _stop_on_interrupt(stop, prog):
+        return prelabeller.run(plan, stop=stop, progress=bar, work=work)
 
 
 @contextmanager
