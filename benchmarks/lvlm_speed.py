@@ -93,7 +93,7 @@ def build_model(shape: str, num_layers: int, truncate_after_layer: int | None, d
     """A randomly initialised model of the shape, built directly on `device` in `dtype`."""
     import torch
 
-    from annotator.grounding.lvlm import grounding_model_class
+    from annotator.grounding.checkpoint import grounding_model_class
 
     model_class, config = grounding_model_class(shape_config(shape, num_layers), truncate_after_layer)
     torch.manual_seed(0)
@@ -264,7 +264,7 @@ def meta_parameter_bytes() -> tuple[int, int]:
     """Parameter bytes in bf16 of LLaVA-1.5-7B in full and truncated after layer 14, built on the meta device."""
     import torch
 
-    from annotator.grounding.lvlm import grounding_model_class
+    from annotator.grounding.checkpoint import grounding_model_class
 
     sizes = []
     for truncate in (None, 14):

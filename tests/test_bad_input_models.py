@@ -441,3 +441,10 @@ def test_eval_on_a_coco_prediction_file_with_a_number_too_long_to_read_is_refuse
     pred.write_text('{"images": [], "annotations": [{"id": ' + LONG_NUMBER + "}]}", encoding="utf-8")
     code = main(["eval", "--gt", str(gt), "--pred", str(pred)])
     assert_one_line_error(code, capsys.readouterr().err, str(pred), "number too long")
+
+
+def test_a_mask_size_claimed_beyond_a_billion_pixels_is_refused_not_allocated():
+    from annotator.project.geometry import segmentation_to_rle
+
+    with pytest.raises(ValueError, match="beyond the 1,000,000,000 pixels"):
+        segmentation_to_rle([[10, 10, 20, 10, 20, 20]], 100_000_000, 100_000_000)

@@ -160,7 +160,7 @@ def heads_misfit(model: str, heads: Sequence[tuple[int, int]], folder: str | Pat
                 return None
             folder = cached.path
     from annotator.grounding.heads import head_label
-    from annotator.grounding.lvlm import text_layout
+    from annotator.grounding.checkpoint import text_layout
 
     num_layers, num_heads = text_layout(str(folder))
     problems = []

@@ -34,13 +34,7 @@ from annotator.grounding.attention_capture import (
     register_capture_attention,
     stop_after,
 )
-from annotator.grounding.checkpoint import (  # noqa: F401  (text_layout: loading.heads_misfit imports it from here)
-    four_bit_config,
-    grounding_model_class,
-    load_config_and_processor,
-    load_weights,
-    text_layout,
-)
+from annotator.grounding.checkpoint import four_bit_config, grounding_model_class, load_config_and_processor, load_weights
 from annotator.grounding.frame import ImageFrame
 from annotator.grounding.model_input import Prompt, PromptBuilder, PromptPrefix, mean_colour, square_image
 

@@ -227,12 +227,18 @@ def coco_segmentation(
     return coco_polygons(shape)
 
 
+MAX_MASK_PIXELS = 1_000_000_000
+"""Masks are decoded to a byte per pixel: a size claimed beyond this (1 GB) is refused, not allocated."""
+
+
 def segmentation_to_rle(segmentation: Any, height: int, width: int) -> Rle:
     """A COCO `segmentation` (polygons, uncompressed RLE or compressed RLE) as an Rle of height x width.
 
     Raises ValueError saying what is wrong for anything malformed: odd or short polygons, non-finite coordinates,
     a size that is not the image's, counts that do not cover the image exactly.
     """
+    if not (_is_int(height) and _is_int(width) and 0 < height and 0 < width and height * width <= MAX_MASK_PIXELS):
+        raise ValueError(f"a {width} x {height} image is beyond the {MAX_MASK_PIXELS:,} pixels a mask may have")
     if isinstance(segmentation, list):
         return _polygons_to_rle(segmentation, height, width)
     if not isinstance(segmentation, dict) or "counts" not in segmentation or "size" not in segmentation:
