@@ -34,7 +34,12 @@ from annotator.grounding.attention_capture import (
     register_capture_attention,
     stop_after,
 )
-from annotator.grounding.checkpoint import four_bit_config, grounding_model_class, load_config_and_processor, load_weights
+from annotator.grounding.checkpoint import (
+    four_bit_config,
+    grounding_model_class,
+    load_config_and_processor,
+    load_weights,
+)
 from annotator.grounding.frame import ImageFrame
 from annotator.grounding.model_input import Prompt, PromptBuilder, PromptPrefix, mean_colour, square_image
 

@@ -33,7 +33,7 @@ Undo
     session's redo steps, and the oldest entries beyond `HISTORY_LIMIT` are pruned. Folder syncs, header reads
     and calls with `undoable=False` (imports, the pre-labeller's bulk adds) are not recorded.
 
-API (records are frozen dataclasses: `ImageRecord`, `Category`, `Annotation`; `NewAnnotation` for bulk adds)
+API (records are frozen dataclasses of `records`: `ImageRecord`, `Category`, `Annotation`; `NewAnnotation` to add)
     images: `sync_folder`, `images`, `image`, `image_by_path`, `image_path`, `ensure_image_info`,
     `fill_image_info`, `add_images`, `status_counts`, `set_image_done`;
     categories: `categories`, `category`, `category_by_name`, `add_category`, `ensure_category`;
@@ -60,9 +60,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
-from types import MappingProxyType
 from typing import Any, Literal, get_args
 
 from annotator.errors import ImageLoadError, ProjectStoreError
@@ -77,192 +75,33 @@ from annotator.project.images import (
     printable_path,
     scan_folder,
 )
+from annotator.project.records import (
+    Annotation,
+    Category,
+    ImageRecord,
+    ImageStatus,
+    NewAnnotation,
+    Source,
+    Status,
+    SyncReport,
+    annotation_from_row,
+    image_record,
+)
+from annotator.project.schema import (
+    ANNOTATION_COLUMNS,
+    IMAGE_COLUMNS,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    UNDOABLE_COLUMNS,
+    statements,
+)
 
-Source = Literal["proposal", "manual", "edited", "imported"]
-Status = Literal["pending", "accepted", "rejected"]
-ImageStatus = Literal["todo", "in_progress", "done"]
 Synchronous = Literal["NORMAL", "FULL"]
 
 STORE_FOLDER = ".annotator"
 STORE_FILE = "project.sqlite"
 HISTORY_LIMIT = 1000
 _INFO_BATCH = 500
-
-_SCHEMA_V1 = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE images (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    path TEXT NOT NULL UNIQUE,
-    position INTEGER NOT NULL DEFAULT 0,
-    present INTEGER NOT NULL DEFAULT 1,
-    width INTEGER,
-    height INTEGER,
-    file_bytes INTEGER,
-    mtime_ns INTEGER,
-    fingerprint TEXT,
-    error TEXT,
-    done INTEGER NOT NULL DEFAULT 0,
-    n_pending INTEGER NOT NULL DEFAULT 0,
-    n_accepted INTEGER NOT NULL DEFAULT 0,
-    n_rejected INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX images_listing ON images (present, position);
-CREATE INDEX images_fingerprint ON images (fingerprint);
-CREATE TABLE categories (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL UNIQUE,
-    supercategory TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE annotations (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    image_id INTEGER NOT NULL REFERENCES images (id),
-    category_id INTEGER NOT NULL REFERENCES categories (id),
-    x0 REAL NOT NULL,
-    y0 REAL NOT NULL,
-    x1 REAL NOT NULL,
-    y1 REAL NOT NULL,
-    mask_height INTEGER,
-    mask_width INTEGER,
-    mask_counts TEXT,
-    expression TEXT NOT NULL DEFAULT '',
-    source TEXT NOT NULL CHECK (source IN ('proposal', 'manual', 'edited', 'imported')),
-    score REAL,
-    heads TEXT NOT NULL DEFAULT '[]',
-    status TEXT NOT NULL CHECK (status IN ('pending', 'accepted', 'rejected')),
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    extra TEXT NOT NULL DEFAULT '{}',
-    CHECK (x0 < x1 AND y0 < y1),
-    CHECK ((mask_counts IS NULL) = (mask_height IS NULL) AND (mask_counts IS NULL) = (mask_width IS NULL))
-);
-CREATE INDEX annotations_by_image ON annotations (image_id, status);
-CREATE INDEX annotations_by_category ON annotations (category_id);
-CREATE TRIGGER annotations_count_insert AFTER INSERT ON annotations BEGIN
-    UPDATE images SET n_pending = n_pending + (NEW.status = 'pending'),
-                      n_accepted = n_accepted + (NEW.status = 'accepted'),
-                      n_rejected = n_rejected + (NEW.status = 'rejected')
-    WHERE id = NEW.image_id;
-END;
-CREATE TRIGGER annotations_count_delete AFTER DELETE ON annotations BEGIN
-    UPDATE images SET n_pending = n_pending - (OLD.status = 'pending'),
-                      n_accepted = n_accepted - (OLD.status = 'accepted'),
-                      n_rejected = n_rejected - (OLD.status = 'rejected')
-    WHERE id = OLD.image_id;
-END;
-CREATE TRIGGER annotations_count_update AFTER UPDATE OF status, image_id ON annotations BEGIN
-    UPDATE images SET n_pending = n_pending - (OLD.status = 'pending'),
-                      n_accepted = n_accepted - (OLD.status = 'accepted'),
-                      n_rejected = n_rejected - (OLD.status = 'rejected')
-    WHERE id = OLD.image_id;
-    UPDATE images SET n_pending = n_pending + (NEW.status = 'pending'),
-                      n_accepted = n_accepted + (NEW.status = 'accepted'),
-                      n_rejected = n_rejected + (NEW.status = 'rejected')
-    WHERE id = NEW.image_id;
-END;
-CREATE TABLE history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    session TEXT NOT NULL,
-    label TEXT NOT NULL,
-    undo_ops TEXT NOT NULL,
-    redo_ops TEXT NOT NULL,
-    undone INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL
-);
-CREATE INDEX history_by_session ON history (session, undone, id);
-"""
-
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
-"""`MIGRATIONS[v]` takes a store from schema version v to v + 1 (version 0 is an empty file)."""
-SCHEMA_VERSION = len(MIGRATIONS)
-
-_ANNOTATION_COLUMNS = (
-    "id", "image_id", "category_id", "x0", "y0", "x1", "y1", "mask_height", "mask_width", "mask_counts",
-    "expression", "source", "score", "heads", "status", "created_at", "updated_at", "extra",
-)  # fmt: skip
-_UNDOABLE_COLUMNS = {
-    "annotations": frozenset(_ANNOTATION_COLUMNS),
-    "categories": frozenset({"id", "name", "supercategory"}),
-    "images": frozenset({"done"}),
-}
-_IMAGE_COLUMNS = "id, path, width, height, present, done, n_pending, n_accepted, n_rejected, error"
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """An image of the project: `path` relative to the image root; `width`/`height` in pixels, EXIF applied
-    (None until the header is read, or when it cannot be: then `error` says why)."""
-
-    id: int
-    path: str
-    width: int | None
-    height: int | None
-    present: bool
-    status: ImageStatus
-    n_pending: int
-    n_accepted: int
-    n_rejected: int
-    error: str | None
-
-    @property
-    def n_annotations(self) -> int:
-        return self.n_pending + self.n_accepted + self.n_rejected
-
-
-@dataclass(frozen=True)
-class Category:
-    id: int
-    name: str
-    supercategory: str
-
-
-@dataclass(frozen=True)
-class Annotation:
-    """One object on one image. `box_xyxy` is in original-image pixels (EXIF frame); `rle` is None for a
-    box-only annotation; `heads` are the (layer, head) pairs that proposed it; times are Unix seconds; `extra`
-    is free JSON (for example the attention box that prompted SAM)."""
-
-    id: int
-    image_id: int
-    category_id: int
-    box_xyxy: tuple[float, float, float, float]
-    rle: Rle | None
-    expression: str
-    source: Source
-    score: float | None
-    heads: tuple[tuple[int, int], ...]
-    status: Status
-    created_at: float
-    updated_at: float
-    extra: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class NewAnnotation:
-    """An annotation to add; `box_xyxy` None means the tight box of `rle` (which must then be given)."""
-
-    image_id: int
-    category_id: int
-    box_xyxy: tuple[float, float, float, float] | None = None
-    rle: Rle | None = None
-    expression: str = ""
-    source: Source = "manual"
-    score: float | None = None
-    heads: tuple[tuple[int, int], ...] = ()
-    status: Status = "pending"
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SyncReport:
-    """What `sync_folder` changed: how many images were added, re-attached after a move or rename, found
-    missing (their records and annotations are kept), how many are listed now, and the files the scan skipped."""
-
-    added: int
-    reattached: int
-    missing: int
-    listed: int
-    skipped: tuple[SkippedFile, ...]
-
 
 class ProjectStore:
     """A project: images under `image_root`, categories, annotations and history, in one SQLite file."""
@@ -363,7 +202,7 @@ class ProjectStore:
         with self._transaction():
             version = self._schema_version()
             for step in range(version, SCHEMA_VERSION):
-                for statement in _statements(MIGRATIONS[step]):
+                for statement in statements(MIGRATIONS[step]):
                     self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
@@ -458,7 +297,7 @@ class ProjectStore:
     def _apply(self, op: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Apply one row operation; return it as applied (ids filled in) and its inverse."""
         table = op["table"]
-        allowed = _UNDOABLE_COLUMNS[table]
+        allowed = UNDOABLE_COLUMNS[table]
         if op["op"] == "insert":
             rows = []
             for row in op["rows"]:
@@ -707,20 +546,20 @@ class ProjectStore:
         return size[0], size[1], stat.st_size, stat.st_mtime_ns, fingerprint, None
 
     def image(self, image_id: int) -> ImageRecord:
-        row = self._db.execute(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id = ?", (image_id,)).fetchone()
+        row = self._db.execute(f"SELECT {IMAGE_COLUMNS} FROM images WHERE id = ?", (image_id,)).fetchone()
         if row is None:
             raise KeyError(f"no image {image_id} in {self._path}")
-        return _image_record(row)
+        return image_record(row)
 
     def image_by_path(self, relative_path: str) -> ImageRecord | None:
-        row = self._db.execute(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE path = ?", (relative_path,)).fetchone()
-        return None if row is None else _image_record(row)
+        row = self._db.execute(f"SELECT {IMAGE_COLUMNS} FROM images WHERE path = ?", (relative_path,)).fetchone()
+        return None if row is None else image_record(row)
 
     def images(self, *, include_missing: bool = False) -> list[ImageRecord]:
         """The image list in natural order, with per-image status and annotation counts."""
         where = "" if include_missing else "WHERE present = 1"
-        rows = self._db.execute(f"SELECT {_IMAGE_COLUMNS} FROM images {where} ORDER BY present DESC, position, id")
-        return [_image_record(row) for row in rows]
+        rows = self._db.execute(f"SELECT {IMAGE_COLUMNS} FROM images {where} ORDER BY present DESC, position, id")
+        return [image_record(row) for row in rows]
 
     def status_counts(self) -> dict[ImageStatus, int]:
         """How many listed images are to do, in progress and done."""
@@ -777,11 +616,11 @@ class ProjectStore:
 
     def annotation(self, annotation_id: int) -> Annotation:
         row = self._db.execute(
-            f"SELECT {', '.join(_ANNOTATION_COLUMNS)} FROM annotations WHERE id = ?", (annotation_id,)
+            f"SELECT {', '.join(ANNOTATION_COLUMNS)} FROM annotations WHERE id = ?", (annotation_id,)
         ).fetchone()
         if row is None:
             raise KeyError(f"no annotation {annotation_id} in {self._path}")
-        return _annotation(row)
+        return annotation_from_row(row)
 
     def annotations(
         self, image_id: int | None = None, statuses: Sequence[Status] | None = None
@@ -795,8 +634,8 @@ class ProjectStore:
             clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
             params.extend(statuses)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        query = f"SELECT {', '.join(_ANNOTATION_COLUMNS)} FROM annotations {where} ORDER BY id"
-        return [_annotation(row) for row in self._db.execute(query, params)]
+        query = f"SELECT {', '.join(ANNOTATION_COLUMNS)} FROM annotations {where} ORDER BY id"
+        return [annotation_from_row(row) for row in self._db.execute(query, params)]
 
     def add_annotation(
         self,
@@ -949,17 +788,6 @@ _INFO_UPDATE = (
 )
 
 
-def _statements(script: str) -> list[str]:
-    """Split a schema script into statements (trigger bodies contain ';', so split on complete statements)."""
-    statements, current = [], ""
-    for line in script.splitlines(keepends=True):
-        current += line
-        if sqlite3.complete_statement(current):
-            statements.append(current.strip())
-            current = ""
-    return statements
-
-
 def _insert(table: str, *rows: dict[str, Any]) -> dict[str, Any]:
     return {"op": "insert", "table": table, "rows": list(rows)}
 
@@ -989,41 +817,6 @@ def _mask_columns(rle: Rle | None) -> dict[str, Any]:
     if rle is None:
         return {"mask_height": None, "mask_width": None, "mask_counts": None}
     return {"mask_height": rle.height, "mask_width": rle.width, "mask_counts": rle.counts}
-
-
-def _image_record(row: tuple) -> ImageRecord:
-    image_id, path, width, height, present, done, n_pending, n_accepted, n_rejected, error = row
-    if done:
-        status: ImageStatus = "done"
-    elif n_pending + n_accepted + n_rejected:
-        status = "in_progress"
-    else:
-        status = "todo"
-    return ImageRecord(
-        image_id, path, width, height, bool(present), status, n_pending, n_accepted, n_rejected, error
-    )
-
-
-def _annotation(row: tuple) -> Annotation:
-    values = dict(zip(_ANNOTATION_COLUMNS, row))
-    rle = None
-    if values["mask_counts"] is not None:
-        rle = Rle(values["mask_height"], values["mask_width"], values["mask_counts"])
-    return Annotation(
-        id=values["id"],
-        image_id=values["image_id"],
-        category_id=values["category_id"],
-        box_xyxy=(values["x0"], values["y0"], values["x1"], values["y1"]),
-        rle=rle,
-        expression=values["expression"],
-        source=values["source"],
-        score=values["score"],
-        heads=tuple((int(layer), int(head)) for layer, head in json.loads(values["heads"])),
-        status=values["status"],
-        created_at=values["created_at"],
-        updated_at=values["updated_at"],
-        extra=MappingProxyType(json.loads(values["extra"])),
-    )
 
 
 def damaged_store_message(path: Path, detail: str) -> str:
