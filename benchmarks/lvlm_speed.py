@@ -93,7 +93,7 @@ def build_model(shape: str, num_layers: int, truncate_after_layer: int | None, d
     """A randomly initialised model of the shape, built directly on `device` in `dtype`."""
     import torch
 
-    from annotator.grounding.checkpoint import grounding_model_class
+    from annotator.lvlm.checkpoint import grounding_model_class
 
     model_class, config = grounding_model_class(shape_config(shape, num_layers), truncate_after_layer)
     torch.manual_seed(0)
@@ -134,8 +134,8 @@ def side_ours(shape: str, num_layers: int, device: str, dtype, repeats: int, bas
     """The engine on a model truncated after the heads' layer: first and further expressions, capture overhead."""
     import torch
 
-    from annotator.grounding.attention_capture import CAPTURE_ATTENTION, CAPTURE_KWARG, LastTokenCapture, stop_after
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.lvlm.capture import CAPTURE_ATTENTION, CAPTURE_KWARG, LastTokenCapture, stop_after
+    from annotator.lvlm.engine import LvlmEngine
 
     config = shape_config(shape, num_layers)
     heads = heads_at_relative_depth(num_layers, config.text_config.num_attention_heads)
@@ -196,7 +196,7 @@ def side_reference(shape: str, num_layers: int, device: str, dtype, repeats: int
     """The paper's path on the full model: eager attention, `output_attentions=True`, every layer, the LM head."""
     import torch
 
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.lvlm.engine import LvlmEngine
 
     config = shape_config(shape, num_layers)
     heads = heads_at_relative_depth(num_layers, config.text_config.num_attention_heads)
@@ -247,7 +247,7 @@ def side_main(request: str) -> None:
     import torch
     import transformers  # noqa: F401  (imported before the baseline: its modules are not the model's memory)
 
-    import annotator.grounding.lvlm  # noqa: F401
+    import annotator.lvlm.engine  # noqa: F401
 
     spec = json.loads(request)
     if spec["shape"] == "tiny":
@@ -264,7 +264,7 @@ def meta_parameter_bytes() -> tuple[int, int]:
     """Parameter bytes in bf16 of LLaVA-1.5-7B in full and truncated after layer 14, built on the meta device."""
     import torch
 
-    from annotator.grounding.checkpoint import grounding_model_class
+    from annotator.lvlm.checkpoint import grounding_model_class
 
     sizes = []
     for truncate in (None, 14):

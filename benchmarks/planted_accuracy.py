@@ -23,9 +23,9 @@ import numpy as np
 
 from annotator.grounding.grounder import Grounder
 from annotator.grounding.heads import select_localization_heads
-from annotator.grounding.lvlm import LvlmEngine
-from annotator.grounding.planted import PLANTED_HEADS, PLANTED_MODEL_DIR
-from annotator.grounding.scenes import SceneConfig, box_iou, generate_scenes
+from annotator.lvlm.engine import LvlmEngine
+from annotator.synthetic.planted import PLANTED_HEADS, PLANTED_MODEL_DIR
+from annotator.synthetic.scenes import SceneConfig, box_iou, generate_scenes
 from annotator.paths import DEMO_DIR
 
 SWEEP_CONFIG = SceneConfig(aspect=(1 / 3, 3.0), target_width=(0.03, 0.75))

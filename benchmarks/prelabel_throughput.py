@@ -33,14 +33,14 @@ import torch
 
 from annotator.grounding.grounder import Grounder
 from annotator.grounding.heads import HeadsFile
-from annotator.grounding.lvlm import LvlmEngine
-from annotator.grounding.planted import PLANTED_MODEL_DIR
-from annotator.grounding.proposer import Proposer
-from annotator.grounding.scenes import SceneConfig
+from annotator.lvlm.engine import LvlmEngine
+from annotator.synthetic.planted import PLANTED_MODEL_DIR
+from annotator.proposer import Proposer
+from annotator.synthetic.scenes import SceneConfig
 from annotator.prelabel import Prelabeller, expression_plan
 from annotator.project.images import image_size
 from annotator.project.store import ProjectStore
-from annotator.scene_folder import write_scene_folder
+from annotator.synthetic.scene_folder import write_scene_folder
 from machine import cpu_name  # benchmarks/machine.py: the script's folder is on sys.path
 
 MODES = {"overlap (loader thread, depth 2, prefetch)": 2, "inline (decode on the main thread)": 0}

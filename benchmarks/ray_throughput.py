@@ -38,12 +38,12 @@ import torch
 
 from annotator.distributed.ray_prelabel import ProposerSpec, RayPrelabeller, plan_actors
 from annotator.grounding.heads import HeadsFile
-from annotator.grounding.planted import PLANTED_MODEL_DIR
-from annotator.grounding.scenes import SceneConfig
+from annotator.synthetic.planted import PLANTED_MODEL_DIR
+from annotator.synthetic.scenes import SceneConfig
 from annotator.prelabel import Prelabeller, expression_plan
 from annotator.project.images import image_size
 from annotator.project.store import ProjectStore
-from annotator.scene_folder import write_scene_folder
+from annotator.synthetic.scene_folder import write_scene_folder
 from machine import cpu_name  # benchmarks/machine.py: the script's folder is on sys.path
 
 SCENES = SceneConfig(long_side=(1024, 1600), aspect=(0.75, 1.33), target_width=(0.42, 0.55), other_width=(0.12, 0.3))

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from segment_anything import sam_model_registry
 
-from annotator.grounding.segment import Segmenter
+from annotator.segmentation.segment import Segmenter
 
 IMAGE_HW = (480, 640)
 BOX = (180.0, 120.0, 420.0, 360.0)

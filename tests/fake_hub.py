@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from annotator.grounding import hub
+from annotator.models import hub
 from tests.network import allow_only_loopback
 
 COMMIT = "fedcba9876543210fedcba9876543210fedcba98"

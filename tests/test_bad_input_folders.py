@@ -159,7 +159,7 @@ def test_loading_images_does_not_make_once_only_warnings_show_again(tmp_path):
 
 
 def prelabel(folder: Path, *extra: str) -> list[str]:
-    from annotator.grounding.planted import PLANTED_MODEL_DIR
+    from annotator.synthetic.planted import PLANTED_MODEL_DIR
 
     return [
         "prelabel", str(folder), "--expression", "the red one", "--model", str(PLANTED_MODEL_DIR),
@@ -181,7 +181,7 @@ def no_model_load(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the problem was found")
 
-    monkeypatch.setattr("annotator.grounding.loading.load_grounder", refuse)
+    monkeypatch.setattr("annotator.models.loading.load_grounder", refuse)
 
 
 @pytest.mark.usefixtures("one_torch_thread")
@@ -279,9 +279,9 @@ def test_prelabel_out_that_cannot_be_a_file_is_refused_before_the_model_loads(tm
 
 def test_find_heads_out_that_is_a_folder_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
     from annotator.cli import main
-    from annotator.grounding.planted import PLANTED_MODEL_DIR
+    from annotator.synthetic.planted import PLANTED_MODEL_DIR
 
-    monkeypatch.setattr("annotator.grounding.lvlm.LvlmEngine.load", pytest.fail)
+    monkeypatch.setattr("annotator.lvlm.engine.LvlmEngine.load", pytest.fail)
     args = ["find-heads", "--model", str(PLANTED_MODEL_DIR), "--synthetic", "2", "--out", str(tmp_path)]
     code = main([*args, "--device", "cpu"])
     assert_one_line_error(code, capsys.readouterr().err, f"cannot write heads file {tmp_path}", "is a folder")

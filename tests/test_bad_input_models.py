@@ -1,7 +1,7 @@
 """Bad model folders, bad heads files and bad calibration or evaluation files: one clear line, never a traceback.
 
 Through the real CLI entry point where it is a CLI behaviour (exit code 2, one stderr line naming the file or
-folder and what is wrong), through `annotator.grounding.loading` where the app and the Ray actors meet it too.
+folder and what is wrong), through `annotator.models.loading` where the app and the Ray actors meet it too.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import pytest
 
 from annotator.cli import main
 from annotator.errors import ModelUnavailable
-from annotator.grounding import loading
+from annotator.models import loading
 from annotator.grounding.heads import HeadsFile
-from annotator.grounding.lvlm import LvlmEngine
-from annotator.grounding.planted import PLANTED_MODEL_DIR
+from annotator.lvlm.engine import LvlmEngine
+from annotator.synthetic.planted import PLANTED_MODEL_DIR
 from tests.test_cli_errors import assert_one_line_error
 from tests.test_eval import write_jsonl
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from annotator.errors import CocoFormatError
-from annotator.grounding.calibration import CalibrationPair, choose_pairs, load_pairs, read_calibration
+from annotator.discovery.calibration import CalibrationPair, choose_pairs, load_pairs, read_calibration
 
 
 def write_jsonl(path, rows):

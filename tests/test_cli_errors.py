@@ -65,7 +65,7 @@ def test_a_model_folder_that_does_not_exist_exits_2_naming_it(tmp_path, capsys):
 
 
 def test_prelabel_4bit_on_a_cpu_exits_2_saying_it_needs_a_cuda_gpu(tmp_path, capsys):
-    from annotator.grounding.planted import PLANTED_MODEL_DIR
+    from annotator.synthetic.planted import PLANTED_MODEL_DIR
 
     write_image(tmp_path / "a.png")
     args = ["prelabel", str(tmp_path), "--expression", "the red one", "--model", str(PLANTED_MODEL_DIR)]

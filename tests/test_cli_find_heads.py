@@ -6,7 +6,7 @@ from PIL import Image
 
 from annotator.cli import main
 from annotator.grounding.heads import HeadsFile
-from annotator.grounding.planted import PLANTED_HEADS, PLANTED_MODEL_DIR
+from annotator.synthetic.planted import PLANTED_HEADS, PLANTED_MODEL_DIR
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

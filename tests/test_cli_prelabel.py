@@ -15,9 +15,9 @@ from annotator.cli import main
 from annotator.evaluation import evaluate
 from annotator.evaluation_files import read_ground_truth, read_predictions
 from annotator.grounding.frame import ImageFrame
-from annotator.grounding.planted import PLANTED_HEADS, PLANTED_MODEL_DIR
-from annotator.grounding.scenes import SceneConfig, generate_scenes
-from annotator.scene_folder import write_scene_folder
+from annotator.synthetic.planted import PLANTED_HEADS, PLANTED_MODEL_DIR
+from annotator.synthetic.scenes import SceneConfig, generate_scenes
+from annotator.synthetic.scene_folder import write_scene_folder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -194,9 +194,9 @@ def test_unreadable_images_are_skipped_and_listed_at_the_end(small_run, capsys):
 def test_with_sam_each_proposal_keeps_its_mask_or_the_reason_it_has_none(tmp_path):
     from annotator.grounding.grounder import Grounder
     from annotator.grounding.heads import HeadsFile
-    from annotator.grounding.lvlm import LvlmEngine
-    from annotator.grounding.proposer import Proposer
-    from annotator.grounding.segment import Segmenter
+    from annotator.lvlm.engine import LvlmEngine
+    from annotator.proposer import Proposer
+    from annotator.segmentation.segment import Segmenter
     from annotator.prelabel import Prelabeller, expression_plan
     from annotator.project.store import ProjectStore
     from tests.tiny_sam import build_tiny_sam

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from annotator.errors import ModelUnavailable
-from annotator.grounding.download import download, partial_path, user_cache_dir
+from annotator.download import download, partial_path, user_cache_dir
 
 PAYLOAD = np.random.default_rng(7).integers(0, 256, size=1 << 20, dtype=np.uint8).tobytes()
 PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()

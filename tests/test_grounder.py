@@ -5,7 +5,7 @@ import pytest
 
 from annotator.grounding.frame import ImageFrame
 from annotator.grounding.grounder import Grounder
-from annotator.grounding.lvlm import GroundingTiming, HeadAttention
+from annotator.lvlm.engine import GroundingTiming, HeadAttention
 from tests.tiny_llava import SPEC_GQA, random_image, tiny_engine
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from annotator.errors import ModelUnavailable
-from annotator.grounding import hub
-from annotator.grounding.planted import PLANTED_MODEL_DIR
+from annotator.models import hub
+from annotator.synthetic.planted import PLANTED_MODEL_DIR
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -134,7 +134,7 @@ def sharded_planted(tmp_path_factory) -> Path:
 def test_the_planted_model_loaded_from_only_the_selected_shards_gives_the_full_models_maps(
     sharded_planted, hf_cache, tmp_path
 ):
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.lvlm.engine import LvlmEngine
 
     listing = {p.name: p.stat().st_size for p in sharded_planted.iterdir()}
     weight_map = json.loads((sharded_planted / hub.INDEX_FILE).read_text())["weight_map"]
@@ -171,7 +171,7 @@ def lay_out_hub_cache(cache: Path, repo_id: str, source: Path) -> Path:
 
 
 def test_a_hub_style_cache_laid_out_by_the_test_is_found_offline_and_loads(hf_cache):
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.lvlm.engine import LvlmEngine
 
     cache, attempts = hf_cache
     snapshot = lay_out_hub_cache(cache, "testorg/planted-llava", PLANTED_MODEL_DIR)

@@ -10,7 +10,7 @@ import hashlib
 import pytest
 
 from annotator.errors import ModelUnavailable
-from annotator.grounding import hub
+from annotator.models import hub
 from tests.fake_hub import COMMIT, FakeHub, biggest_shard
 from tests.test_hub import sharded_planted  # noqa: F401
 
@@ -34,7 +34,7 @@ def blob_of(data: bytes) -> str:
 
 
 def test_a_grounding_download_reports_the_plans_bytes_and_loads_from_only_its_files(fake_hub):
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.lvlm.engine import LvlmEngine
 
     plan = fake_hub.plan(3)
     assert plan.skipped, "the planted model's upper layers should fill shards of their own"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from annotator.errors import ModelUnavailable
-from annotator.grounding import hub, loading
-from annotator.grounding.planted import PLANTED_MODEL_DIR
+from annotator.models import hub, loading
+from annotator.synthetic.planted import PLANTED_MODEL_DIR
 from tests.test_hub import hf_cache, lay_out_hub_cache, sharded_planted  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

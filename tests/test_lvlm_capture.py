@@ -31,7 +31,7 @@ def reference_maps(model, engine, image, expression=EXPRESSION):
 
 
 def engine_and_model(spec):
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.lvlm.engine import LvlmEngine
 
     model = tiny_llava(spec)
     reference_model = copy.deepcopy(model)

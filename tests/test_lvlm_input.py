@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from annotator.grounding.frame import ImageFrame
-from annotator.grounding.model_input import SYSTEM_PROMPT, PromptBuilder, mean_colour, square_image
+from annotator.lvlm.model_input import SYSTEM_PROMPT, PromptBuilder, mean_colour, square_image
 from tests.tiny_llava import (
     SPEC_FINE,
     SPEC_PLAIN,
@@ -104,7 +104,7 @@ def test_a_very_long_expression_keeps_its_first_tokens_with_a_warning():
 def test_the_expression_limit_leaves_room_in_the_models_positions():
     engine = tiny_engine(SPEC_PLAIN)
     room = engine.model.config.text_config.max_position_embeddings - len(engine.prompt("a").prefix.ids)
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.lvlm.engine import LvlmEngine
 
     roomy = LvlmEngine(engine.model, engine.processor, max_expression_tokens=10_000)
     with pytest.warns(UserWarning, match=f"only its first {room} are used"):

@@ -16,7 +16,7 @@ EXPRESSION = "the dog on the left"
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     """A tiny LLaVA and its processor saved with `save_pretrained`, and the engine of the in-memory original."""
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.lvlm.engine import LvlmEngine
 
     folder = tmp_path_factory.mktemp("tiny-llava")
     model, processor = tiny_llava(SPEC_GQA), tiny_processor(SPEC_GQA)
@@ -38,7 +38,7 @@ def no_network(monkeypatch):
 
 
 def test_a_local_folder_loads_into_the_same_maps(saved_model):
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.lvlm.engine import LvlmEngine
 
     folder, original = saved_model
     engine = LvlmEngine.load(folder)
@@ -50,7 +50,7 @@ def test_a_local_folder_loads_into_the_same_maps(saved_model):
 
 
 def test_a_truncated_load_builds_no_layer_above_the_truncation_nor_the_lm_head(saved_model):
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.lvlm.engine import LvlmEngine
 
     folder, _ = saved_model
     engine = LvlmEngine.load(folder, truncate_after_layer=1)
@@ -62,7 +62,7 @@ def test_a_truncated_load_builds_no_layer_above_the_truncation_nor_the_lm_head(s
 
 
 def test_a_truncated_load_gives_the_same_maps_as_the_full_model(saved_model):
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.lvlm.engine import LvlmEngine
 
     folder, original = saved_model
     engine = LvlmEngine.load(folder, truncate_after_layer=1)
@@ -77,7 +77,7 @@ def test_a_truncated_load_gives_the_same_maps_as_the_full_model(saved_model):
 
 
 def test_a_head_above_the_truncation_is_refused(saved_model):
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.lvlm.engine import LvlmEngine
 
     engine = LvlmEngine.load(saved_model[0], truncate_after_layer=1)
     with pytest.raises(ValueError, match="2 text layers are loaded"):
@@ -85,14 +85,14 @@ def test_a_head_above_the_truncation_is_refused(saved_model):
 
 
 def test_truncating_beyond_the_model_is_refused(saved_model):
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.lvlm.engine import LvlmEngine
 
     with pytest.raises(ValueError, match="has 4 text layers"):
         LvlmEngine.load(saved_model[0], truncate_after_layer=4)
 
 
 def test_an_absent_model_id_offline_raises_model_unavailable_naming_it(no_network):
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.lvlm.engine import LvlmEngine
 
     with pytest.raises(ModelUnavailable) as error:
         LvlmEngine.load("nobody-here/absent-llava-1.5")
@@ -104,7 +104,7 @@ def test_an_absent_model_id_offline_raises_model_unavailable_naming_it(no_networ
 
 
 def test_a_missing_local_folder_raises_model_unavailable(no_network, tmp_path):
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.lvlm.engine import LvlmEngine
 
     with pytest.raises(ModelUnavailable, match="no-such-folder"):
         LvlmEngine.load(tmp_path / "no-such-folder")
@@ -113,7 +113,7 @@ def test_a_missing_local_folder_raises_model_unavailable(no_network, tmp_path):
 def test_a_folder_of_another_model_type_raises_model_unavailable(tmp_path):
     from transformers import LlamaConfig
 
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.lvlm.engine import LvlmEngine
 
     config = LlamaConfig(num_hidden_layers=1, hidden_size=8, intermediate_size=8, num_attention_heads=2)
     config.save_pretrained(tmp_path)
@@ -122,14 +122,14 @@ def test_a_folder_of_another_model_type_raises_model_unavailable(tmp_path):
 
 
 def test_four_bit_loading_on_the_cpu_is_refused_with_a_reason(saved_model):
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.lvlm.engine import LvlmEngine
 
     with pytest.raises(ModelUnavailable, match="needs a CUDA GPU"):
         LvlmEngine.load(saved_model[0], device="cpu", load_in_4bit=True)
 
 
 def test_a_model_that_keeps_the_cls_feature_is_refused():
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.lvlm.engine import LvlmEngine
 
     model = tiny_llava(SPEC_GQA)
     model.config.vision_feature_select_strategy = "full"

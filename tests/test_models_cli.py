@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from annotator.cli import main
-from annotator.grounding import segment
-from annotator.grounding.planted import PLANTED_MODEL_DIR
-from annotator.grounding.segment import CheckpointSpec
+from annotator.segmentation import segment
+from annotator.synthetic.planted import PLANTED_MODEL_DIR
+from annotator.segmentation.segment import CheckpointSpec
 from tests.network import allow_only_loopback
 from tests.test_download import PAYLOAD, PAYLOAD_SHA256, FileServer
 

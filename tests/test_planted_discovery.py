@@ -6,9 +6,9 @@ import pytest
 
 from annotator.grounding.grounder import Grounder
 from annotator.grounding.heads import select_localization_heads
-from annotator.grounding.lvlm import LvlmEngine
-from annotator.grounding.planted import PLANTED_HEADS, PLANTED_MODEL_DIR
-from annotator.grounding.scenes import SceneConfig, box_iou, generate_scenes
+from annotator.lvlm.engine import LvlmEngine
+from annotator.synthetic.planted import PLANTED_HEADS, PLANTED_MODEL_DIR
+from annotator.synthetic.scenes import SceneConfig, box_iou, generate_scenes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

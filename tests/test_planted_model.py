@@ -11,9 +11,9 @@ import torch
 
 from annotator.grounding.grounder import Grounder
 from annotator.grounding.heads import find_heads_file, image_attention_sums
-from annotator.grounding.lvlm import LvlmEngine
-from annotator.grounding.model_input import SYSTEM_PROMPT
-from annotator.grounding.planted import (
+from annotator.lvlm.engine import LvlmEngine
+from annotator.lvlm.model_input import SYSTEM_PROMPT
+from annotator.synthetic.planted import (
     NUM_HEADS,
     NUM_LAYERS,
     PLANTED_HEADS,
@@ -21,7 +21,7 @@ from annotator.grounding.planted import (
     build_config,
     build_planted_model,
 )
-from annotator.grounding.scenes import PALETTE, SHAPE_WORDS, TEMPLATE_WORDS, SceneConfig, box_iou, generate_scene
+from annotator.synthetic.scenes import PALETTE, SHAPE_WORDS, TEMPLATE_WORDS, SceneConfig, box_iou, generate_scene
 from annotator.paths import DEMO_DIR
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

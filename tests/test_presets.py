@@ -9,11 +9,12 @@ from collections import namedtuple
 import pytest
 
 from annotator.errors import ModelUnavailable
-from annotator.grounding import hub, presets, segment
-from annotator.grounding.download import file_sha256, partial_path
-from annotator.grounding.planted import PLANTED_MODEL_DIR
-from annotator.grounding.presets import DemoPreset, LvlmPreset, SamPreset, download_sam, load_presets, local_copy
-from annotator.grounding.segment import CheckpointSpec
+from annotator.models import hub, presets
+from annotator.segmentation import segment
+from annotator.download import file_sha256, partial_path
+from annotator.synthetic.planted import PLANTED_MODEL_DIR
+from annotator.models.presets import DemoPreset, LvlmPreset, SamPreset, download_sam, load_presets, local_copy
+from annotator.segmentation.segment import CheckpointSpec
 from tests.test_download import HALF, PAYLOAD, PAYLOAD_SHA256, FileServer
 
 

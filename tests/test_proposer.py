@@ -7,9 +7,9 @@ import pytest
 
 from annotator.grounding.frame import ImageFrame
 from annotator.grounding.grounder import Grounder
-from annotator.grounding.lvlm import GroundingTiming, HeadAttention
-from annotator.grounding.proposer import Proposer
-from annotator.grounding.segment import MaskResult, Segmenter
+from annotator.lvlm.engine import GroundingTiming, HeadAttention
+from annotator.proposer import Proposer
+from annotator.segmentation.segment import MaskResult, Segmenter
 from tests.tiny_llava import random_image, tiny_engine
 from tests.tiny_sam import build_tiny_sam
 

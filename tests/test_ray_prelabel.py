@@ -20,11 +20,11 @@ ray = pytest.importorskip("ray")
 from annotator.cli import main  # noqa: E402
 from annotator.distributed.ray_prelabel import ProposerSpec, RayPrelabeller  # noqa: E402
 from annotator.grounding.heads import find_heads_file  # noqa: E402
-from annotator.grounding.planted import PLANTED_MODEL_DIR  # noqa: E402
-from annotator.grounding.scenes import SceneConfig  # noqa: E402
+from annotator.synthetic.planted import PLANTED_MODEL_DIR  # noqa: E402
+from annotator.synthetic.scenes import SceneConfig  # noqa: E402
 from annotator.prelabel import expression_plan  # noqa: E402
 from annotator.project.store import ProjectStore  # noqa: E402
-from annotator.scene_folder import write_scene_folder  # noqa: E402
+from annotator.synthetic.scene_folder import write_scene_folder  # noqa: E402
 
 pytestmark = pytest.mark.ray
 

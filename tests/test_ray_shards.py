@@ -14,11 +14,11 @@ from annotator.distributed.ray_prelabel import (
     plan_actors,
 )
 from annotator.distributed.shards import ImageResult, ShardAssembler, plan_shards, read_shard, write_shard
-from annotator.grounding.planted import PLANTED_HEADS
+from annotator.synthetic.planted import PLANTED_HEADS
 from annotator.prelabel import expression_plan
 from annotator.project.geometry import Rle
 from annotator.project.store import NewAnnotation, ProjectStore
-from annotator.scene_folder import write_scene_folder
+from annotator.synthetic.scene_folder import write_scene_folder
 
 SETTINGS = {"model": "m", "masks": None}
 
@@ -175,7 +175,7 @@ def test_shards_written_before_a_crash_are_merged_on_rerun_without_computing_the
 
 def test_an_actors_spec_carries_the_4bit_choice_to_the_shared_loader(tmp_path):
     from annotator.errors import ModelUnavailable
-    from annotator.grounding.planted import PLANTED_MODEL_DIR
+    from annotator.synthetic.planted import PLANTED_MODEL_DIR
 
     spec = ProposerSpec(str(PLANTED_MODEL_DIR), PLANTED_HEADS.localization, device="cpu", load_in_4bit=True)
     with pytest.raises(ModelUnavailable, match="4-bit loading of .* needs a CUDA GPU"):

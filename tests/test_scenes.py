@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from annotator.grounding.frame import ImageFrame
-from annotator.grounding.scenes import (
+from annotator.synthetic.scenes import (
     DEMO_SCENES,
     PALETTE,
     SHAPE_WORDS,

@@ -11,7 +11,7 @@ import torch
 from segment_anything import SamPredictor
 
 from annotator.errors import ModelUnavailable
-from annotator.grounding.segment import (
+from annotator.segmentation.segment import (
     SAM_CHECKPOINTS,
     CheckpointSpec,
     MaskResult,

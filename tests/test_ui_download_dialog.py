@@ -11,9 +11,9 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QFileDialog
 
 from annotator.errors import ModelUnavailable
-from annotator.grounding import segment
-from annotator.grounding.download import Progress
-from annotator.grounding.planted import PLANTED_MODEL_DIR
+from annotator.segmentation import segment
+from annotator.download import Progress
+from annotator.synthetic.planted import PLANTED_MODEL_DIR
 from annotator.ui.download_dialog import DownloadDialog, DownloadItem, format_duration, missing_downloads
 from annotator.ui.settings import ModelSettings
 from tests.test_hub import sharded_planted  # noqa: F401
@@ -199,8 +199,8 @@ def test_a_hub_model_that_cannot_be_sized_says_why(qtbot, tmp_path):
 
 
 def test_the_hub_source_asks_the_hub_for_its_plan_once_for_size_and_download(monkeypatch, tmp_path):
-    from annotator.grounding import hub
-    from annotator.grounding.presets import load_presets
+    from annotator.models import hub
+    from annotator.models.presets import load_presets
     from annotator.ui.download_dialog import HubSource, ItemSize
 
     preset = load_presets().get("llava-1.5-7b")
@@ -272,7 +272,7 @@ def test_a_configured_preset_gone_from_the_cache_opens_the_dialog_and_its_downlo
     qtbot, tmp_path, monkeypatch, make_window, empty_caches
 ):
     """The Hub is replaced by a copy of the planted model into the cache's layout, reported in two halves."""
-    from annotator.grounding import hub
+    from annotator.models import hub
     from annotator.ui.settings import AppSettings
     from tests.test_hub import lay_out_hub_cache
 
@@ -344,7 +344,7 @@ def test_cancel_in_the_dialog_keeps_the_partial_shard_and_download_resumes_it_th
     model as the 7B preset (the Hub's listing API is not part of the stand-in: the plan is made from its files)."""
     import threading
 
-    from annotator.grounding import hub
+    from annotator.models import hub
     from annotator.ui.settings import AppSettings
     from tests.fake_hub import FakeHub, biggest_shard
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
 
-from annotator.grounding.segment import Segmenter
+from annotator.segmentation.segment import Segmenter
 from annotator.project.geometry import Rle
 from annotator.project.images import load_image
 from annotator.project.store import ProjectStore

@@ -170,7 +170,7 @@ def tiny_llava(spec: TinySpec = SPEC_PLAIN, seed: int = 0):
 
 def tiny_engine(spec: TinySpec = SPEC_PLAIN, seed: int = 0, prefix_cache_size: int = 8):
     """An `LvlmEngine` around a fresh tiny model and processor."""
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.lvlm.engine import LvlmEngine
 
     return LvlmEngine(tiny_llava(spec, seed), tiny_processor(spec), prefix_cache_size=prefix_cache_size)
 

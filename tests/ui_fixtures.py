@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QSettings, Qt
 
-from annotator.grounding.scenes import Scene, SceneConfig, box_iou, generate_scene
+from annotator.synthetic.scenes import Scene, SceneConfig, box_iou, generate_scene
 from annotator.paths import MODELS_DIR
 from annotator.project.store import Annotation, ProjectStore
 from annotator.ui.main_window import MainWindow
@@ -41,7 +41,7 @@ def planted_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped planted model folder, or a fresh build of it when the repository does not hold it yet."""
     if (SHIPPED_PLANTED_MODEL / "heads.json").is_file():
         return SHIPPED_PLANTED_MODEL
-    from annotator.grounding.planted import save_planted_model
+    from annotator.synthetic.planted import save_planted_model
 
     return save_planted_model(tmp_path_factory.mktemp("planted") / "planted-llava")
 
@@ -86,9 +86,9 @@ def planted_models_with_tiny_sam(planted_model_path: Path) -> LoadedModels:
     """The planted LLaVA with its heads and a tiny random-weight SAM (tests/tiny_sam.py), ready for `use_models`."""
     from annotator.grounding.grounder import Grounder
     from annotator.grounding.heads import find_heads_file
-    from annotator.grounding.lvlm import LvlmEngine
-    from annotator.grounding.proposer import Proposer
-    from annotator.grounding.segment import Segmenter
+    from annotator.lvlm.engine import LvlmEngine
+    from annotator.proposer import Proposer
+    from annotator.segmentation.segment import Segmenter
     from tests.tiny_sam import build_tiny_sam
 
     heads = find_heads_file(str(planted_model_path))

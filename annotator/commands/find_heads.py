@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Discover the heads, write the heads file and its plots, print the top heads; the exit code."""
-    from annotator.grounding import calibration
+    from annotator.discovery import calibration
 
     skipped: list[str] = []
     if args.data is not None:
@@ -105,10 +105,10 @@ def run(args: argparse.Namespace) -> int:
     device, dtype = device_and_dtype(args.device, args.dtype)
     from tqdm import tqdm
 
-    from annotator.grounding.checkpoint import text_layout
+    from annotator.lvlm.checkpoint import text_layout
     from annotator.grounding.heads import select_localization_heads
-    from annotator.grounding.loading import hub_id_of, model_folder
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.models.loading import hub_id_of, model_folder
+    from annotator.lvlm.engine import LvlmEngine
 
     folder = model_folder(args.model, None, fetch=True, progress=byte_progress())
     num_layers, num_heads = text_layout(folder)
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     if not selection.heads:
         return fail(args.prog, f"no localization head was found: {qualified}; nothing written to {out}")
 
-    from annotator.grounding.discovery_report import (
+    from annotator.discovery.report import (
         discovery_table,
         plot_attention_sums,
         plot_selection_frequency,

@@ -39,9 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """List, download, verify or remove a preset; the exit code."""
-    from annotator.grounding import hub
-    from annotator.grounding.download import file_sha256
-    from annotator.grounding.presets import DemoPreset, SamPreset, download_sam, load_presets, local_copy
+    from annotator.models import hub
+    from annotator.download import file_sha256
+    from annotator.models.presets import DemoPreset, SamPreset, download_sam, load_presets, local_copy
 
     presets = load_presets()
     if args.action == "list":

@@ -127,14 +127,14 @@ def run(args: argparse.Namespace) -> int:
     heads_file = _heads_file(args.heads, args.model)
     with _prelabel_store(args, plan) as (store, work, out):
         device, dtype = device_and_dtype(args.device, args.dtype)
-        from annotator.grounding.loading import load_grounder
-        from annotator.grounding.proposer import Proposer
+        from annotator.models.loading import load_grounder
+        from annotator.proposer import Proposer
         from annotator.prelabel import Prelabeller
         from annotator.project.coco import export_coco
 
         segmenter = None
         if args.masks == "sam":
-            from annotator.grounding.segment import Segmenter
+            from annotator.segmentation.segment import Segmenter
 
             segmenter = Segmenter.load(args.sam_type, args.sam_checkpoint, device)
         grounder = load_grounder(
@@ -253,7 +253,7 @@ def _heads_file(path: Path | None, model: str):
     """The heads file given, or the known heads of the model, checked against the model's config when it is on
     this machine; `ModelUnavailable` when there are none or they do not fit."""
     from annotator.grounding.heads import HeadsFile, find_heads_file
-    from annotator.grounding.loading import heads_misfit
+    from annotator.models.loading import heads_misfit
 
     try:
         heads_file = HeadsFile.load(path) if path is not None else find_heads_file(model)

@@ -28,7 +28,7 @@ def fail(prog: str, message: str) -> int:
 
 def byte_progress() -> Callable[[int, int | None], None]:
     """A progress callback printing bytes done on one stderr line, at most once per percent."""
-    from annotator.grounding.hub import format_bytes
+    from annotator.models.hub import format_bytes
 
     last = [-1]
 
@@ -45,7 +45,7 @@ def byte_progress() -> Callable[[int, int | None], None]:
 def check_model_reference(model: str) -> None:
     """A model named by a path must be a model folder; a hub id ('owner/name') or preset name is checked when it
     loads."""
-    from annotator.grounding.loading import check_model_folder, hub_id_of
+    from annotator.models.loading import check_model_folder, hub_id_of
 
     if hub_id_of(model) is not None:
         return

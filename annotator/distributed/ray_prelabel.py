@@ -115,13 +115,13 @@ class ProposerSpec:
         """The `Proposer`: the engine truncated after the deepest head's layer, plus SAM when masks are "sam"."""
         import torch
 
-        from annotator.grounding.loading import load_grounder
-        from annotator.grounding.proposer import Proposer
+        from annotator.models.loading import load_grounder
+        from annotator.proposer import Proposer
 
         dtype = None if self.dtype is None else getattr(torch, self.dtype)
         segmenter = None
         if self.masks == "sam":
-            from annotator.grounding.segment import Segmenter
+            from annotator.segmentation.segment import Segmenter
 
             segmenter = Segmenter.load(self.sam_type, self.sam_checkpoint, self.device)
         grounder = load_grounder(

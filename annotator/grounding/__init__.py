@@ -1,4 +1,3 @@
-"""The grounding method (Kang et al., CVPR 2025): localization heads of a frozen LVLM, boxes, SAM masks.
-
-No Qt here: numpy/torch in, dataclasses out.
-"""
+"""The grounding method (Kang et al., CVPR 2025), as pure functions: localization-head criteria and discovery
+(`heads`), head maps to regions and boxes (`maps`), original pixels <-> token grids (`frame`), and the grounder
+that turns an engine's maps into a `Proposal` (`grounder`). No Qt, no model loading: the bottom layer."""

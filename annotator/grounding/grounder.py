@@ -23,7 +23,7 @@ from annotator.grounding.frame import ImageFrame
 from annotator.grounding.maps import Region, combine_head_maps, find_regions
 
 if TYPE_CHECKING:
-    from annotator.grounding.lvlm import GroundingTiming, LvlmEngine
+    from annotator.lvlm.engine import GroundingTiming, LvlmEngine
 
 Head = tuple[int, int]
 BoxXYXY = tuple[float, float, float, float]

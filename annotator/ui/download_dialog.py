@@ -31,13 +31,13 @@ from PySide6.QtWidgets import (
 )
 
 from annotator.errors import AnnotatorError
-from annotator.grounding.download import Progress, user_cache_dir
-from annotator.grounding.hub import format_bytes
-from annotator.grounding.presets import LocalCopy, LvlmPreset, Presets, download_sam, load_presets, local_copy
+from annotator.download import Progress, user_cache_dir
+from annotator.models.hub import format_bytes
+from annotator.models.presets import LocalCopy, LvlmPreset, Presets, download_sam, load_presets, local_copy
 from annotator.ui.settings import ModelSettings
 
 if TYPE_CHECKING:
-    from annotator.grounding.hub import DownloadPlan
+    from annotator.models.hub import DownloadPlan
 
 Fetch = Callable[[Progress], Path]
 """Downloads one item, reporting `progress(bytes_done, bytes_total)`; returns the path to load."""
@@ -127,7 +127,7 @@ class HubSource:
         self._lock = threading.Lock()
 
     def plan(self) -> "DownloadPlan":
-        from annotator.grounding import hub
+        from annotator.models import hub
 
         with self._lock:
             if self._plan is None:
@@ -139,7 +139,7 @@ class HubSource:
         return ItemSize(plan.bytes_needed, plan.bytes_saved)
 
     def fetch(self, progress: Progress) -> Path:
-        from annotator.grounding import hub
+        from annotator.models import hub
 
         return hub.download(self.plan(), progress)
 

@@ -23,8 +23,8 @@ from annotator.grounding.heads import HeadsFile, find_heads_file
 from annotator.ui.settings import ModelSettings
 
 if TYPE_CHECKING:
-    from annotator.grounding.proposer import Proposer
-    from annotator.grounding.segment import Segmenter
+    from annotator.proposer import Proposer
+    from annotator.segmentation.segment import Segmenter
 
 _DTYPES = {"float32", "bfloat16", "float16"}
 
@@ -59,7 +59,7 @@ def resolve_heads(models: ModelSettings) -> HeadsFile:
             return HeadsFile.load(models.heads_file)
         except ValueError as err:
             raise ModelUnavailable(f"the heads file in Settings cannot be used: {err}") from None
-    from annotator.grounding.loading import hub_id_of
+    from annotator.models.loading import hub_id_of
 
     try:
         found = find_heads_file(hub_id_of(models.model) or models.model)
@@ -83,7 +83,7 @@ def load_models(models: ModelSettings, progress: Callable[[str], None]) -> Loade
 
     A hub model that is not on this machine is refused before anything heavy is imported: the app never starts a
     download of gigabytes without asking (the models dialog does, `download_dialog.py`)."""
-    from annotator.grounding.loading import missing_model_message
+    from annotator.models.loading import missing_model_message
 
     start = perf_counter()
     try:
@@ -99,8 +99,8 @@ def load_models(models: ModelSettings, progress: Callable[[str], None]) -> Loade
         raise ModelUnavailable(missing)
     import torch  # imported here, once the cheap checks passed: torch and transformers take seconds to import
 
-    from annotator.grounding.loading import load_grounder
-    from annotator.grounding.proposer import Proposer
+    from annotator.models.loading import load_grounder
+    from annotator.proposer import Proposer
 
     device = None if models.device == "auto" else models.device
     dtype = getattr(torch, models.dtype) if models.dtype in _DTYPES else None
@@ -134,7 +134,7 @@ def _load_sam(
     if models.sam_type == "none":
         note = "" if models.is_demo else "SAM is switched off in Settings: masks are the heads' coarse regions."
         return None, note
-    from annotator.grounding.segment import SAM_CHECKPOINTS, Segmenter, checkpoint_path
+    from annotator.segmentation.segment import SAM_CHECKPOINTS, Segmenter, checkpoint_path
 
     checkpoint = Path(models.sam_checkpoint) if models.sam_checkpoint else checkpoint_path(models.sam_type)
     if not checkpoint.is_file():

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from annotator.grounding.presets import load_presets
+from annotator.models.presets import load_presets
 from annotator.ui.settings import DEFAULT_MODEL, DEMO_MODEL_PATH, AppSettings, ModelSettings
 from annotator.ui.shortcuts import SHORTCUTS, SHORTCUTS_BY_ACTION
 from annotator.ui.shortcuts_dialog import display_text

@@ -40,7 +40,7 @@ from annotator.ui.settings import ModelSettings
 
 if TYPE_CHECKING:
     from annotator.grounding.grounder import Proposal
-    from annotator.grounding.segment import MaskResult
+    from annotator.segmentation.segment import MaskResult
 
 log = logging.getLogger(__name__)
 

@@ -14,19 +14,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from annotator.errors import ModelUnavailable
-from annotator.grounding import hub
+from annotator.models import hub
 
 if TYPE_CHECKING:
     import torch
 
-    from annotator.grounding.download import Progress
+    from annotator.download import Progress
     from annotator.grounding.grounder import Grounder
-    from annotator.grounding.presets import LvlmPreset
+    from annotator.models.presets import LvlmPreset
 
 
 def lvlm_preset(model: str) -> "LvlmPreset | None":
     """The LLaVA preset named `model` (by its name or hub id), or None."""
-    from annotator.grounding.presets import load_presets
+    from annotator.models.presets import load_presets
 
     for preset in load_presets().lvlm:
         if model in (preset.name, preset.hub_id):
@@ -160,7 +160,7 @@ def heads_misfit(model: str, heads: Sequence[tuple[int, int]], folder: str | Pat
                 return None
             folder = cached.path
     from annotator.grounding.heads import head_label
-    from annotator.grounding.checkpoint import text_layout
+    from annotator.lvlm.checkpoint import text_layout
 
     num_layers, num_heads = text_layout(str(folder))
     problems = []
@@ -202,7 +202,7 @@ def load_grounder(
     """LLaVA truncated after the deepest of `heads` (0-based (layer, head)) and its grounder. `ModelUnavailable`
     when the model is not here (see `model_folder`) or the heads do not fit it (found before the weights load)."""
     from annotator.grounding.grounder import Grounder
-    from annotator.grounding.lvlm import LvlmEngine
+    from annotator.lvlm.engine import LvlmEngine
 
     heads = [(int(layer), int(head)) for layer, head in heads]
     if not heads:

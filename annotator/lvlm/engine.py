@@ -27,21 +27,21 @@ from typing import Hashable, Sequence
 import numpy as np
 import torch
 
-from annotator.grounding.attention_capture import (
+from annotator.lvlm.capture import (
     CAPTURE_ATTENTION,
     CAPTURE_KWARG,
     LastTokenCapture,
     register_capture_attention,
     stop_after,
 )
-from annotator.grounding.checkpoint import (
+from annotator.lvlm.checkpoint import (
     four_bit_config,
     grounding_model_class,
     load_config_and_processor,
     load_weights,
 )
 from annotator.grounding.frame import ImageFrame
-from annotator.grounding.model_input import Prompt, PromptBuilder, PromptPrefix, mean_colour, square_image
+from annotator.lvlm.model_input import Prompt, PromptBuilder, PromptPrefix, mean_colour, square_image
 
 DEFAULT_MODEL_ID = "llava-hf/llava-1.5-7b-hf"
 Head = tuple[int, int]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from annotator.errors import ModelUnavailable
-from annotator.grounding.download import Progress, file_sha256, user_cache_dir
+from annotator.download import Progress, file_sha256, user_cache_dir
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -449,7 +449,7 @@ def _fetch_blob(plan: DownloadPlan, name: str, on_bytes: Progress, token: str | 
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.utils import build_hf_headers
 
-    from annotator.grounding import download as http
+    from annotator import download as http
 
     url = hf_hub_url(plan.repo_id, name, revision=plan.revision)
     metadata = get_hf_file_metadata(url, token=token, retry_on_errors=True)

@@ -29,7 +29,7 @@ from segment_anything import SamPredictor, sam_model_registry
 from segment_anything.modeling import Sam
 
 from annotator.errors import ModelUnavailable
-from annotator.grounding.download import Progress, download, user_cache_dir
+from annotator.download import Progress, download, user_cache_dir
 
 BoxXyxy = tuple[float, float, float, float]
 Precision = Literal["float32", "bfloat16"]
@@ -84,7 +84,7 @@ def checkpoint_path(model_type: str) -> Path:
 def download_checkpoint(model_type: str, progress: Progress | None = None) -> Path:
     """Fetch the official checkpoint of `model_type` into `checkpoint_path(model_type)` unless it is there.
 
-    The download is resumable and verified (size and SHA-256); see `annotator.grounding.download.download`.
+    The download is resumable and verified (size and SHA-256); see `annotator.download.download`.
     """
     spec = _spec(model_type)
     path = checkpoint_path(model_type)

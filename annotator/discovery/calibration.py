@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from annotator.errors import CocoFormatError, ImageLoadError
-from annotator.grounding.scenes import generate_scenes
+from annotator.synthetic.scenes import generate_scenes
 from annotator.jsonl import checked_texts, is_jsonl, listed, matchable_id, read_json, read_jsonl, sentence_texts
 from annotator.project.images import load_image
 

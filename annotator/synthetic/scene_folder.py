@@ -1,6 +1,6 @@
 """A folder of seeded synthetic scenes with RefCOCO-style ground truth: a known-answer dataset for the CLI.
 
-`write_scene_folder(folder, count, seed)` writes `scene_00001.png` ... (from `grounding.scenes`) and
+`write_scene_folder(folder, count, seed)` writes `scene_00001.png` ... (from `synthetic.scenes`) and
 `ground_truth.jsonl` beside them, one line per scene in the format `annotator eval --gt` reads: `image`,
 `expression` (naming the target by its colour), `bbox` [x, y, w, h] and `segmentation` (compressed RLE) of the
 target in original pixels, `width`, `height`, `split`. `annotator prelabel FOLDER --expressions
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import cv2
 
-from annotator.grounding.scenes import SceneConfig, generate_scenes
+from annotator.synthetic.scenes import SceneConfig, generate_scenes
 from annotator.project.atomic_file import atomic_text_file
 from annotator.project.geometry import Rle
 

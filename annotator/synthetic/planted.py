@@ -28,7 +28,7 @@ set by construction (`build_planted_model`, deterministic):
   noise (only the entropy vote removes them); and uninformative heads that look only at BOS and text, whose
   image maps are exactly flat and whose sums form the low cluster below the elbow.
 
-`python -m annotator.grounding.planted --out resources/models/planted-llava` rebuilds the shipped folder.
+`python -m annotator.synthetic.planted --out resources/models/planted-llava` rebuilds the shipped folder.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from annotator.grounding.heads import Head, HeadsFile
-from annotator.grounding.model_input import SYSTEM_PROMPT
-from annotator.grounding.scenes import PALETTE, SHAPE_WORDS, TEMPLATE_WORDS
+from annotator.lvlm.model_input import SYSTEM_PROMPT
+from annotator.synthetic.scenes import PALETTE, SHAPE_WORDS, TEMPLATE_WORDS
 from annotator.paths import MODELS_DIR
 
 if TYPE_CHECKING:
@@ -536,7 +536,7 @@ def planted_heads_file() -> HeadsFile:
     return HeadsFile(
         model=MODEL_NAME,
         heads=list(PLANTED_HEADS.localization),
-        source="planted by construction (annotator/grounding/planted.py); discovery on synthetic scenes recovers them",
+        source="planted by construction (annotator/synthetic/planted.py); discovery on synthetic scenes recovers them",
         num_layers=NUM_LAYERS,
         num_heads=NUM_HEADS,
     )

@@ -15,7 +15,7 @@ from typing import Hashable
 import numpy as np
 
 from annotator.grounding.grounder import Grounder, Proposal, RegionProposal
-from annotator.grounding.segment import MaskResult, Segmenter
+from annotator.segmentation.segment import MaskResult, Segmenter
 
 
 class Proposer:

@@ -19,8 +19,8 @@ from annotator.grounding.heads import HeadsFile
 from annotator.paths import HEADS_DIR, MODELS_DIR, RESOURCES
 
 if TYPE_CHECKING:
-    from annotator.grounding.download import Progress
-    from annotator.grounding.segment import CheckpointSpec
+    from annotator.download import Progress
+    from annotator.segmentation.segment import CheckpointSpec
 
 PRESETS_FILE = RESOURCES / "models.json"
 
@@ -65,7 +65,7 @@ class SamPreset:
     @property
     def checkpoint(self) -> "CheckpointSpec":
         """URL, byte size and SHA-256, from `segment.SAM_CHECKPOINTS`."""
-        from annotator.grounding.segment import SAM_CHECKPOINTS
+        from annotator.segmentation.segment import SAM_CHECKPOINTS
 
         if self.model_type not in SAM_CHECKPOINTS:
             raise ModelUnavailable(f"SAM preset {self.name} names unknown model type {self.model_type!r}")
@@ -163,8 +163,8 @@ def local_copy(preset: Preset) -> LocalCopy | None:
         size = sum(p.stat().st_size for p in preset.folder.iterdir() if p.is_file()) if preset.folder.is_dir() else 0
         return LocalCopy(preset.folder, size, True, "ships with the app") if size else None
     if isinstance(preset, SamPreset):
-        from annotator.grounding.download import partial_path
-        from annotator.grounding.segment import checkpoint_path
+        from annotator.download import partial_path
+        from annotator.segmentation.segment import checkpoint_path
 
         path = checkpoint_path(preset.model_type)
         if path.is_file():
@@ -173,7 +173,7 @@ def local_copy(preset: Preset) -> LocalCopy | None:
         if part.is_file():
             return LocalCopy(part, part.stat().st_size, False, _PARTIAL)
         return None
-    from annotator.grounding import hub
+    from annotator.models import hub
 
     cached = hub.find_cached(preset.hub_id, preset.deepest_head_layer)
     if cached is None:
@@ -188,9 +188,9 @@ def local_copy(preset: Preset) -> LocalCopy | None:
 def download_sam(preset: SamPreset, progress: "Progress | None" = None) -> Path:
     """The preset's checkpoint in the user's cache, downloaded (resumably, size and SHA-256 checked) when absent;
     the free disk space is checked before the first byte."""
-    from annotator.grounding.download import partial_path
-    from annotator.grounding.hub import check_free_space
-    from annotator.grounding.segment import checkpoint_path, download_checkpoint
+    from annotator.download import partial_path
+    from annotator.models.hub import check_free_space
+    from annotator.segmentation.segment import checkpoint_path, download_checkpoint
 
     path = checkpoint_path(preset.model_type)
     if path.is_file():

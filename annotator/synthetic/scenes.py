@@ -7,7 +7,7 @@ The same seed always gives the same scenes. Object sizes are drawn as fractions 
 is the side of the square the model sees, so a fraction f is about f x grid cells wide on the model's grid; on
 non-square images objects are clamped to fit the short side, so they shrink in grid cells.
 
-`python -m annotator.grounding.scenes --demo-out resources/demo` regenerates the demo folder.
+`python -m annotator.synthetic.scenes --demo-out resources/demo` regenerates the demo folder.
 """
 
 from __future__ import annotations
@@ -434,9 +434,9 @@ def write_demo(folder: str | Path) -> list[Path]:
 _DEMO_README = """# Demo scenes
 
 These images are generated, not photographed: coloured shapes (disc, square, triangle, ring) on grey,
-softly textured backgrounds, drawn by `annotator/grounding/scenes.py` with fixed seeds. Regenerate them with
+softly textured backgrounds, drawn by `annotator/synthetic/scenes.py` with fixed seeds. Regenerate them with
 
-    python -m annotator.grounding.scenes --demo-out resources/demo
+    python -m annotator.synthetic.scenes --demo-out resources/demo
 
 `ground_truth.jsonl` has one line per image: its size and, for every object, its colour, shape, tight box
 (`box_xyxy` in pixels, x1 and y1 exclusive) and a referring expression that names it. Objects are about
