@@ -1,7 +1,7 @@
 """Image + expression -> proposals with masks: the one core that the app, the CLI and the Ray pre-labeller call.
 
 `Proposer` runs the `Grounder` (the paper's box from the localization heads) and, when a `Segmenter` is given,
-prompts SAM with each attention box (design.md section 2, "Inference" step 5). A usable SAM mask replaces the
+prompts SAM with each attention box (docs/method.md, part 1, "From the box to a mask"). A usable SAM mask replaces the
 final box with the mask's tight box (`Proposal.with_mask`); the attention box stays on the proposal. A mask that
 SAM returns empty, or that spills far outside its prompt box, is not applied: the proposal stays box-only with its
 coarse mask, and `mask_note` says why.

@@ -1,4 +1,4 @@
-"""ImageFrame: exact pixels <-> grid mapping for pad-to-square, resize, g x g grid (design.md section 3)."""
+"""ImageFrame: exact pixels <-> grid mapping for pad-to-square, resize, g x g grid (docs/method.md, part 3)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Head discovery (design.md section 2): spatial entropy, the elbow threshold, votes, streaming."""
+"""Head discovery (docs/method.md, part 1): spatial entropy, the elbow threshold, votes, streaming."""
 
 import math
 import tracemalloc

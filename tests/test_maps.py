@@ -1,4 +1,4 @@
-"""From head maps to regions and the grid box (design.md section 2, "Inference")."""
+"""From head maps to regions and the grid box (docs/method.md, part 1, "From the heads to a box")."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""The shipped planted model (design.md section 7): plain transformers loading, equality with a fresh build, and
+"""The shipped planted model (synthetic/planted.py): plain transformers loading, equality with a fresh build, and
 the behaviour planted in each kind of head, read through the grounding engine."""
 
 import json

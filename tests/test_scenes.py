@@ -1,4 +1,4 @@
-"""Synthetic scenes (design.md section 7): deterministic per seed, ground truth that agrees with the pixels."""
+"""Synthetic scenes (synthetic/scenes.py): deterministic per seed, ground truth that agrees with the pixels."""
 
 import json
 import cv2

@@ -1,4 +1,4 @@
-"""The exact mapping between original image pixels and the model's token grid (design.md section 3).
+"""The exact mapping between original image pixels and the model's token grid (docs/method.md, part 3).
 
 The model sees the image padded to a square (centred, as LLaVA-1.5's `expand2square` does: integer offsets
 `(side - width) // 2`, `(side - height) // 2`), resized to `input_size` x `input_size`, cut into a

@@ -1,4 +1,4 @@
-"""Image + referring expression -> `Proposal`: the paper's box from a few localization heads (design.md section 2).
+"""Image + referring expression -> `Proposal`: the paper's box from a few localization heads (docs/method.md, part 1).
 
 The engine gives the k heads' last-token maps on the grid; `maps.combine_head_maps` smooths and sums them;
 `maps.find_regions` ranks the foreground components' convex hulls by area; the largest hull's tight bounds are the

@@ -1,4 +1,4 @@
-"""Localization-head discovery (design.md section 2): attention sums, the elbow threshold, spatial entropy, votes.
+"""Localization-head discovery (docs/method.md, part 1): attention sums, the elbow threshold, spatial entropy, votes.
 
 Every function is pure numpy. `select_localization_heads` streams its samples: it keeps running sums of the
 per-head image attention and one entropy per head per sample (N x L x H scalars, 4 MB for 1000 samples of a
@@ -87,7 +87,7 @@ def elbow_index(values: Iterable[float]) -> int:
 
 
 def elbow_threshold(values: Iterable[float]) -> float:
-    """The threshold tau: the value at the elbow of the ascending-sorted values (design.md section 2, step 2)."""
+    """The threshold tau: the value at the elbow of the ascending-sorted values (docs/method.md: discovery, step 2)."""
     v = _sorted_values(values)
     return float(v[elbow_index(v)])
 

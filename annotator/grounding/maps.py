@@ -1,4 +1,4 @@
-"""From localization-head maps to regions and a box on the grid (design.md section 2, "Inference").
+"""From localization-head maps to regions and a box on the grid (docs/method.md, part 1, "From the heads to a box").
 
 1. Each head's map is smoothed with a `ksize` x `ksize` Gaussian (sigma 1.0) and the maps are summed.
 2. Cells above the mean of the summed map are foreground.

@@ -1,7 +1,7 @@
 """LLaVA checkpoints from the Hugging Face Hub: only the weights grounding needs, the Hub's own cache, offline lookup.
 
 Grounding reads the vision tower, the projector, the token embeddings and the text layers up to the deepest
-localization head (design.md 4: the forward stops there). A plan reads the checkpoint's
+localization head (docs/method.md, "How we compute it": the forward stops there). A plan reads the checkpoint's
 `model.safetensors.index.json` and keeps only the safetensors shards holding those tensors, plus the config,
 tokenizer and processor files; `.bin` (and other duplicate) weight files are never fetched. Files land in the
 Hugging Face cache through `huggingface_hub.hf_hub_download`, so its layout, `HF_HOME` / `HF_HUB_CACHE`,

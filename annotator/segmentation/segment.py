@@ -1,4 +1,4 @@
-"""Segment Anything masks from a box prompt, point refinement, and a cache of image embeddings (design.md 2, 4).
+"""Segment Anything masks from a box prompt, point refinement, and a cache of image embeddings (docs/method.md).
 
 `Segmenter` holds one `segment_anything` `Sam`. The expensive part of SAM is the image embedding (vit_b takes
 14-20 s on a 2-core CPU, where a box prompt's decode takes ~0.1 s). So embeddings are kept per image id in a

@@ -1,4 +1,5 @@
-"""Seeded synthetic scenes with ground truth: coloured shapes on noisy, textured backgrounds (design.md section 7).
+"""Seeded synthetic scenes with ground truth: coloured shapes on noisy, textured backgrounds
+(what the planted model, `planted.py`, is tested and demonstrated on).
 
 A scene is an RGB image with 1-4 non-overlapping shapes (disc, square, triangle, ring) in distinct colours of
 `PALETTE`, each with its exact mask and tight box in original pixels, one of them the target of a referring
