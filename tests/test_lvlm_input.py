@@ -58,10 +58,28 @@ def test_the_image_tokens_fill_the_grid_after_the_system_text(engine):
     assert tokens.count("<image>") == 64
 
 
+def test_a_lone_space_token_inside_the_expression_is_dropped_as_the_official_code_does(engine):
+    tokens = engine.processor.tokenizer.convert_ids_to_tokens(list(engine.prompt("the  red cup").ids))
+    assert tokens[-4:] == ["\n", "the", "\u2581red", "\u2581cup"]
+
+
+def test_an_engine_asked_to_keep_whitespace_tokens_keeps_the_one_inside_the_expression(engine):
+    from annotator.lvlm.engine import LvlmEngine
+
+    keeping = LvlmEngine(engine.model, engine.processor, whitespace_tokens="keep")
+    tokens = keeping.processor.tokenizer.convert_ids_to_tokens(list(keeping.prompt("the  red cup").ids))
+    assert tokens[-5:] == ["\n", "the", "\u2581", "\u2581red", "\u2581cup"]
+
+
+def test_an_unknown_whitespace_recipe_is_refused(engine):
+    with pytest.raises(ValueError, match="whitespace_tokens must be one of"):
+        PromptBuilder(engine.processor.tokenizer, "<image>", 4, 8, 100, whitespace_tokens="drop")
+
+
 class NewlineSpaceTokenizer:
     """A tokenizer double that puts a lone "▁" between "<image>\n" and the expression, and appends an EOS."""
 
-    eos_token_id = 1
+    bos_token_id, eos_token_id, unk_token_id = 0, 1, None
 
     def __init__(self):
         self.vocab = {"<s>": 0, "</s>": 1, "<image>": 2, "\n": 3, "\u2581": 4}
@@ -82,7 +100,9 @@ class NewlineSpaceTokenizer:
 
 def test_a_lone_space_token_after_the_newline_and_a_trailing_eos_are_dropped():
     tokenizer = NewlineSpaceTokenizer()
-    builder = PromptBuilder(tokenizer, "<image>", num_image_tokens=3, max_expression_tokens=8, max_positions=100)
+    builder = PromptBuilder(
+        tokenizer, "<image>", num_image_tokens=3, max_expression_tokens=8, max_positions=100, whitespace_tokens="keep"
+    )
     tokens = tokenizer.convert_ids_to_tokens(list(builder.build("red cup").ids))
     assert tokens == ["<s>", *SYSTEM_PROMPT.split(), "<image>", "<image>", "<image>", "\n", "red", "cup"]
 

@@ -41,7 +41,14 @@ from annotator.lvlm.checkpoint import (
     load_weights,
 )
 from annotator.grounding.frame import ImageFrame
-from annotator.lvlm.model_input import Prompt, PromptBuilder, PromptPrefix, mean_colour, square_image
+from annotator.lvlm.model_input import (
+    Prompt,
+    PromptBuilder,
+    PromptPrefix,
+    WhitespaceTokens,
+    mean_colour,
+    square_image,
+)
 
 DEFAULT_MODEL_ID = "llava-hf/llava-1.5-7b-hf"
 Head = tuple[int, int]
@@ -92,6 +99,7 @@ class LvlmEngine:
     Takes over the model's text attention implementation (sets it to the capture function); the vision tower keeps
     SDPA. `prefix_cache_size`: how many images keep their prefix KV cache (0: none; about 150 MB each for
     LLaVA-1.5-7B in bf16 truncated after layer 14). `max_expression_tokens`: longer expressions are truncated.
+    `whitespace_tokens`: the prompt's tokenization, `"official"` or `"keep"` (see `model_input`).
     """
 
     def __init__(
@@ -102,6 +110,7 @@ class LvlmEngine:
         prefix_cache_size: int = 8,
         max_expression_tokens: int = 64,
         model_id: str | None = None,
+        whitespace_tokens: WhitespaceTokens = "official",
     ) -> None:
         if prefix_cache_size < 0:
             raise ValueError(f"prefix_cache_size must be >= 0, got {prefix_cache_size}")
@@ -130,6 +139,7 @@ class LvlmEngine:
             num_image_tokens=self.grid_size * self.grid_size,
             max_expression_tokens=max_expression_tokens,
             max_positions=int(config.text_config.max_position_embeddings),
+            whitespace_tokens=whitespace_tokens,
         )
         self._prefixes: OrderedDict[Hashable, _CachedPrefix] = OrderedDict()
 
@@ -144,6 +154,7 @@ class LvlmEngine:
         *,
         prefix_cache_size: int = 8,
         model_id: str | None = None,
+        whitespace_tokens: WhitespaceTokens = "official",
     ) -> "LvlmEngine":
         """Load a LLaVA-1.5 checkpoint (hub id or local folder) with `LlavaForConditionalGeneration.from_pretrained`.
 
@@ -151,8 +162,8 @@ class LvlmEngine:
         GPU, float32 on CPU. `truncate_after_layer=n`: only text layers 0..n are built and loaded (the layers above
         and the LM head are never materialised), so only heads in layers <= n can be asked for.
         `load_in_4bit`: 4-bit weights through bitsandbytes (CUDA only). `model_id`: the name messages use (default:
-        the id or path given). Missing or offline weights, or a folder that is not a LLaVA checkpoint, raise
-        `ModelUnavailable`.
+        the id or path given). `whitespace_tokens`: as for the constructor. Missing or offline weights, or a folder
+        that is not a LLaVA checkpoint, raise `ModelUnavailable`.
         """
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if dtype is None:
@@ -166,7 +177,13 @@ class LvlmEngine:
         if device.type != "cpu":
             kwargs["device_map"] = str(device)
         model = load_weights(model_class, name, **kwargs)
-        return cls(model, processor, prefix_cache_size=prefix_cache_size, model_id=model_id or name)
+        return cls(
+            model,
+            processor,
+            prefix_cache_size=prefix_cache_size,
+            model_id=model_id or name,
+            whitespace_tokens=whitespace_tokens,
+        )
 
     @property
     def num_layers(self) -> int:
