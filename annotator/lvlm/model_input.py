@@ -1,4 +1,4 @@
-"""The image and the text exactly as LLaVA-1.5 sees them for grounding (design.md sections 2 and 3).
+"""The image and the text exactly as LLaVA-1.5 sees them for grounding (docs/method.md, parts 1-3).
 
 Text: the reference template with no assistant turn, so the last input token is the expression's own last token:
 `SYSTEM_PROMPT + "<image>" + "\\n" + expression` (the expression stripped). Two ways to tokenize it
