@@ -6,6 +6,9 @@ Ground truth: RefCOCO-style JSONL, one referring expression per line: `image` (p
 (COCO polygons or RLE; polygons need `width`/`height` on the line or a readable image), optional `split`.
 Our RefCOCO-style export (a refs JSON whose entries hold `ann_id`, `image_id`, `sentences`, `split`, with its
 instances file beside it) is read too.
+The REFER distribution (RefCOCO, RefCOCO+, RefCOCOg as `annotator.project.refer` reads it) gives the ground
+truth of a split through `refer_ground_truth`: one expression per sentence, image paths relative to the images
+folder.
 Predictions: our COCO export (annotations carry `expression` and `score`; a `box_only` annotation's rectangle
 is not a mask; `latency_ms` may sit in `extra`, where `annotator prelabel` puts it) or JSONL lines with `image`,
 `expression`, `bbox` [x, y, w, h], optional `segmentation`, `score`, `latency_ms`.
@@ -15,13 +18,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from annotator.errors import CocoFormatError, ImageLoadError
 from annotator.evaluation import ALL_SPLITS, GroundTruth, Prediction, Rle, normalise_image_path
 from annotator.jsonl import checked_texts, is_jsonl, listed, matchable_id, read_json, read_jsonl, sentence_texts
 from annotator.project.geometry import segmentation_to_rle
 from annotator.project.images import image_size
+from annotator.project.refer import ReferDataset, ReferRef
 
 
 def read_ground_truth(path: str | Path) -> list[GroundTruth]:
@@ -58,6 +62,22 @@ def read_predictions(path: str | Path) -> list[Prediction]:
         )
         predictions.append(_prediction_from_row(row, where))
     return predictions
+
+
+def refer_ground_truth(dataset: ReferDataset, refs: Sequence[ReferRef]) -> list[GroundTruth]:
+    """One `GroundTruth` per sentence of `refs`: the ref's annotation box and mask (polygons or RLE, checked), the
+    image's file name (relative to the images folder) and the ref's split."""
+    truths = []
+    for ref in refs:
+        image, target = dataset.images[ref.image_id], dataset.objects[ref.ann_id]
+        where = f"{dataset.instances_path}: annotation {ref.ann_id} (ref {ref.ref_id})"
+        segmentation = None
+        if target.segmentation is not None:
+            segmentation = _rle(target.segmentation, (image.height, image.width), where)
+        truths.extend(
+            GroundTruth(image.file_name, text, target.box_xywh, segmentation, ref.split) for text in ref.sentences
+        )
+    return truths
 
 
 def check_scorable(
