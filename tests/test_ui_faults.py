@@ -334,3 +334,21 @@ def test_a_damaged_store_is_named_in_the_message_bar_with_what_to_do_and_left_as
     assert window.message_bar.message("folder").level == "error"
     assert window.store is None
     assert path.read_bytes() == bytes(data)
+
+
+def test_a_stored_mask_that_cannot_be_decoded_gets_no_outline_and_the_others_are_still_drawn(qapp, caplog):
+    from annotator.project.geometry import Rle
+    from annotator.ui.worker import DecodedImages, ImageWorker, JobQueue, OutlineJob, rle_key
+
+    good = Rle.from_mask(np.pad(np.ones((4, 4), bool), 2))
+    broken = Rle(8, 8, "not an rle")
+    queue = JobQueue()
+    worker = ImageWorker(queue, DecodedImages(), tolerance_px=0.5)
+    outlined = []
+    worker.outlined.connect(outlined.append)
+    queue.put(OutlineJob(1, image_id=7, masks=(broken, good)))
+    worker.run_next()
+    [outlines] = outlined
+    assert outlines.paths[rle_key(broken)].isEmpty()
+    assert not outlines.paths[rle_key(good)].isEmpty()
+    assert "cannot be outlined" in caplog.text

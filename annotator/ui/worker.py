@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -512,8 +512,7 @@ class ImageWorker(QObject):
     def run_next(self) -> None:
         job = self.queue.take()
         if isinstance(job, OutlineJob):
-            paths = {rle_key(rle): mask_outline(rle.to_mask(), self.tolerance_px) for rle in job.masks}
-            self.outlined.emit(Outlines(job.image_id, paths, job.project))
+            self.outlined.emit(Outlines(job.image_id, self._outline_paths(job.masks), job.project))
             return
         if not isinstance(job, LoadImageJob):
             return
@@ -533,6 +532,19 @@ class ImageWorker(QObject):
             return
         elapsed = (perf_counter() - start) * 1000.0
         self.loaded.emit(LoadedImage(job.seq, job.image_id, pyramid, elapsed, job.project))
+
+
+    def _outline_paths(self, masks: Sequence[Rle]) -> dict[tuple[int, int, str], QPainterPath]:
+        """Each stored mask's outline; a mask that cannot be decoded gets an empty outline (it is logged), so the
+        other masks of the image are still drawn and the window does not ask for it again."""
+        paths = {}
+        for rle in masks:
+            try:
+                paths[rle_key(rle)] = mask_outline(rle.to_mask(), self.tolerance_px)
+            except Exception:
+                log.exception("the stored mask %dx%d cannot be outlined", rle.width, rle.height)
+                paths[rle_key(rle)] = QPainterPath()
+        return paths
 
 
 def tight_box(mask: np.ndarray) -> BoxXyxy:
