@@ -30,7 +30,7 @@ import numpy as np
 from annotator.errors import CocoFormatError, ImageLoadError, ProjectStoreError
 from annotator.jsonl import is_jsonl, read_jsonl
 from annotator.project.geometry import Rle
-from annotator.project.images import IMAGE_SUFFIXES, is_unsupported_image, load_image
+from annotator.project.images import IMAGE_SUFFIXES, ScanResult, is_unsupported_image, load_image
 from annotator.project.store import NewAnnotation, ProjectStore
 
 MaskKind = Literal["sam", "coarse"]
@@ -179,10 +179,11 @@ def require_images(work: PendingWork, folder: Path) -> None:
     )
 
 
-def find_pending_work(store: ProjectStore, plan: ExpressionPlan) -> PendingWork:
-    """Sync the store with its folder and list, per image, the planned expressions the store does not hold yet."""
-    scan = store.sync_folder()
-    skipped = [f"{s.path}: {s.reason}" for s in scan.skipped if _meant_as_image(store.image_root / s.path)]
+def find_pending_work(store: ProjectStore, plan: ExpressionPlan, scan: ScanResult | None = None) -> PendingWork:
+    """Sync the store with its folder (or with `scan`, a listing of the images to know, when the folder holds many
+    more) and list, per image, the planned expressions the store does not hold yet."""
+    synced = store.sync_folder(scan)
+    skipped = [f"{s.path}: {s.reason}" for s in synced.skipped if _meant_as_image(store.image_root / s.path)]
     records = store.images()
     known = {record.path for record in records}
     skipped.extend(f"{path}: not an image in the folder" for path in plan.per_image if path not in known)

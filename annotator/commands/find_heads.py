@@ -10,8 +10,8 @@ from pathlib import Path
 from annotator.commands.options import (
     OneLineParser,
     add_model_options,
-    existing_file,
     existing_folder,
+    existing_path,
     help_formatter,
     non_negative_int,
     positive_int,
@@ -26,6 +26,7 @@ from annotator.commands.runtime import (
     print_skipped,
 )
 from annotator.errors import ImageLoadError
+from annotator.project.refer import DATASETS, SPLIT_BYS, SPLITS, check_images_present
 
 
 FIND_HEADS_HELP = """\
@@ -35,9 +36,13 @@ and let each sample vote for its lowest-entropy heads above tau (layers 0-1 excl
 that the app and `annotator prelabel` load, two PNG plots beside it, and prints the top heads.
 
 --data accepts JSONL lines {"image": path, "expression": text} (paths relative to the file), a COCO file whose
-annotations carry "expression" (our export), or a RefCOCO-style refs file with its instances.json beside it.
+annotations carry "expression" (our export), a RefCOCO-style refs file with its instances.json beside it, or
+the folder of the REFER distribution (refcoco/, refcoco+/, refcocog/ with their refs(unc).p and instances.json;
+the COCO train2014 images in DATA_DIR/images/train2014/ or DATA_DIR/train2014/, or --images DIR) with --dataset,
+--split-by and --split: the paper draws 1000 pairs from RefCOCO's train split.
 
 examples:
+  annotator find-heads --model llava-1.5-7b --data ~/data/refer --dataset refcoco --split train
   annotator find-heads --model llava-hf/llava-1.5-7b-hf --data refcoco_train.jsonl --samples 1000
   annotator find-heads --model resources/models/planted-llava --synthetic 300 --out planted-heads.json
 """
@@ -50,19 +55,27 @@ def build_parser() -> argparse.ArgumentParser:
     data = parser.add_argument_group("calibration data").add_mutually_exclusive_group(required=True)
     data.add_argument(
         "--data",
-        type=existing_file,
-        metavar="FILE",
-        help="JSONL, COCO or RefCOCO-style file of image/expression pairs",
+        type=existing_path,
+        metavar="FILE|DIR",
+        help="JSONL, COCO or RefCOCO-style file of image/expression pairs, or a REFER DATA_DIR",
     )
     data.add_argument(
         "--synthetic", type=positive_int, metavar="N", help="N seeded synthetic scenes (planted colours and shapes)"
     )
     parser.add_argument(
         "--image-root",
+        "--images",
         type=existing_folder,
         metavar="DIR",
-        help="folder the COCO file names are relative to (default: the file's folder)",
+        help="folder the COCO file names are relative to (default: the file's folder; for a REFER DATA_DIR its "
+        "train2014 folder)",
     )
+    refer = parser.add_argument_group("REFER data (--data DATA_DIR)")
+    refer.add_argument("--dataset", choices=DATASETS, help="dataset (default: refcoco)")
+    refer.add_argument(
+        "--split-by", choices=SPLIT_BYS, help="whose split: unc, umd, google (default: unc; umd for refcocog)"
+    )
+    refer.add_argument("--split", choices=SPLITS, help="split the pairs come from (default: train)")
     parser.add_argument(
         "--samples",
         type=positive_int,
@@ -90,12 +103,21 @@ def run(args: argparse.Namespace) -> int:
     from annotator.discovery import calibration
 
     skipped: list[str] = []
+    refer_options = [f"--{name.replace('_', '-')}" for name in ("dataset", "split_by", "split") if getattr(args, name)]
+    if refer_options and (args.data is None or not args.data.is_dir()):
+        return fail(args.prog, f"{refer_options[0]} is for a REFER folder given as --data DATA_DIR")
     if args.data is not None:
-        pairs = calibration.read_calibration(args.data, args.image_root)
+        refer_images = None
+        if args.data.is_dir():
+            pairs, name, refer_images = _refer_pairs(args)
+        else:
+            pairs, name = calibration.read_calibration(args.data, args.image_root), args.data.name
         chosen = calibration.choose_pairs(pairs, args.samples, args.seed)
+        if refer_images is not None:
+            check_images_present(refer_images, [str(p.image_path.relative_to(refer_images)) for p in chosen], name)
         images = calibration.load_pairs(chosen, skipped)
         total = len(chosen)
-        source = f"{args.data.name}: {total} of {len(pairs)} pairs (seed {args.seed})"
+        source = f"{name}: {total} of {len(pairs)} pairs (seed {args.seed})"
     else:
         images = calibration.synthetic_images(args.synthetic, args.seed)
         total = args.synthetic
@@ -164,6 +186,18 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return EXIT_OK
+
+
+def _refer_pairs(args: argparse.Namespace):
+    """The pairs of the REFER split `args` names, a label for them and the images folder; checked before any
+    model loads."""
+    from annotator.discovery.calibration import refer_pairs
+    from annotator.project.refer import images_folder, load_refer
+
+    dataset = load_refer(args.data, args.dataset or "refcoco", args.split_by)
+    split = args.split or "train"
+    folder = images_folder(args.data, args.image_root)
+    return refer_pairs(dataset, dataset.split_refs(split), folder), f"{dataset.label} {split}", folder
 
 
 def _default_heads_path(model: str) -> Path:

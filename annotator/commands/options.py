@@ -1,5 +1,5 @@
 """What the commands' parsers share: a parser whose usage errors are one line, the argument types that check a
-value as it is parsed, and the model options of every command that runs a model."""
+value as it is parsed, and the model, proposal and Ray options of the commands that run a model."""
 
 from __future__ import annotations
 
@@ -27,6 +27,14 @@ def existing_file(text: str) -> Path:
     path = Path(text).expanduser()
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text}" if not path.exists() else f"not a file: {text}")
+    return path
+
+
+def existing_path(text: str) -> Path:
+    """A file or a folder that exists."""
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"no such file or folder: {text}")
     return path
 
 
@@ -97,3 +105,49 @@ def add_model_options(parser: argparse.ArgumentParser, default_model: str | None
             action="store_true",
             help="text layers in 4-bit (bitsandbytes, CUDA only): about a quarter of their GPU memory",
         )
+
+
+def add_proposal_options(parser: argparse.ArgumentParser) -> None:
+    """What a proposal run asks besides the model: `--heads`, `--masks` (sam, coarse), the SAM model, `--prefetch`."""
+    parser.add_argument(
+        "--heads", type=existing_file, metavar="FILE", help="heads file (default: the known heads of --model)"
+    )
+    parser.add_argument(
+        "--masks",
+        nargs="?",
+        const="sam",
+        choices=("sam", "coarse"),
+        help="add masks: 'sam' (default) prompts Segment Anything with the box; 'coarse' keeps the heads' region",
+    )
+    parser.add_argument(
+        "--sam-type", choices=("vit_h", "vit_l", "vit_b"), default="vit_h", help="SAM size (default: vit_h)"
+    )
+    parser.add_argument(
+        "--sam-checkpoint", type=existing_file, metavar="FILE", help="SAM checkpoint (default: the user cache)"
+    )
+    parser.add_argument(
+        "--prefetch",
+        type=non_negative_int,
+        default=2,
+        metavar="N",
+        help="images decoded ahead on a loader thread; 0 loads inline (default: 2)",
+    )
+
+
+def add_ray_options(parser: argparse.ArgumentParser, shards_default: str) -> None:
+    """`--ray [ADDRESS]`, `--ray-actors`, `--ray-shards` (default described by `shards_default`), `--ray-shard-size`."""
+    cluster = parser.add_argument_group("Ray cluster (pip install 'annotator[ray]')")
+    cluster.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run on Ray Data: join the cluster at ADDRESS (ray://host:10001, host:6379, auto) or start a local one",
+    )
+    cluster.add_argument(
+        "--ray-actors", type=positive_int, metavar="N", help="model actors (default: one per GPU or node)"
+    )
+    cluster.add_argument(
+        "--ray-shards", type=Path, metavar="DIR", help=f"result shards, kept to resume (default: {shards_default})"
+    )
+    cluster.add_argument("--ray-shard-size", type=positive_int, metavar="N", help="images per shard (default: 64)")

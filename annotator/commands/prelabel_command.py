@@ -13,12 +13,12 @@ from pathlib import Path
 from annotator.commands.options import (
     OneLineParser,
     add_model_options,
+    add_proposal_options,
+    add_ray_options,
     existing_file,
     existing_folder,
     help_formatter,
     non_empty_name,
-    non_negative_int,
-    positive_int,
 )
 from annotator.commands.runtime import (
     DEFAULT_MODEL,
@@ -62,9 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--expressions", type=existing_file, metavar="FILE", help="text file (one per line) or per-image JSONL"
     )
     add_model_options(parser, default_model=DEFAULT_MODEL, four_bit=True)
-    parser.add_argument(
-        "--heads", type=existing_file, metavar="FILE", help="heads file (default: the known heads of --model)"
-    )
+    add_proposal_options(parser)
     parser.add_argument(
         "--category",
         type=non_empty_name,
@@ -73,45 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="category of the proposals (default: object)",
     )
     parser.add_argument(
-        "--masks",
-        nargs="?",
-        const="sam",
-        choices=("sam", "coarse"),
-        help="add masks: 'sam' (default) prompts Segment Anything with the box; 'coarse' keeps the heads' region",
-    )
-    parser.add_argument(
-        "--sam-type", choices=("vit_h", "vit_l", "vit_b"), default="vit_h", help="SAM size (default: vit_h)"
-    )
-    parser.add_argument(
-        "--sam-checkpoint", type=existing_file, metavar="FILE", help="SAM checkpoint (default: the user cache)"
-    )
-    parser.add_argument(
         "--all-instances", action="store_true", help="keep every region the heads find, not only the largest"
     )
     parser.add_argument("--out", type=Path, metavar="FILE", help="COCO file to write (default: exports/<folder>.json)")
     parser.add_argument("--store", type=Path, metavar="FILE", help="project store (default: the folder's own store)")
-    parser.add_argument(
-        "--prefetch",
-        type=non_negative_int,
-        default=2,
-        metavar="N",
-        help="images decoded ahead on a loader thread; 0 loads inline (default: 2)",
-    )
-    cluster = parser.add_argument_group("Ray cluster (pip install 'annotator[ray]')")
-    cluster.add_argument(
-        "--ray",
-        nargs="?",
-        const="local",
-        metavar="ADDRESS",
-        help="run on Ray Data: join the cluster at ADDRESS (ray://host:10001, host:6379, auto) or start a local one",
-    )
-    cluster.add_argument(
-        "--ray-actors", type=positive_int, metavar="N", help="model actors (default: one per GPU or node)"
-    )
-    cluster.add_argument(
-        "--ray-shards", type=Path, metavar="DIR", help="result shards, kept to resume (default: beside --out)"
-    )
-    cluster.add_argument("--ray-shard-size", type=positive_int, metavar="N", help="images per shard (default: 64)")
+    add_ray_options(parser, shards_default="beside --out")
     parser.set_defaults(handler=run, prog=parser.prog)
     return parser
 
@@ -119,46 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Label the folder (on Ray with `--ray`), export it and print what was done; the exit code."""
     if args.ray is not None:
-        return _run_on_ray(args)
+        from annotator.distributed.ray_prelabel import import_ray
+
+        import_ray()
     from annotator.prelabel import expression_plan
 
     plan = expression_plan(args.expression, args.expressions)
     check_model_reference(args.model)
-    heads_file = _heads_file(args.heads, args.model)
+    heads_file = heads_file_for(args.heads, args.model)
     with _prelabel_store(args, plan) as (store, work, out):
-        device, dtype = device_and_dtype(args.device, args.dtype)
-        from annotator.models.loading import load_grounder
-        from annotator.proposer import Proposer
-        from annotator.prelabel import Prelabeller
         from annotator.project.coco import export_coco
 
-        segmenter = None
-        if args.masks == "sam":
-            from annotator.segmentation.segment import Segmenter
-
-            segmenter = Segmenter.load(args.sam_type, args.sam_checkpoint, device)
-        grounder = load_grounder(
-            args.model,
-            heads_file.heads,
-            device=device,
-            dtype=dtype,
-            load_in_4bit=args.load_in_4bit,
-            fetch=True,
-            progress=byte_progress(),
-        )
-        with closing(Proposer(grounder, segmenter)) as proposer:
-            prelabeller = Prelabeller(
-                proposer,
-                store,
-                category=args.category,
-                masks=args.masks,
-                all_instances=args.all_instances,
-                prefetch_depth=args.prefetch,
-                model_id=args.model,
-            )
-            report = _run_with_progress(prelabeller, plan, work, args.prog)
+        shards_dir = args.ray_shards or out.with_suffix(".shards")
+        report, detail = propose_pending(args, store, plan, work, heads_file.heads, shards_dir)
         exported = export_coco(store, out, statuses=("pending", "accepted"))
-    return _prelabel_summary(args.prog, report, exported, out)
+    return _prelabel_summary(args.prog, report, exported, out, detail)
 
 
 @contextmanager
@@ -179,54 +118,83 @@ def _prelabel_store(args: argparse.Namespace, plan):
         yield store, work, out
 
 
-def _run_on_ray(args: argparse.Namespace) -> int:
-    """`prelabel --ray`: the models load in Ray actors (on the cluster's devices), the results merge into the store."""
-    from annotator.distributed.ray_prelabel import DEFAULT_SHARD_SIZE, ProposerSpec, RayPrelabeller, connect, import_ray
+def propose_pending(args: argparse.Namespace, store, plan, work, heads, shards_dir: Path):
+    """Propose the pending `work` into `store` with the models and options of `args` (those of
+    `add_model_options`, `add_proposal_options` and `add_ray_options`, plus `category`, `all_instances`, `prog`):
+    on this machine, or on Ray with `args.ray` (`import_ray` done). Ctrl-C stops after the current image. Returns
+    the report and, on Ray, a line about the shards (else None)."""
+    if args.ray is not None:
+        return _propose_on_ray(args, store, plan, work, heads, shards_dir)
+    device, dtype = device_and_dtype(args.device, args.dtype)
+    from annotator.models.loading import load_grounder
+    from annotator.proposer import Proposer
+    from annotator.prelabel import Prelabeller
 
-    import_ray()
-    from annotator.prelabel import expression_plan
+    segmenter = None
+    if args.masks == "sam":
+        from annotator.segmentation.segment import Segmenter
 
-    plan = expression_plan(args.expression, args.expressions)
-    check_model_reference(args.model)
-    heads_file = _heads_file(args.heads, args.model)
-    with _prelabel_store(args, plan) as (store, work, out):
-        from annotator.project.coco import export_coco
-
-        shards_dir = args.ray_shards or out.with_suffix(".shards")
-        spec = ProposerSpec(
-            model=args.model,
-            heads=tuple((int(layer), int(head)) for layer, head in heads_file.heads),
-            device=None if args.device == "auto" else args.device,
-            dtype=None if args.dtype == "auto" else args.dtype,
-            load_in_4bit=args.load_in_4bit,
+        segmenter = Segmenter.load(args.sam_type, args.sam_checkpoint, device)
+    grounder = load_grounder(
+        args.model,
+        heads,
+        device=device,
+        dtype=dtype,
+        load_in_4bit=args.load_in_4bit,
+        fetch=True,
+        progress=byte_progress(),
+    )
+    with closing(Proposer(grounder, segmenter)) as proposer:
+        prelabeller = Prelabeller(
+            proposer,
+            store,
+            category=args.category,
             masks=args.masks,
-            sam_type=args.sam_type,
-            sam_checkpoint=None if args.sam_checkpoint is None else str(args.sam_checkpoint.resolve()),
+            all_instances=args.all_instances,
+            prefetch_depth=args.prefetch,
+            model_id=args.model,
         )
-        started = connect(None if args.ray == "local" else args.ray)
-        try:
-            prelabeller = RayPrelabeller(
-                spec,
-                store,
-                shards_dir,
-                category=args.category,
-                all_instances=args.all_instances,
-                shard_size=args.ray_shard_size or DEFAULT_SHARD_SIZE,
-                actors=args.ray_actors,
-            )
-            report = _run_with_progress(prelabeller, plan, work, args.prog)
-            exported = export_coco(store, out, statuses=("pending", "accepted"))
-        finally:
-            if started:
-                import ray
+        return run_with_progress(prelabeller, plan, work, args.prog), None
 
-                ray.shutdown()
+
+def _propose_on_ray(args: argparse.Namespace, store, plan, work, heads, shards_dir: Path):
+    """`propose_pending` on Ray: the models load in Ray actors (on the cluster's devices), the results merge into
+    the store."""
+    from annotator.distributed.ray_prelabel import DEFAULT_SHARD_SIZE, ProposerSpec, RayPrelabeller, connect
+
+    spec = ProposerSpec(
+        model=args.model,
+        heads=tuple((int(layer), int(head)) for layer, head in heads),
+        device=None if args.device == "auto" else args.device,
+        dtype=None if args.dtype == "auto" else args.dtype,
+        load_in_4bit=args.load_in_4bit,
+        masks=args.masks,
+        sam_type=args.sam_type,
+        sam_checkpoint=None if args.sam_checkpoint is None else str(args.sam_checkpoint.resolve()),
+    )
+    started = connect(None if args.ray == "local" else args.ray)
+    try:
+        prelabeller = RayPrelabeller(
+            spec,
+            store,
+            shards_dir,
+            category=args.category,
+            all_instances=args.all_instances,
+            shard_size=args.ray_shard_size or DEFAULT_SHARD_SIZE,
+            actors=args.ray_actors,
+        )
+        report = run_with_progress(prelabeller, plan, work, args.prog)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
     pool = "no actors needed" if report.actors is None else f"{report.actors.actors} actor(s)"
     shards = (
         f"shards in {shards_dir}: {report.shards_written} computed now ({pool}), "
         f"{report.shards_reused} found already written"
     )
-    return _prelabel_summary(args.prog, report, exported, out, shards)
+    return report, shards
 
 
 def _prelabel_summary(prog: str, report, exported, out: Path, detail: str | None = None) -> int:
@@ -249,7 +217,7 @@ def _prelabel_summary(prog: str, report, exported, out: Path, detail: str | None
     return EXIT_OK
 
 
-def _heads_file(path: Path | None, model: str):
+def heads_file_for(path: Path | None, model: str):
     """The heads file given, or the known heads of the model, checked against the model's config when it is on
     this machine; `ModelUnavailable` when there are none or they do not fit."""
     from annotator.grounding.heads import HeadsFile, find_heads_file
@@ -271,7 +239,7 @@ def _heads_file(path: Path | None, model: str):
     return heads_file
 
 
-def _run_with_progress(prelabeller, plan, work, prog: str):
+def run_with_progress(prelabeller, plan, work, prog: str):
     """`prelabeller.run` with a progress bar; the first Ctrl-C (or SIGTERM) stops it after the current image."""
     from tqdm import tqdm
 

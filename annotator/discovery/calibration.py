@@ -4,7 +4,9 @@ Files (image paths relative to the file, or to `image_root` for COCO-style files
 - JSONL: one `{"image": path, "expression": text}` per line (or `"expressions": [...]`, one pair each);
 - a COCO file whose annotations carry `expression` / `expressions` / `sentences` (our export does);
 - a RefCOCO-style refs file (a list of refs with `image_id` and `sentences`, or an object with `refs`) whose
-  instances file (`instances.json`, or the name under the object's `instances` key) lies beside it.
+  instances file (`instances.json`, or the name under the object's `instances` key) lies beside it;
+- the REFER distribution (a DATA_DIR with refcoco/, refcoco+/, refcocog/, read by `annotator.project.refer`):
+  `refer_pairs` gives one pair per sentence of a split's refs, the image in the COCO train2014 folder.
 Only the pairs' paths and texts are held in memory; images are decoded one at a time as the samples stream,
 and `attention_samples` yields one `[L, H, h, w]` map at a time into `select_localization_heads`, which keeps
 scalars per head, never the maps.
@@ -22,6 +24,7 @@ from annotator.errors import CocoFormatError, ImageLoadError
 from annotator.synthetic.scenes import generate_scenes
 from annotator.jsonl import checked_texts, is_jsonl, listed, matchable_id, read_json, read_jsonl, sentence_texts
 from annotator.project.images import load_image
+from annotator.project.refer import ReferDataset, ReferRef
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,16 @@ def read_calibration(path: str | Path, image_root: str | Path | None = None) -> 
             raise CocoFormatError(f"{path}: not a calibration file (JSONL lines, a COCO file or RefCOCO-style refs)")
     if not pairs:
         raise CocoFormatError(f"{path}: no image/expression pairs")
+    return pairs
+
+
+def refer_pairs(dataset: ReferDataset, refs: Sequence[ReferRef], images_folder: Path) -> list[CalibrationPair]:
+    """One pair per sentence of `refs`, in file order, the image in `images_folder`."""
+    pairs = []
+    for ref in refs:
+        image_path = images_folder / dataset.images[ref.image_id].file_name
+        where = f"{dataset.refs_path}: ref {ref.ref_id}"
+        pairs.extend(CalibrationPair(image_path, text, where) for text in ref.sentences)
     return pairs
 
 
