@@ -146,7 +146,8 @@ def test_a_split_the_refs_do_not_have_lists_those_they_have(refer, tmp_path):
 
 
 def test_a_missing_refs_file_names_the_folder_and_the_refs_there(refer):
-    with pytest.raises(CocoFormatError, match=r"no refs\(google\)\.p .*it has refs\(unc\)\.p \(choose with --split-by\)"):
+    expected = r"no refs\(google\)\.p .*it has refs\(unc\)\.p \(choose with --split-by\)"
+    with pytest.raises(CocoFormatError, match=expected):
         load_refer(refer.data_dir, "refcoco", "google")
 
 

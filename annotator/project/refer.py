@@ -72,7 +72,7 @@ def load_plain_pickle(path: Path) -> Any:
     except RecursionError:
         raise CocoFormatError(f"{path}: nested too deeply to read") from None
     except RefusedName as exc:
-        raise CocoFormatError(f"{path}: refused: {exc}; only plain lists, dicts, strings and numbers are read") from None
+        raise CocoFormatError(f"{path}: refused: {exc}; only lists, dicts, strings and numbers are read") from None
 
 
 def _as_text(value: Any) -> Any:
