@@ -99,6 +99,14 @@ def test_a_rerun_with_other_masks_into_the_same_folder_is_refused_before_loading
     assert_one_line_error(code, capsys.readouterr().err, str(out), 'masks "coarse", not none', "another --out")
 
 
+def test_a_full_run_after_a_limited_one_proposes_only_the_images_left(refer, tmp_path, capsys):
+    assert main(eval_refcoco(refer.data_dir, tmp_path / "out", "--limit", "2")) == 0
+    assert "on 2 images" in capsys.readouterr().out
+    assert main(eval_refcoco(refer.data_dir, tmp_path / "out")) == 0
+    printed = capsys.readouterr().out
+    assert "4 image(s) proposed now, 2 done earlier" in printed and "on 6 images" in printed
+
+
 @pytest.mark.parametrize(
     "extra, fragment",
     [
