@@ -244,19 +244,19 @@ def run_with_progress(prelabeller, plan, work, prog: str):
     from tqdm import tqdm
 
     stop = threading.Event()
-    with _progress_bar(tqdm) as bar, _stop_on_interrupt(stop, prog):
+    with _progress_bar(tqdm, prog.removeprefix("annotator ")) as bar, _stop_on_interrupt(stop, prog):
         return prelabeller.run(plan, stop=stop, progress=bar, work=work)
 
 
 @contextmanager
-def _progress_bar(tqdm):
-    """A tqdm bar driven by the pre-labeller's `progress(done, already_done, total)` calls."""
+def _progress_bar(tqdm, label: str):
+    """A tqdm bar named `label`, driven by the pre-labeller's `progress(done, already_done, total)` calls."""
     bar = None
 
     def update(done: int, already_done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, initial=already_done, desc="prelabel", unit="image", dynamic_ncols=True)
+            bar = tqdm(total=total, initial=already_done, desc=label, unit="image", dynamic_ncols=True)
         bar.update(already_done + done - bar.n)
 
     try:
