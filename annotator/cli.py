@@ -30,6 +30,7 @@ commands:
   annotator find-heads      discover a model's localization heads
   annotator prelabel        batch proposals for a folder, with progress and resume
   annotator eval            REC/RES metrics of predictions against ground truth
+  annotator eval refcoco    reproduce a row of the paper's tables on RefCOCO, RefCOCO+, RefCOCOg
   annotator models          list, download, verify or remove the model presets
 
 Run 'annotator COMMAND --help' for a command's options and examples.
@@ -70,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser = COMMANDS[argv[0]]()
             prog = parser.prog
             args = parser.parse_args(argv[1:])
+            prog = getattr(args, "prog", prog)
             return args.handler(args)
         args = build_parser().parse_args(argv)
         return _run_app(args.folder, argv)

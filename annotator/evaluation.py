@@ -1,4 +1,4 @@
-"""REC and RES metrics as the paper reports them (design.md section 2), for `annotator eval`.
+"""REC and RES metrics as the paper reports them (docs/method.md), for `annotator eval`.
 
 The files are read by `annotator.evaluation_files` (their formats are described there) into `GroundTruth` and
 `Prediction` records, which this module scores.

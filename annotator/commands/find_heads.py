@@ -30,7 +30,7 @@ from annotator.project.refer import DATASETS, SPLIT_BYS, SPLITS, check_images_pr
 
 
 FIND_HEADS_HELP = """\
-The paper's head discovery (design.md section 2) for any LLaVA-1.5 checkpoint: run the model over
+The paper's head discovery (docs/method.md) for any LLaVA-1.5 checkpoint: run the model over
 image/expression pairs, average each head's image-attention sum, take tau at the elbow of the sorted sums,
 and let each sample vote for its lowest-entropy heads above tau (layers 0-1 excluded). Writes the heads file
 that the app and `annotator prelabel` load, two PNG plots beside it, and prints the top heads.
