@@ -153,6 +153,14 @@ def test_expression_score_source_and_status_are_kept(store, tmp_path):
     assert kept == ("the round cup", 0.9, "manual", "accepted")
 
 
+def test_an_unscored_annotation_has_no_score_key_and_no_field_is_null(store, tmp_path):
+    drawn = store.add_annotation(store.image_by_path("d.png").id, 1, (2, 2, 12, 12), expression="drawn by hand")
+    store.accept(drawn.id)
+    annotations = {a["id"]: a for a in _export(store, tmp_path / "out.json")["annotations"]}
+    assert "score" not in annotations[drawn.id] and annotations[1]["score"] == 0.9
+    assert [key for ann in annotations.values() for key, value in ann.items() if value is None] == []
+
+
 def test_ids_are_stable_across_exports(store, tmp_path):
     first = _export(store, tmp_path / "one.json")
     store.add_annotation(store.image_by_path("d.png").id, 1, (0, 0, 4, 4))

@@ -6,7 +6,9 @@ Export (`export_coco`)
     object is a useful negative); images missing from disk are left out and listed in the report.
     `categories`: every category of the store. `annotations`: id, image_id, category_id, bbox [x, y, w, h],
     area (of the written segmentation as pycocotools rasterises it), iscrowd 0, segmentation, and our fields
-    `expression`, `score`, `source`, `status`, `box_only`, `heads` ([[layer, head], ...]) and `extra`.
+    `expression`, `score`, `source`, `status`, `box_only`, `heads` ([[layer, head], ...]) and `extra`. A field
+    whose value is unknown (the score of a hand-drawn or imported annotation) is left out, never written as null:
+    Datumaro and CVAT refuse a whole file for one null score.
     Segmentation: polygons by default, compressed RLE with `segmentation="rle"`; in polygon mode a mask whose
     outline has a hole (which COCO polygons cannot express) is written as RLE, see `geometry`. A box-only
     annotation is written as its rectangle (polygon or RLE) with `box_only: true`, so every reader and COCOeval's
@@ -296,7 +298,7 @@ def _coco_annotation(
     area = ann.rle.area_px if isinstance(segmentation, dict) and ann.rle is not None else None
     if area is None:
         area = segmentation_to_rle(segmentation, height, width).area_px
-    return {
+    fields = {
         "id": ann.id,
         "image_id": ann.image_id,
         "category_id": ann.category_id,
@@ -312,6 +314,7 @@ def _coco_annotation(
         "heads": [list(pair) for pair in ann.heads],
         "extra": dict(ann.extra),
     }
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 def _split_of(file_name: str, fractions: tuple[float, float, float]) -> str:
