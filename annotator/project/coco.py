@@ -100,9 +100,9 @@ def export_coco(
     tolerance_px: float = DEFAULT_TOLERANCE_PX,
 ) -> ExportReport:
     """Write the store as a COCO instances file at `path` (atomically); ExportError if it cannot be written."""
-    with _in_user_words(store):
+    with in_user_words(store):
         check_export_destination(path)
-        dataset, report = _coco_dataset(store, Path(path), segmentation, statuses, min_area_px, tolerance_px)
+        dataset, report = coco_dataset(store, Path(path), segmentation, statuses, min_area_px, tolerance_px)
         _write_json({Path(path): dataset}, "COCO file")
     return report
 
@@ -127,7 +127,7 @@ def export_refcoco(
     replaced together; ExportError if they cannot be written."""
     if len(split_fractions) != 3 or min(split_fractions) < 0 or not math.isclose(sum(split_fractions), 1.0):
         raise ValueError(f"split_fractions are (train, val, test) summing to 1, got {split_fractions}")
-    with _in_user_words(store):
+    with in_user_words(store):
         instances_path, refs_path = _refcoco_paths(Path(folder_or_path))
         dataset, refs, counts = _refcoco_dataset(store, instances_path, split_fractions, segmentation, statuses)
         _write_json({instances_path: dataset, refs_path: refs}, "RefCOCO file")
@@ -162,7 +162,7 @@ def _refcoco_dataset(
     statuses: tuple[Status, ...],
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, int]]:
     """The instances, the refs and the number of images per split."""
-    dataset, _ = _coco_dataset(store, instances_path, segmentation, statuses, DEFAULT_MIN_AREA_PX, DEFAULT_TOLERANCE_PX)
+    dataset, _ = coco_dataset(store, instances_path, segmentation, statuses, DEFAULT_MIN_AREA_PX, DEFAULT_TOLERANCE_PX)
     file_names = {image["id"]: image["file_name"] for image in dataset["images"]}
     splits = {image_id: _split_of(name, split_fractions) for image_id, name in file_names.items()}
     refs = []
@@ -209,7 +209,7 @@ _ADVICE = {
 
 
 @contextmanager
-def _in_user_words(store: ProjectStore) -> Iterator[None]:
+def in_user_words(store: ProjectStore) -> Iterator[None]:
     """Add to an ExportError that the annotations are safe in the project store (named), and what to do."""
     try:
         yield
@@ -220,7 +220,7 @@ def _in_user_words(store: ProjectStore) -> Iterator[None]:
         raise ExportError(f"{message}; {advice}" if advice else message) from cause
 
 
-def _coco_dataset(
+def coco_dataset(
     store: ProjectStore,
     path: Path,
     segmentation: SegmentationKind,
@@ -228,6 +228,7 @@ def _coco_dataset(
     min_area_px: float,
     tolerance_px: float,
 ) -> tuple[dict[str, Any], ExportReport]:
+    """The COCO instances document of the store (see the module docstring) and its report, for `path`."""
     if segmentation not in get_args(SegmentationKind):
         raise ValueError(f"segmentation must be 'polygon' or 'rle', got {segmentation!r}")
     annotations = store.annotations(statuses=statuses)
