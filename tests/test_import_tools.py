@@ -14,9 +14,10 @@ from annotator.commands import import_command
 from annotator.errors import CocoFormatError
 from annotator.project.coco import export_coco, import_coco
 from annotator.project.geometry import Rle
+from annotator.project.imports import import_annotations
 from annotator.project.store import ProjectStore
 from tests.test_cli_errors import assert_one_line_error
-from tests.test_coco import _ann, _coco_file, _disc, folder  # noqa: F401 (folder is a fixture)
+from tests.test_coco import _ann, _coco_file, _disc, _iou, folder  # noqa: F401 (folder is a fixture)
 
 IMAGE_A = {"id": 1, "file_name": "a.png", "width": 80, "height": 60}
 CVAT_INFO = {"contributor": "", "date_created": "", "description": "", "url": "", "version": "", "year": ""}
@@ -263,3 +264,72 @@ def test_an_exif_rotated_image_listed_at_its_stored_size_is_imported_in_the_disp
     report, stored, _ = _import(root, _coco_file(tmp_path / "in.json", [image], [annotation]))
     assert report.issues == () and stored[0].box_xyxy == (10.0, 50.0, 30.0, 75.0)
     assert any("EXIF" in note for note in report.notes)
+
+
+# ----- labelme / X-AnyLabeling -----------------------------------------------------------------------------------
+
+
+def _labelme_file(path, image_path, shapes, flags=None, size=(80, 60)):
+    """A labelme 5 file (X-AnyLabeling writes the same keys): shapes, imagePath relative to the file, sizes, flags."""
+    data = {
+        "version": "5.4.1",
+        "flags": flags or {},
+        "shapes": [
+            {"label": label, "points": points, "group_id": None, "description": "", "shape_type": kind,
+             "flags": shape_flags, "mask": None}
+            for label, kind, points, shape_flags in shapes
+        ],
+        "imagePath": image_path,
+        "imageData": None,
+        "imageHeight": size[1],
+        "imageWidth": size[0],
+    }  # fmt: skip
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _import_any(folder, path):
+    with ProjectStore.for_folder(folder) as store:
+        report = import_annotations(store, path)
+        return report, store.annotations(), store.categories()
+
+
+def test_a_labelme_file_beside_its_image_imports_polygons_rectangles_and_circles(folder):
+    shapes = [
+        ("cup", "polygon", [[30, 10], [50, 10], [50, 20], [30, 20]], {}),
+        ("plate", "rectangle", [[1, 2], [11, 12]], {}),
+        ("cup", "circle", [[20, 20], [30, 20]], {}),
+    ]
+    report, stored, categories = _import_any(folder, _labelme_file(folder / "a.json", "a.png", shapes))
+    square = np.zeros((60, 80), dtype=bool)
+    square[10:20, 30:50] = True
+    assert report.issues == () and [c.name for c in categories] == ["cup", "plate"]
+    assert np.array_equal(stored[0].rle.to_mask(), square)
+    assert stored[1].rle is None and stored[1].box_xyxy == (1.0, 2.0, 11.0, 12.0)
+    assert _iou(stored[2].rle.to_mask(), _disc(19.5, 19.5, 10)) > 0.95
+
+
+def test_a_folder_of_labelme_files_imports_each_into_its_image_keeping_the_flags(folder, tmp_path):
+    work = tmp_path / "labels"
+    work.mkdir()
+    _labelme_file(work / "a.json", "../images/a.png", [("cup", "rectangle", [[1, 2], [11, 12]], {"hidden": True})])
+    shapes = [("cup", "rectangle", [[1, 2], [5, 6]], {})]
+    _labelme_file(work / "b.json", "../images/b.png", shapes, flags={"blurry": True}, size=(64, 48))
+    report, stored, _ = _import_any(folder, work)
+    assert report.issues == () and report.annotations_imported == 2
+    assert [dict(a.extra) for a in stored] == [{"flags": {"hidden": True}}, {"image_flags": {"blurry": True}}]
+
+
+def test_labelme_points_and_lines_are_reported_by_file_and_shape_not_dropped_silently(folder):
+    shapes = [("cup", "point", [[5, 5]], {}), ("cup", "linestrip", [[1, 1], [9, 9], [9, 1]], {})]
+    report, stored, _ = _import_any(folder, _labelme_file(folder / "a.json", "a.png", shapes))
+    assert [i.coco_id for i in report.issues] == ["a.json shape 0", "a.json shape 1"] and stored == []
+    assert "'point' with 1 point(s) is not a region" in report.issues[0].reason
+
+
+def test_annotator_import_of_a_folder_without_labelme_files_exits_2_with_one_line(
+    folder, tmp_path, capsys, monkeypatch
+):
+    (tmp_path / "empty").mkdir()
+    code, out = _run_import(capsys, monkeypatch, tmp_path / "empty", "--folder", folder)
+    assert_one_line_error(code, out.err, "holds no labelme JSON file")

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from annotator.project.coco_import import ImportReport, import_dataset, read_json
+from annotator.project.labelme import import_labelme, is_labelme, read_labelme_folder
 from annotator.project.store import ProjectStore, Status
 
 
@@ -19,5 +20,9 @@ def import_annotations(
 ) -> ImportReport:
     """Import the annotations of a COCO file, a labelme file or a folder of labelme files, all or nothing."""
     path = Path(path)
+    if path.is_dir():
+        return import_labelme(store, path, read_labelme_folder(path), default_status=default_status)
     data = read_json(path)
+    if is_labelme(data):
+        return import_labelme(store, path, {path: data}, default_status=default_status)
     return import_dataset(store, data, path, default_status=default_status, crowd_as_instances=crowd_as_instances)
