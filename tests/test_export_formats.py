@@ -20,7 +20,18 @@ from annotator.errors import ExportError
 from annotator.project.coco_folder import export_coco_folder
 from annotator.project.voc import export_voc
 from annotator.project.yolo import export_yolo
+from annotator.ui.export_dialog import ExportDialog, default_export_path
 from tests.test_coco import _iou, _quiet, folder, store  # noqa: F401 (fixtures)
+from tests.ui_fixtures import (  # noqa: F401 (fixtures are found by name)
+    STEP_TIMEOUT_MS,
+    app_settings,
+    isolated_qsettings,
+    make_window,
+    open_folder,
+    planted_model_path,
+    seed_store,
+    write_scenes,
+)
 
 _HOLE_FREE = (1, 4)  # the disc and the two-part mask of the `store` fixture; 2 is a ring, 3 box only
 
@@ -274,3 +285,40 @@ def test_annotator_export_into_a_folder_of_other_files_is_one_line(command, stor
     assert command(["export", str(folder), "--format", "voc", "--out", str(tmp_path / "mine")]) == 2
     err = capsys.readouterr().err
     assert "not an annotator export" in err and "safe in the project store" in err and len(err.splitlines()) == 1
+
+
+# ----- the app's export dialog --------------------------------------------------------------------------------------
+
+
+def test_choosing_yolo_in_the_export_dialog_proposes_a_folder_and_asks_boxes_or_outlines(qtbot):
+    dialog = ExportDialog("street")
+    qtbot.addWidget(dialog)
+    dialog.kind.setCurrentIndex(dialog.kind.findData("yolo"))
+    dialog.task.setCurrentIndex(dialog.task.findData("segment"))
+    choice = dialog.choice()
+    assert (choice.kind, choice.task, choice.images) == ("yolo", "segment", "link")
+    assert choice.path == default_export_path("yolo", "street") and choice.path.name == "street-yolo"
+
+
+@pytest.mark.parametrize(
+    "kind, label",
+    [("coco-folder", "annotations/instances_default.json"), ("yolo", "data.yaml"), ("voc", "labelmap.txt")],
+)
+def test_the_app_exports_each_folder_format_chosen_in_its_dialog(
+    qtbot, make_window, app_settings, tmp_path, kind, label
+):
+    images = tmp_path / "scenes"
+    images.mkdir()
+    write_scenes(images, [1])
+    seed_store(images)
+    window = make_window(app_settings)
+    open_folder(qtbot, window, images)
+    with qtbot.waitSignal(window.exported, timeout=STEP_TIMEOUT_MS) as exported:
+        window.choose_export()
+        dialog = window.export_dialog
+        dialog.kind.setCurrentIndex(dialog.kind.findData(kind))
+        dialog.path.setText(str(tmp_path / "out"))
+        dialog.accept()
+    report = exported.args[0]
+    assert (report.format, report.annotations, report.image_files) == (kind, 1, 1)
+    assert (tmp_path / "out" / label).is_file()

@@ -1379,13 +1379,34 @@ class MainWindow(QMainWindow):
                 )
                 if report.skipped_images:
                     summary += f"\n{len(report.skipped_images)} images left out (missing or unreadable)."
-            else:
+            elif choice.kind == "refcoco":
                 report = export_refcoco(store, choice.path, segmentation=choice.segmentation, statuses=statuses)
                 splits = ", ".join(f"{n} {split}" for split, n in report.images_per_split.items())
                 summary = (
                     f"Wrote {report.instances_path} and {report.refs_path}\n\n{report.refs} referring expressions; "
                     f"images per split: {splits}."
                 )
+            else:
+                from annotator.project.coco_folder import export_coco_folder
+                from annotator.project.voc import export_voc
+                from annotator.project.yolo import export_yolo
+
+                folder_options = {"images": choice.images, "statuses": statuses}
+                tolerance = self.settings.polygon_tolerance_px
+                if choice.kind == "coco-folder":
+                    report = export_coco_folder(
+                        store, choice.path, segmentation=choice.segmentation, tolerance_px=tolerance, **folder_options
+                    )
+                elif choice.kind == "yolo":
+                    report = export_yolo(store, choice.path, task=choice.task, tolerance_px=tolerance, **folder_options)
+                else:
+                    report = export_voc(store, choice.path, **folder_options)
+                summary = (
+                    f"Wrote {report.path}\n\n{report.images} images ({report.image_files} image files), "
+                    f"{report.annotations} annotations ({report.masks} with masks), {report.categories} categories."
+                )
+                if report.skipped_images:
+                    summary += f"\n{len(report.skipped_images)} images left out (missing or unreadable)."
         except (AnnotatorError, OSError, ValueError) as err:
             self.show_error(f"Export failed: {err}", "export")
             return
