@@ -18,6 +18,14 @@ from annotator.project.imports import import_annotations
 from annotator.project.store import ProjectStore
 from tests.test_cli_errors import assert_one_line_error
 from tests.test_coco import _ann, _coco_file, _disc, _iou, folder  # noqa: F401 (folder is a fixture)
+from tests.ui_fixtures import (  # noqa: F401 (fixtures)
+    STEP_TIMEOUT_MS,
+    app_settings,
+    isolated_qsettings,
+    make_window,
+    open_folder,
+    planted_model_path,
+)
 
 IMAGE_A = {"id": 1, "file_name": "a.png", "width": 80, "height": 60}
 CVAT_INFO = {"contributor": "", "date_created": "", "description": "", "url": "", "version": "", "year": ""}
@@ -333,3 +341,34 @@ def test_annotator_import_of_a_folder_without_labelme_files_exits_2_with_one_lin
     (tmp_path / "empty").mkdir()
     code, out = _run_import(capsys, monkeypatch, tmp_path / "empty", "--folder", folder)
     assert_one_line_error(code, out.err, "holds no labelme JSON file")
+
+
+# ----- the app ---------------------------------------------------------------------------------------------------
+
+
+def test_file_import_imports_a_cvat_file_on_a_worker_and_shows_the_summary(
+    qtbot, make_window, app_settings, folder, tmp_path
+):
+    window = make_window(app_settings)
+    open_folder(qtbot, window, folder)
+    window.choose_import()
+    dialog = window.import_flow.dialog
+    dialog.path.setText(str(_cvat_file(tmp_path / "instances_default.json", [_disc(20, 20, 10)])))
+    with qtbot.waitSignal(window.folder_opened, timeout=STEP_TIMEOUT_MS):
+        with qtbot.waitSignal(window.import_flow.finished, timeout=STEP_TIMEOUT_MS) as done:
+            dialog.accept()
+    assert done.args[0].annotations_imported == 1 and "crowd" in window.import_flow.summary.text()
+    assert [a.source for a in window.store.annotations()] == ["imported"]
+
+
+def test_file_import_of_a_captions_file_shows_one_line_in_the_message_bar(
+    qtbot, make_window, app_settings, folder, tmp_path
+):
+    window = make_window(app_settings)
+    open_folder(qtbot, window, folder)
+    window.choose_import()
+    path = _coco_file(tmp_path / "captions.json", [IMAGE_A], [{"id": 1, "image_id": 1, "caption": "A red square."}])
+    window.import_flow.dialog.path.setText(str(path))
+    with qtbot.waitSignal(window.import_flow.finished, timeout=STEP_TIMEOUT_MS) as done:
+        window.import_flow.dialog.accept()
+    assert done.args[0] is None and "captions file" in window.message_bar.text

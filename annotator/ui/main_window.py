@@ -43,6 +43,7 @@ from annotator.ui.category_guess import default_category
 from annotator.ui.commands import HistoryRefused, StoreCommand, redo_in_step, undo_in_step
 from annotator.ui.download_dialog import DownloadDialog, DownloadItem, llava_missing, missing_downloads
 from annotator.ui.export_dialog import ExportChoice, ExportDialog
+from annotator.ui.import_dialog import ImportFlow
 from annotator.ui.folder_sync import FolderSync, FolderSynced
 from annotator.ui.heads_panel import HeadsPanel
 from annotator.ui.image_list import ImageListPanel
@@ -258,6 +259,7 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         for name in ("save", "export"):
             file_menu.addAction(a[name])
+        file_menu.addAction("&Import COCO / labelme…", self.choose_import)
         file_menu.addSeparator()
         file_menu.addAction(a["settings"])
         file_menu.addSeparator()
@@ -1419,6 +1421,14 @@ class MainWindow(QMainWindow):
         box.open()
         self.export_summary = box
         self.exported.emit(report)
+
+    def choose_import(self) -> None:
+        """File > Import COCO…: the dialog, then the import on a worker and its summary (see import_dialog)."""
+        if self.store is None or self.folder is None:
+            self.show_status("Open a folder first (Ctrl+O).")
+            return
+        self.import_flow = ImportFlow(self, self.store.path, self.folder)
+        self.import_flow.choose()
 
     # Views of the current image ---------------------------------------------------------------------------------
     def _stored_annotations(self) -> list[Annotation]:
