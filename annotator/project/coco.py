@@ -50,6 +50,7 @@ from annotator import __version__
 from annotator.errors import ExportError
 from annotator.project.atomic_file import atomic_text_files, check_writable_file
 from annotator.project.coco_import import ImportIssue, ImportReport, import_coco  # also imported from here
+from annotator.project.folder_export import exported_images
 from annotator.project.geometry import (
     DEFAULT_MIN_AREA_PX,
     DEFAULT_TOLERANCE_PX,
@@ -231,24 +232,15 @@ def coco_dataset(
     """The COCO instances document of the store (see the module docstring) and its report, for `path`."""
     if segmentation not in get_args(SegmentationKind):
         raise ValueError(f"segmentation must be 'polygon' or 'rle', got {segmentation!r}")
-    annotations = store.annotations(statuses=statuses)
-    wanted = {ann.image_id for ann in annotations}
-    images, skipped = [], []
-    for record in store.images(include_missing=True):
-        if record.id not in wanted and record.status != "done":
-            continue
-        if record.present and record.width is None:
-            record = store.ensure_image_info(record.id)
-        if not record.present or record.width is None:
-            skipped.append(record.path)
-            continue
-        images.append({"id": record.id, "file_name": record.path, "width": record.width, "height": record.height})
+    exported, skipped = exported_images(store, statuses)
+    records = [image.record for image in exported]
+    images = [{"id": r.id, "file_name": r.path, "width": r.width, "height": r.height} for r in records]
+    annotations = sorted((ann for image in exported for ann in image.annotations), key=lambda ann: ann.id)
     sizes = {image["id"]: (image["width"], image["height"]) for image in images}
     counts = {"polygon": 0, "rle": 0, "box_only": 0}
     coco_annotations = [
         _coco_annotation(ann, sizes[ann.image_id], segmentation, min_area_px, tolerance_px, counts)
         for ann in annotations
-        if ann.image_id in sizes
     ]
     categories = [{"id": c.id, "name": c.name, "supercategory": c.supercategory} for c in store.categories()]
     now = datetime.datetime.now(datetime.timezone.utc)

@@ -20,7 +20,6 @@ from annotator.project.folder_export import (
     FolderExportReport,
     ImageMode,
     check_image_mode,
-    exported_images,
     place_image,
     staged_folder,
 )
@@ -53,11 +52,8 @@ def export_coco_folder(
         with open(stage / json_path, "w", encoding="utf-8") as handle:
             json.dump(dataset, handle, ensure_ascii=False, separators=(",", ":"))
         placed = 0
-        if images != "none":
-            wanted = {image["file_name"] for image in dataset["images"]}
-            for image in exported_images(store, statuses)[0]:
-                if image.record.path in wanted:
-                    placed += place_image(image.source, stage / "images" / subset / image.record.path, images)
+        for image in dataset["images"]:
+            placed += place_image(store.image_path(image["id"]), stage / "images" / subset / image["file_name"], images)
     return FolderExportReport(
         path=folder,
         format="coco-folder",
