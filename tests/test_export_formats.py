@@ -138,6 +138,12 @@ def test_a_folder_export_refuses_to_replace_a_folder_of_other_files(store, tmp_p
     assert [p.name for p in root.iterdir()] == ["notes.txt"]
 
 
+def test_a_folder_export_under_a_file_says_the_file_is_not_a_folder(store, tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(ExportError, match=r"notes.txt is not a folder"):
+        export_voc(store, tmp_path / "notes.txt" / "voc")
+
+
 # ----- YOLO -------------------------------------------------------------------------------------------------------
 
 

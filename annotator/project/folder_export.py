@@ -130,8 +130,10 @@ def check_export_folder(target: str | os.PathLike, what: str) -> Path:
         problem = "it is a file; give the name of a folder to write"
     elif target.is_dir() and any(target.iterdir()) and not (target / MARKER).is_file():
         problem = "the folder holds files that are not an annotator export; choose a new or empty folder"
-    elif not parent.is_dir():
+    elif not parent.exists():
         problem = f"the folder {parent} does not exist"
+    elif not parent.is_dir():
+        problem = f"{parent} is not a folder"
     elif not os.access(parent, os.W_OK | os.X_OK):
         problem = f"the folder {parent} is not writable"
     else:
