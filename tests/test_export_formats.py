@@ -18,6 +18,7 @@ from annotator import cli
 from annotator.commands import export as export_command
 from annotator.errors import ExportError
 from annotator.project.coco_folder import export_coco_folder
+from annotator.project.store import ProjectStore
 from annotator.project.voc import export_voc
 from annotator.project.yolo import export_yolo
 from annotator.ui.export_dialog import ExportDialog, default_export_path
@@ -191,8 +192,6 @@ def test_yolo_images_lie_where_ultralytics_looks_for_them_beside_their_labels(st
 
 
 def test_two_images_with_one_stem_get_two_label_files(folder, tmp_path):
-    from annotator.project.store import ProjectStore
-
     Image.new("RGB", (10, 10)).save(folder / "a.jpg")
     with ProjectStore.open(tmp_path / "other.sqlite", image_root=folder) as other:
         other.sync_folder()
@@ -270,6 +269,17 @@ def test_annotator_export_reads_the_statuses_asked_for(command, store, folder, t
     args = ["export", str(folder), "--out", str(tmp_path / "out.json"), "--statuses", "accepted,pending"]
     assert command(args) == 0
     assert len(json.loads((tmp_path / "out.json").read_text())["annotations"]) == 5
+
+
+def test_annotator_export_reads_the_store_given_with_store(command, store, folder, tmp_path):
+    with ProjectStore.open(tmp_path / "other.sqlite", image_root=folder) as other:
+        other.sync_folder()
+        lid = other.add_category("lid")
+        other.add_annotation(other.image_by_path("d.png").id, lid.id, (1, 1, 9, 9), status="accepted")
+    args = ["export", str(folder), "--store", str(tmp_path / "other.sqlite"), "--out", str(tmp_path / "out.json")]
+    assert command(args) == 0
+    exported = json.loads((tmp_path / "out.json").read_text())
+    assert [c["name"] for c in exported["categories"]] == ["lid"] and len(exported["annotations"]) == 1
 
 
 @pytest.mark.parametrize(
