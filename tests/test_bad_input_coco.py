@@ -13,6 +13,7 @@ import annotator.project.atomic_file as atomic_file
 import annotator.project.coco as coco_module
 from annotator.errors import CocoFormatError, ExportError, ProjectStoreError
 from annotator.project.coco import check_export_destination, export_coco, export_refcoco, import_coco
+from annotator.project.imports import import_annotations
 from annotator.project.store import ProjectStore
 from tests.test_coco import _ann, _coco_file, folder, store  # noqa: F401 (folder and store are fixtures)
 
@@ -302,3 +303,38 @@ def test_a_refcoco_export_into_a_file_says_it_is_not_a_folder(store, tmp_path):
     (tmp_path / "refcoco").write_text("a file")
     with pytest.raises(ExportError, match=f"into {tmp_path / 'refcoco'}: it is a file, not a folder"):
         export_refcoco(store, tmp_path / "refcoco")
+
+
+# ----- import: labelme files -------------------------------------------------------------------------------------
+
+
+def _labelme(folder, path, **fields):
+    """Import one labelme file with one rectangle on a.png, these fields replacing the file's own."""
+    data = {
+        "version": "5.4.1", "flags": {}, "imagePath": "a.png", "imageData": None, "imageHeight": 60, "imageWidth": 80,
+        "shapes": [{"label": "cup", "points": [[1, 2], [11, 12]], "shape_type": "rectangle", "flags": {}}],
+        **fields,
+    }  # fmt: skip
+    path.write_text(json.dumps(data))
+    with ProjectStore.for_folder(folder) as store:
+        return import_annotations(store, path), store.annotations()
+
+
+def test_a_labelme_file_without_image_path_is_reported_by_its_file_name(folder):
+    report, stored = _labelme(folder, folder / "a.json", imagePath=None)
+    expected = [("image", "a.json", "no imagePath: the file names no image")]
+    assert [(i.kind, i.coco_id, i.reason) for i in report.issues] == expected
+    assert stored == []
+
+
+def test_a_labelme_image_path_that_leaves_the_image_folder_is_refused(folder, tmp_path):
+    Image.new("RGB", (80, 60)).save(tmp_path / "outside.png")
+    report, stored = _labelme(folder, folder / "a.json", imagePath="../outside.png")
+    assert "not inside the image folder" in report.issues[0].reason and stored == []
+
+
+def test_a_labelme_point_of_1e400_is_reported_by_file_and_shape(folder):
+    shapes = [{"label": "cup", "points": [[1, 2], [1e400, 12]], "shape_type": "rectangle"}]
+    report, stored = _labelme(folder, folder / "a.json", shapes=shapes)
+    assert report.issues[0].coco_id == "a.json shape 0" and "finite numbers" in report.issues[0].reason
+    assert stored == []

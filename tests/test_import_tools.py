@@ -206,6 +206,13 @@ def test_the_crowd_regions_of_a_plain_coco_file_are_reported_with_the_flag_that_
     assert "--crowd-as-instances" in report.issues[0].reason and stored == []
 
 
+def test_a_crowd_polygon_is_reported_as_no_rle_mask_even_with_crowd_as_instances(folder, tmp_path):
+    annotation = _ann(1, 1, iscrowd=1, segmentation=[[30, 10, 50, 10, 50, 20, 30, 20]])
+    path = _coco_file(tmp_path / "in.json", [IMAGE_A], [annotation])
+    report, stored, _ = _import(folder, path, crowd_as_instances=True)
+    assert "without an RLE mask" in report.issues[0].reason and stored == []
+
+
 def test_a_cvat_file_round_trips_its_masks_through_export_at_iou_0999(folder, tmp_path):
     masks = [_disc(20, 20, 10), _disc(60, 40, 8) & ~_disc(60, 40, 3)]
     with ProjectStore.for_folder(folder) as store:

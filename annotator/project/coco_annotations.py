@@ -101,8 +101,10 @@ def new_annotation(
         raise ValueError(f"image {image_ref!r} is unknown or was not imported")
     crowd = bool(entry.get("iscrowd", 0))
     segmentation = entry.get("segmentation")
-    if crowd and not (options.crowd_as_instances and isinstance(segmentation, dict)):
+    if crowd and not options.crowd_as_instances:
         raise ValueError("crowd region (iscrowd 1) is not an instance; not imported (--crowd-as-instances imports it)")
+    if crowd and not isinstance(segmentation, dict):
+        raise ValueError("crowd region (iscrowd 1) without an RLE mask; not imported")
     box = _clipped_box(entry.get("bbox"), image.width, image.height)
     rle = None
     if not _is_box_only(segmentation) and not entry.get("box_only", False):

@@ -160,6 +160,7 @@ def _import_images(
 ) -> tuple[dict[int, ImageTarget], int, int, int]:
     """COCO image id -> target image for the images that can be imported; matched, added, at stored size."""
     wanted: dict[int, tuple[str, int, int]] = {}
+    listings: dict[Path, dict[str, list[str]]] = {}
     for entry in entries:
         coco_id = entry.get("id") if isinstance(entry, dict) else None
         try:
@@ -167,7 +168,7 @@ def _import_images(
                 raise ValueError("image has no integer id")
             if coco_id in wanted:
                 raise ValueError("duplicate image id")
-            relative = _relative_file_name(entry.get("file_name"), store.image_root)
+            relative = _relative_file_name(entry.get("file_name"), store.image_root, listings)
             width, height = _whole(entry.get("width")), _whole(entry.get("height"))
             if not (is_int(width) and is_int(height) and 0 < width < INDEX_LIMIT and 0 < height < INDEX_LIMIT):
                 raise ValueError(f"{relative}: width and height must be positive integers")
@@ -221,7 +222,7 @@ def _whole(value: Any) -> Any:
     return value
 
 
-def _relative_file_name(file_name: Any, root: Path) -> str:
+def _relative_file_name(file_name: Any, root: Path, listings: dict[Path, dict[str, list[str]]]) -> str:
     """A file_name as a normalised '/'-separated path inside the image root; ValueError if it leaves it."""
     if not isinstance(file_name, str) or not file_name.strip():
         raise ValueError("image has no file_name")
@@ -234,7 +235,7 @@ def _relative_file_name(file_name: Any, root: Path) -> str:
     unified = file_name.replace("\\", "/")
     if ".." in unified.split("/"):
         raise ValueError(f"file_name {file_name[:200]!r} leads out of the image folder")
-    return _with_suffix(posixpath.normpath(unified), root)
+    return _with_suffix(posixpath.normpath(unified), root, listings)
 
 
 def _inside_root(file_name: str, root: Path) -> str:
@@ -245,16 +246,21 @@ def _inside_root(file_name: str, root: Path) -> str:
     raise ValueError(f"file_name {file_name[:200]!r} is absolute and not inside the image folder {root}")
 
 
-def _with_suffix(relative: str, root: Path) -> str:
-    """A file_name without an extension (as X-AnyLabeling writes) completed when exactly one image has its stem."""
+def _with_suffix(relative: str, root: Path, listings: dict[Path, dict[str, list[str]]]) -> str:
+    """A file_name without an extension (as X-AnyLabeling writes) completed when exactly one image has its stem;
+    `listings` keeps the image names of each folder listed so far, by stem."""
     if PurePosixPath(relative).suffix or "\0" in relative or len(relative) > 1000:
         return relative
     folder = root / PurePosixPath(relative).parent
-    stem = PurePosixPath(relative).name
-    try:
-        matches = [p.name for p in folder.iterdir() if p.stem == stem and p.suffix.lower() in IMAGE_SUFFIXES]
-    except OSError:
-        return relative
+    if folder not in listings:
+        listings[folder] = {}
+        try:
+            for entry in folder.iterdir():
+                if entry.suffix.lower() in IMAGE_SUFFIXES:
+                    listings[folder].setdefault(entry.stem, []).append(entry.name)
+        except OSError:
+            pass
+    matches = listings[folder].get(PurePosixPath(relative).name, [])
     if len(matches) > 1:
         names = sorted(matches)
         raise ValueError(f"file_name {relative!r} has no extension and matches {len(names)} images: {names}")

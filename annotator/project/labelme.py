@@ -45,6 +45,9 @@ def import_labelme(
     categories: dict[str, int] = {}
     for image_id, (json_path, data) in enumerate(sorted(files.items()), start=1):
         names[("image", image_id)] = json_path.name
+        if not isinstance(data.get("imagePath"), str) or not data["imagePath"].strip():
+            dropped.append(ImportIssue("image", json_path.name, "no imagePath: the file names no image"))
+            continue
         dataset["images"].append(_image(json_path, data, image_id))
         for index, shape in enumerate(data["shapes"]):
             where = f"{json_path.name} shape {index}"
@@ -75,8 +78,7 @@ def read_labelme_folder(folder: Path) -> dict[Path, Any]:
 
 
 def _image(json_path: Path, data: dict[str, Any], image_id: int) -> dict[str, Any]:
-    image_path = data.get("imagePath")
-    file_name = os.path.normpath(json_path.parent.absolute() / image_path) if isinstance(image_path, str) else None
+    file_name = os.path.normpath(json_path.parent.absolute() / data["imagePath"])
     return {"id": image_id, "file_name": file_name, "width": data.get("imageWidth"), "height": data.get("imageHeight")}
 
 
