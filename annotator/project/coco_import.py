@@ -85,10 +85,8 @@ def import_dataset(
         raise ValueError(f"default_status must be one of {get_args(Status)}, got {default_status!r}")
     _check_sections(data, path)
     notes: list[str] = []
-    if not crowd_as_instances and _written_by_cvat(data["annotations"]):
-        crowd_as_instances = True
-        notes.append("CVAT-style file (every annotation has 'attributes'): crowd RLE masks are taken as instances")
-    options = AnnotationOptions(default_status=default_status, crowd_as_instances=crowd_as_instances)
+    from_cvat = not crowd_as_instances and _written_by_cvat(data["annotations"])
+    options = AnnotationOptions(default_status=default_status, crowd_as_instances=crowd_as_instances or from_cvat)
     issues: list[ImportIssue] = []
     with store.transaction():
         categories = CategoryTable(store, data["categories"], issues)
@@ -96,7 +94,8 @@ def import_dataset(
         items = _new_annotations(data["annotations"], images, categories, options, issues)
         store.add_annotations(items, undoable=False, label=f"import {path.name}")
     if options.crowd_imported:
-        notes.append(f"{options.crowd_imported} crowd (iscrowd 1) mask(s) imported as instance masks")
+        why = " (a CVAT-style file: every annotation has 'attributes')" if from_cvat else ""
+        notes.append(f"{options.crowd_imported} crowd (iscrowd 1) mask(s) imported as instance masks{why}")
     if stored_size:
         notes.append(
             f"{stored_size} image(s) listed with the stored size of an EXIF-rotated image: taken at the displayed "

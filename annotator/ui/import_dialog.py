@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_RUNNING: set[QThread] = set()
+"""Import workers still running: kept alive when their window closes, so the import finishes (all or nothing)."""
+
 
 @dataclass(frozen=True)
 class ImportChoice:
@@ -150,6 +153,8 @@ class ImportFlow(QObject):
         self.worker = ImportWorker(self.store_path, choice)
         self.worker.imported.connect(self._imported, Qt.ConnectionType.QueuedConnection)
         self.worker.failed.connect(self._failed, Qt.ConnectionType.QueuedConnection)
+        _RUNNING.add(self.worker)
+        self.worker.finished.connect(lambda worker=self.worker: _RUNNING.discard(worker))
         self.worker.start()
 
     def _done(self) -> None:
