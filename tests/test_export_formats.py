@@ -15,7 +15,6 @@ from pycocotools.coco import COCO
 
 import annotator.project.folder_export as folder_export
 from annotator import cli
-from annotator.commands import export as export_command
 from annotator.errors import ExportError
 from annotator.project.coco_folder import export_coco_folder
 from annotator.project.store import ProjectStore
@@ -245,9 +244,8 @@ def test_voc_image_sets_list_every_image_and_the_segmented_ones(store, tmp_path)
 
 
 @pytest.fixture
-def command(monkeypatch):
+def command():
     """`annotator export` dispatched by the CLI as every other command."""
-    monkeypatch.setitem(cli.COMMANDS, "export", export_command.build_parser)
     return cli.main
 
 

@@ -108,7 +108,7 @@ class MainWindow(QMainWindow):
     annotations_changed = Signal(int)
     models_changed = Signal(object)  # ModelsInfo, or None when loading failed
     message_shown = Signal(str)
-    exported = Signal(object)  # ExportReport or RefcocoExport
+    exported = Signal(object)  # ExportReport, RefcocoExport or FolderExportReport
 
     def __init__(self, settings: AppSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
