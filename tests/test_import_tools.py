@@ -335,6 +335,24 @@ def test_a_folder_of_labelme_files_imports_each_into_its_image_keeping_the_flags
     assert [dict(a.extra) for a in stored] == [{"flags": {"hidden": True}}, {"image_flags": {"blurry": True}}]
 
 
+def test_an_x_anylabeling_file_from_windows_imports_its_four_point_rectangle_score_and_difficult(folder, tmp_path):
+    work = tmp_path / "labels"
+    work.mkdir()
+    data = {
+        "version": "2.4.4", "flags": {}, "imagePath": "..\\images\\a.png", "imageData": None,
+        "imageHeight": 60, "imageWidth": 80,
+        "shapes": [
+            {"kie_linking": [], "label": "cup", "score": 0.87, "points": [[1, 2], [11, 2], [11, 12], [1, 12]],
+             "group_id": None, "description": "", "difficult": True, "shape_type": "rectangle", "flags": {},
+             "attributes": {}}
+        ],
+    }  # fmt: skip
+    (work / "a.json").write_text(json.dumps(data))
+    report, stored, _ = _import_any(folder, work / "a.json")
+    assert report.issues == () and stored[0].box_xyxy == (1.0, 2.0, 11.0, 12.0)
+    assert stored[0].score == 0.87 and dict(stored[0].extra) == {"difficult": True}
+
+
 def test_labelme_points_and_lines_are_reported_by_file_and_shape_not_dropped_silently(folder):
     shapes = [("cup", "point", [[5, 5]], {}), ("cup", "linestrip", [[1, 1], [9, 9], [9, 1]], {})]
     report, stored, _ = _import_any(folder, _labelme_file(folder / "a.json", "a.png", shapes))

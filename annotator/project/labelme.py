@@ -2,12 +2,13 @@
 `import_dataset`.
 
 A file holds `shapes` (each with `label`, `points`, `shape_type`, `flags`, optional `group_id`, `description`),
-`imagePath` (relative to the JSON file), `imageWidth`/`imageHeight` and image-level `flags`. Polygons (and
-X-AnyLabeling's `rotation` boxes) become masks, rectangles box-only annotations, circles masks of the circle
-(its centre and a point on it, as labelme stores it). Points, lines, line strips and labelme's `mask` shapes are
-not regions this project stores: each is reported, never silently dropped. Shape and image flags, `group_id`,
-`description` and X-AnyLabeling's `attributes` are kept in the annotation's `extra`. Skipped entries are named by
-the JSON file and the shape's position in it.
+`imagePath` (relative to the JSON file, '\\'-separated when written on Windows), `imageWidth`/`imageHeight` and
+image-level `flags`. Polygons (and X-AnyLabeling's `rotation` boxes) become masks, rectangles (two corners, or
+the four X-AnyLabeling writes) box-only annotations, circles masks of the circle (its centre and a point on it,
+as labelme stores it); a shape's `score` (X-AnyLabeling's auto-labels) is the annotation's score. Points, lines,
+line strips and labelme's `mask` shapes are not regions this project stores: each is reported, never silently
+dropped. Shape and image flags, `group_id`, `description` and X-AnyLabeling's `attributes` and `difficult` are
+kept in the annotation's `extra`. Skipped entries are named by the JSON file and the shape's position in it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from annotator.project.geometry import is_finite_number
 from annotator.project.store import ProjectStore, Status
 
 POLYGON_SHAPES = ("polygon", "rotation")
+KEPT_IN_EXTRA = ("flags", "group_id", "description", "attributes", "difficult")
+"""What labelme and X-AnyLabeling say about a shape beyond its geometry, kept in `extra` when they say it."""
 CIRCLE_SEGMENTS = 16
 """Segments per quarter circle when a labelme circle is made a polygon (64 vertices in all)."""
 
@@ -78,7 +81,7 @@ def read_labelme_folder(folder: Path) -> dict[Path, Any]:
 
 
 def _image(json_path: Path, data: dict[str, Any], image_id: int) -> dict[str, Any]:
-    file_name = os.path.normpath(json_path.parent.absolute() / data["imagePath"])
+    file_name = os.path.normpath(json_path.parent.absolute() / data["imagePath"].replace("\\", "/"))
     return {"id": image_id, "file_name": file_name, "width": data.get("imageWidth"), "height": data.get("imageHeight")}
 
 
@@ -95,7 +98,7 @@ def _annotation(shape: Any, image_flags: Any, image_id: int, categories: dict[st
         if len(points) < 3:
             raise ValueError(f"a {kind} needs at least 3 points, found {len(points)}")
         segmentation = [[float(v) for point in points for v in point]]
-    elif kind == "rectangle" and len(points) == 2:
+    elif kind == "rectangle" and len(points) in (2, 4):  # labelme: two corners; X-AnyLabeling: all four
         segmentation = None
     elif kind == "circle" and len(points) == 2:
         (cx, cy), (px, py) = points
@@ -114,12 +117,14 @@ def _annotation(shape: Any, image_flags: Any, image_id: int, categories: dict[st
     }
     if segmentation is not None:
         annotation["segmentation"] = segmentation
+    if is_finite_number(shape.get("score")):
+        annotation["score"] = shape["score"]
     return annotation
 
 
 def _extra(shape: dict[str, Any], image_flags: Any) -> dict[str, Any]:
     """What labelme and X-AnyLabeling say about a shape beyond its geometry, when they say anything."""
-    extra = {key: shape[key] for key in ("flags", "group_id", "description", "attributes") if shape.get(key)}
+    extra = {key: shape[key] for key in KEPT_IN_EXTRA if shape.get(key)}
     if image_flags:
         extra["image_flags"] = image_flags
     return extra
