@@ -8,6 +8,7 @@ import json
 
 import pytest
 from PIL import Image
+from pycocotools import mask as coco_mask
 
 import annotator.project.atomic_file as atomic_file
 import annotator.project.coco as coco_module
@@ -338,3 +339,11 @@ def test_a_labelme_point_of_1e400_is_reported_by_file_and_shape(folder):
     report, stored = _labelme(folder, folder / "a.json", shapes=shapes)
     assert report.issues[0].coco_id == "a.json shape 0" and "finite numbers" in report.issues[0].reason
     assert stored == []
+
+
+def test_a_non_canonical_rle_whose_size_is_the_image_size_swapped_is_refused(folder, tmp_path):
+    runs = [5, 0, 10, 60 * 80 - 15]  # a zero run (not canonical); 4800 pixels, as many as the image has
+    counts = coco_mask.frPyObjects({"size": [60, 80], "counts": runs}, 60, 80)["counts"].decode("ascii")
+    annotation = _ann(1, 1, segmentation={"size": [80, 60], "counts": counts})
+    report, stored, _ = _import(folder, tmp_path, [IMAGE_A], [annotation])
+    assert "is not the image's" in _issues(report)[("annotation", 1)] and stored == []

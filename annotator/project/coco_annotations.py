@@ -155,11 +155,13 @@ def import_segmentation(segmentation: Any, height: int, width: int) -> Rle:
     try:
         return segmentation_to_rle(segmentation, height, width)
     except ValueError:
-        counts = segmentation.get("counts") if isinstance(segmentation, dict) else None
-        runs = _string_runs(counts) if isinstance(counts, str) and counts.isascii() else None
-        if runs is None or any(run < 0 for run in runs) or sum(runs) != height * width:
+        if height * width > MAX_MASK_PIXELS or not isinstance(segmentation, dict):
             raise
-        if height * width > MAX_MASK_PIXELS:
+        counts = segmentation.get("counts")
+        if segmentation.get("size") != [height, width] or not (isinstance(counts, str) and counts.isascii()):
+            raise
+        runs = _string_runs(counts)
+        if runs is None or any(run < 0 for run in runs) or sum(runs) != height * width:
             raise
         raw = coco_mask.frPyObjects({"size": [height, width], "counts": runs}, height, width)
         return Rle.from_mask(np.asarray(coco_mask.decode(raw), dtype=bool))
