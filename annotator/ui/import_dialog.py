@@ -172,7 +172,8 @@ class ImportFlow(QObject):
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         box.open()
         self.summary = box
-        self.window.open_folder(self.folder)
+        if self.window.folder == self.folder:  # not when another folder was opened meanwhile
+            self.window.open_folder(self.folder)
         self.finished.emit(report)
 
     def _failed(self, message: str) -> None:
