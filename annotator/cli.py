@@ -1,9 +1,9 @@
 """The `annotator` command: the desktop app and the headless commands share one core.
 
 `annotator [FOLDER]` opens the desktop app; `annotator find-heads`, `annotator prelabel`, `annotator eval`,
-`annotator models` and `annotator export` run without a display (no Qt import on their paths). Each command is a
-module of `annotator.commands` with its `build_parser()` and `run(args)`; this module dispatches and keeps the
-error policy.
+`annotator models`, `annotator export` and `annotator import` run without a display (no Qt import on their
+paths). Each command is a module of `annotator.commands` with its `build_parser()` and `run(args)`; this module
+dispatches and keeps the error policy.
 
 Error policy: a user error (a missing file, a malformed line, an unknown model, `--device cuda` without a GPU,
 a bad flag) prints one line on stderr and exits 2, never a traceback; Ctrl-C exits 130 after the work already
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from annotator import __version__
-from annotator.commands import evaluate, export, find_heads, models, prelabel_command
+from annotator.commands import evaluate, export, find_heads, import_command, models, prelabel_command
 from annotator.commands.options import OneLineParser, existing_folder, help_formatter
 from annotator.commands.runtime import EXIT_INTERRUPTED, EXIT_USER_ERROR, fail
 from annotator.errors import AnnotatorError
@@ -34,6 +34,7 @@ commands:
   annotator eval refcoco    reproduce a row of the paper's tables on RefCOCO, RefCOCO+, RefCOCOg
   annotator models          list, download, verify or remove the model presets
   annotator export          write COCO (a file or a dataset folder), YOLO or Pascal VOC for other tools
+  annotator import          import COCO (CVAT, Datumaro, X-AnyLabeling) or labelme annotations into a project
 
 Run 'annotator COMMAND --help' for a command's options and examples.
 
@@ -62,6 +63,7 @@ COMMANDS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "eval": evaluate.build_parser,
     "models": models.build_parser,
     "export": export.build_parser,
+    "import": import_command.build_parser,
 }
 
 

@@ -16,7 +16,12 @@ from annotator.errors import CocoFormatError, ExportError, ProjectStoreError
 from annotator.project.coco import check_export_destination, export_coco, export_refcoco, import_coco
 from annotator.project.imports import import_annotations
 from annotator.project.store import ProjectStore
-from tests.test_coco import _ann, _coco_file, folder, store  # noqa: F401 (folder and store are fixtures)
+from tests.coco_fixtures import (  # noqa: F401 (folder and store are fixtures)
+    coco_annotation,
+    folder,
+    store,
+    write_coco_file,
+)
 
 HUGE = 10**400
 IMAGE_A = {"id": 1, "file_name": "a.png", "width": 80, "height": 60}
@@ -27,7 +32,7 @@ CATEGORY = {"id": 7, "name": "cup", "supercategory": "kitchen"}
 def _import(folder, tmp_path, images, annotations, categories=None):
     """Import a COCO file made of these sections into the folder's store: the report and what the store holds."""
     with ProjectStore.for_folder(folder) as store:
-        report = import_coco(store, _coco_file(tmp_path / "in.json", images, annotations, categories))
+        report = import_coco(store, write_coco_file(tmp_path / "in.json", images, annotations, categories))
         return report, store.annotations(), store.categories()
 
 
@@ -82,7 +87,7 @@ def test_a_400_digit_number_makes_its_entry_bad_and_the_rest_is_imported(
     folder, tmp_path, image_b, annotation, bad, reason
 ):
     images = [IMAGE_A, {**IMAGE_B, **image_b}]
-    report, stored, _ = _import(folder, tmp_path, images, [_ann(1, 2, **annotation), _ann(2, 1)])
+    report, stored, _ = _import(folder, tmp_path, images, [coco_annotation(1, 2, **annotation), coco_annotation(2, 1)])
     assert reason in _issues(report)[bad]
     assert [a.image_id for a in stored] == [1] and report.annotations_imported == 1
 
@@ -100,8 +105,8 @@ def test_a_400_digit_id_or_area_is_taken_as_it_is(folder, tmp_path, field):
 def test_a_polygon_point_far_outside_the_image_is_reported_instead_of_crashing_pycocotools(
     folder, tmp_path, coordinate
 ):
-    annotation = _ann(1, 1, segmentation=[[coordinate, 0, 10, 0, 10, 10]])
-    report, stored, _ = _import(folder, tmp_path, [IMAGE_A], [annotation, _ann(2, 1)])
+    annotation = coco_annotation(1, 1, segmentation=[[coordinate, 0, 10, 0, 10, 10]])
+    report, stored, _ = _import(folder, tmp_path, [IMAGE_A], [annotation, coco_annotation(2, 1)])
     assert "far outside the 80x60 image" in _issues(report)[("annotation", 1)]
     assert len(stored) == 1
 
@@ -115,7 +120,7 @@ def test_a_file_name_with_a_nul_a_lone_surrogate_or_5000_characters_is_reported_
     folder, tmp_path, file_name, reason
 ):
     images = [IMAGE_A, {"id": 3, "file_name": file_name, "width": 10, "height": 10}]
-    report, stored, _ = _import(folder, tmp_path, images, [_ann(1, 1)])
+    report, stored, _ = _import(folder, tmp_path, images, [coco_annotation(1, 1)])
     assert [(issue.kind, issue.coco_id) for issue in report.issues] == [("image", 3)]
     assert reason in report.issues[0].reason and len(report.issues[0].reason) < 400
     assert len(stored) == 1
@@ -136,7 +141,11 @@ def test_a_lone_surrogate_in_a_name_an_expression_or_extra_is_reported_and_the_r
 ):
     categories = [CATEGORY, {"id": 8, "name": "plate", **category}]
     report, stored, stored_categories = _import(
-        folder, tmp_path, [IMAGE_A], [_ann(1, 1, category_id=8, **annotation), _ann(2, 1)], categories
+        folder,
+        tmp_path,
+        [IMAGE_A],
+        [coco_annotation(1, 1, category_id=8, **annotation), coco_annotation(2, 1)],
+        categories,
     )
     assert "valid text" in _issues(report)[bad]
     assert len(stored) == 1 and "cup" in [c.name for c in stored_categories]
@@ -144,7 +153,7 @@ def test_a_lone_surrogate_in_a_name_an_expression_or_extra_is_reported_and_the_r
 
 def test_entries_that_are_not_objects_are_reported_and_the_rest_is_imported(folder, tmp_path):
     report, stored, _ = _import(
-        folder, tmp_path, [IMAGE_A, 1, "a.png", None, [1]], [_ann(1, 1), 2, "x", None], [CATEGORY, 3, "cup"]
+        folder, tmp_path, [IMAGE_A, 1, "a.png", None, [1]], [coco_annotation(1, 1), 2, "x", None], [CATEGORY, 3, "cup"]
     )
     assert [issue.kind for issue in report.issues] == ["category"] * 2 + ["image"] * 4 + ["annotation"] * 3
     assert {issue.coco_id for issue in report.issues} == {None}
@@ -155,7 +164,7 @@ def test_unicode_file_names_category_names_and_expressions_are_imported(folder, 
     (folder / "küche").mkdir()
     Image.new("RGB", (20, 10)).save(folder / "küche" / "茶碗 ☕.png")
     images = [{"id": 1, "file_name": "küche/茶碗 ☕.png", "width": 20, "height": 10}]
-    annotation = _ann(1, 1, bbox=[1, 1, 5, 5], expression="die große Tasse")
+    annotation = coco_annotation(1, 1, bbox=[1, 1, 5, 5], expression="die große Tasse")
     report, stored, categories = _import(folder, tmp_path, images, [annotation], [{"id": 7, "name": "čaj ☕"}])
     assert report.issues == () and report.images_added == 1
     assert [c.name for c in categories] == ["čaj ☕"] and stored[0].expression == "die große Tasse"
@@ -176,7 +185,8 @@ def test_unicode_file_names_category_names_and_expressions_are_imported(folder, 
     ],
 )
 def test_garbage_in_a_bbox_or_a_segmentation_is_reported_by_id(folder, tmp_path, field, value):
-    report, stored, _ = _import(folder, tmp_path, [IMAGE_A], [_ann(1, 1, **{field: value}), _ann(2, 1)])
+    annotations = [coco_annotation(1, 1, **{field: value}), coco_annotation(2, 1)]
+    report, stored, _ = _import(folder, tmp_path, [IMAGE_A], annotations)
     assert [(issue.kind, issue.coco_id) for issue in report.issues] == [("annotation", 1)]
     assert len(stored) == 1
 
@@ -185,7 +195,7 @@ def test_garbage_in_a_bbox_or_a_segmentation_is_reported_by_id(folder, tmp_path,
 
 
 def test_an_import_that_fails_at_the_annotations_leaves_no_category_and_no_image(folder, tmp_path, monkeypatch):
-    path = _coco_file(tmp_path / "in.json", [IMAGE_A, IMAGE_B], [_ann(1, 1), _ann(2, 2)])
+    path = write_coco_file(tmp_path / "in.json", [IMAGE_A, IMAGE_B], [coco_annotation(1, 1), coco_annotation(2, 2)])
     with ProjectStore.for_folder(folder) as store:
 
         def disk_full(*args, **kwargs):
@@ -344,6 +354,6 @@ def test_a_labelme_point_of_1e400_is_reported_by_file_and_shape(folder):
 def test_a_non_canonical_rle_whose_size_is_the_image_size_swapped_is_refused(folder, tmp_path):
     runs = [5, 0, 10, 60 * 80 - 15]  # a zero run (not canonical); 4800 pixels, as many as the image has
     counts = coco_mask.frPyObjects({"size": [60, 80], "counts": runs}, 60, 80)["counts"].decode("ascii")
-    annotation = _ann(1, 1, segmentation={"size": [80, 60], "counts": counts})
+    annotation = coco_annotation(1, 1, segmentation={"size": [80, 60], "counts": counts})
     report, stored, _ = _import(folder, tmp_path, [IMAGE_A], [annotation])
     assert "is not the image's" in _issues(report)[("annotation", 1)] and stored == []

@@ -1,7 +1,5 @@
 """COCO / RefCOCO export and COCO import: readable by pycocotools and torchvision, atomic, safe (issue 5)."""
 
-import contextlib
-import io
 import json
 import signal
 import subprocess
@@ -20,51 +18,14 @@ from annotator.project.coco import export_coco, export_refcoco, import_coco
 from annotator.project.geometry import Rle
 from annotator.project.images import load_image
 from annotator.project.store import ProjectStore
-
-YY, XX = np.mgrid[:60, :80]
-
-
-def _disc(cx: float, cy: float, r: float) -> np.ndarray:
-    return (XX - cx) ** 2 + (YY - cy) ** 2 <= r**2
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / (a | b).sum())
-
-
-@pytest.fixture
-def folder(tmp_path) -> Path:
-    root = tmp_path / "images"
-    root.mkdir()
-    Image.new("RGB", (80, 60), (200, 10, 10)).save(root / "a.png")
-    Image.new("RGB", (64, 48), (10, 200, 10)).save(root / "b.png")
-    Image.new("RGB", (32, 32), (10, 10, 200)).save(root / "c.png")
-    Image.new("RGB", (32, 32), (90, 90, 90)).save(root / "d.png")
-    return root
-
-
-@pytest.fixture
-def store(folder):
-    """a: a disc, a ring (a hole) and a box-only annotation; b: two parts, plus a pending one; c: done, empty."""
-    with ProjectStore.for_folder(folder) as store:
-        store.sync_folder()
-        a, b, c = (store.image_by_path(name).id for name in ("a.png", "b.png", "c.png"))
-        cup, plate = store.add_category("cup", "kitchen"), store.add_category("plate", "kitchen")
-        ring = _disc(55, 35, 15) & ~_disc(55, 35, 6)
-        two = np.zeros((48, 64), dtype=bool)
-        two[5:15, 5:15] = True
-        two[30:40, 40:60] = True
-        for image_id, category, rle, box, expression in [
-            (a, cup, Rle.from_mask(_disc(20, 20, 10)), None, "the round cup"),
-            (a, plate, Rle.from_mask(ring), None, "the ring plate"),
-            (a, cup, None, (5, 40, 30, 58), "the box cup"),
-            (b, plate, Rle.from_mask(two), None, "both plates"),
-        ]:
-            added = store.add_annotation(image_id, category.id, box, rle=rle, expression=expression, score=0.9)
-            store.accept(added.id)
-        store.add_annotation(b, cup.id, (1, 1, 9, 9), expression="a pending cup")
-        store.set_image_done(c)
-        yield store
+from tests.coco_fixtures import (  # noqa: F401 (folder and store are fixtures)
+    coco_annotation,
+    folder,
+    mask_iou,
+    quiet,
+    store,
+    write_coco_file,
+)
 
 
 def _export(store, path, **options) -> dict:
@@ -72,21 +33,16 @@ def _export(store, path, **options) -> dict:
     return json.loads(path.read_text())
 
 
-def _quiet(call):
-    with contextlib.redirect_stdout(io.StringIO()):
-        return call()
-
-
 def _self_ap(path: Path, kind: str) -> float:
-    truth = _quiet(lambda: COCO(str(path)))
+    truth = quiet(lambda: COCO(str(path)))
     detections = []
     for ann in truth.loadAnns(truth.getAnnIds()):
         detection = {"image_id": ann["image_id"], "category_id": ann["category_id"], "bbox": ann["bbox"], "score": 1.0}
         if kind == "segm":
             detection["segmentation"] = truth.annToRLE(ann)
         detections.append(detection)
-    evaluation = COCOeval(truth, _quiet(lambda: truth.loadRes(detections)), kind)
-    _quiet(lambda: (evaluation.evaluate(), evaluation.accumulate(), evaluation.summarize()))
+    evaluation = COCOeval(truth, quiet(lambda: truth.loadRes(detections)), kind)
+    quiet(lambda: (evaluation.evaluate(), evaluation.accumulate(), evaluation.summarize()))
     return float(evaluation.stats[0])
 
 
@@ -96,7 +52,7 @@ def _self_ap(path: Path, kind: str) -> float:
 def test_the_export_loads_in_pycocotools_with_ids_from_one(store, tmp_path):
     path = tmp_path / "out.json"
     export_coco(store, path)
-    coco = _quiet(lambda: COCO(str(path)))
+    coco = quiet(lambda: COCO(str(path)))
     assert sorted(coco.getImgIds()) == [1, 2, 3]  # a, b and the done c; d is still to do
     assert sorted(coco.getCatIds()) == [1, 2]
     assert sorted(coco.getAnnIds()) == [1, 2, 3, 4]  # the pending annotation 5 is left out
@@ -117,7 +73,7 @@ def test_torchvision_coco_detection_reads_the_export(store, folder, tmp_path):
     path = tmp_path / "out.json"
     export_coco(store, path)
     dataset = CocoDetection(str(folder), str(path))
-    image, target = _quiet(lambda: dataset[0])
+    image, target = quiet(lambda: dataset[0])
     assert len(dataset) == 3 and image.size == (80, 60)
     assert sorted(t["id"] for t in target) == [1, 2, 3]
 
@@ -139,7 +95,7 @@ def test_rle_export_writes_every_segmentation_as_compressed_rle(store, tmp_path)
 def test_area_is_the_rasterised_area_and_bbox_the_store_box(store, tmp_path):
     path = tmp_path / "out.json"
     export_coco(store, path)
-    coco = _quiet(lambda: COCO(str(path)))
+    coco = quiet(lambda: COCO(str(path)))
     for ann in coco.loadAnns(coco.getAnnIds()):
         assert ann["area"] == int(coco.annToMask(ann).sum())
         x0, y0, x1, y1 = store.annotation(ann["id"]).box_xyxy
@@ -282,21 +238,11 @@ def test_import_of_an_export_reproduces_the_annotations(store, folder, tmp_path,
         if original.rle is None:
             assert copy.rle is None
         else:
-            assert _iou(copy.rle.to_mask(), original.rle.to_mask()) >= 0.99
-
-
-def _coco_file(path: Path, images: list, annotations: list, categories=None) -> Path:
-    categories = categories if categories is not None else [{"id": 7, "name": "cup", "supercategory": "kitchen"}]
-    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
-    return path
-
-
-def _ann(ann_id, image_id, **fields):
-    return {"id": ann_id, "image_id": image_id, "category_id": 7, "bbox": [1, 2, 10, 10], "iscrowd": 0, **fields}
+            assert mask_iou(copy.rle.to_mask(), original.rle.to_mask()) >= 0.99
 
 
 def test_import_rejects_file_names_that_escape_the_folder_and_imports_the_rest(folder, tmp_path):
-    path = _coco_file(
+    path = write_coco_file(
         tmp_path / "in.json",
         images=[
             {"id": 1, "file_name": "../../etc/passwd", "width": 10, "height": 10},
@@ -304,7 +250,7 @@ def test_import_rejects_file_names_that_escape_the_folder_and_imports_the_rest(f
             {"id": 3, "file_name": "C:\\Windows\\win.ini", "width": 10, "height": 10},
             {"id": 4, "file_name": "a.png", "width": 80, "height": 60},
         ],
-        annotations=[_ann(10, 1), _ann(11, 2), _ann(12, 4)],
+        annotations=[coco_annotation(10, 1), coco_annotation(11, 2), coco_annotation(12, 4)],
     )
     with ProjectStore.for_folder(folder) as store:
         report = import_coco(store, path)
@@ -317,7 +263,7 @@ def test_import_rejects_file_names_that_escape_the_folder_and_imports_the_rest(f
 def test_a_symlink_out_of_the_folder_is_rejected_on_import(folder, tmp_path):
     Image.new("RGB", (10, 10)).save(tmp_path / "outside.png")
     (folder / "link.png").symlink_to(tmp_path / "outside.png")
-    path = _coco_file(tmp_path / "in.json", [{"id": 1, "file_name": "link.png", "width": 10, "height": 10}], [])
+    path = write_coco_file(tmp_path / "in.json", [{"id": 1, "file_name": "link.png", "width": 10, "height": 10}], [])
     with ProjectStore.for_folder(folder) as store:
         report = import_coco(store, path)
     assert [(i.kind, i.coco_id) for i in report.issues] == [("image", 1)]
@@ -327,17 +273,17 @@ def test_a_symlink_out_of_the_folder_is_rejected_on_import(folder, tmp_path):
 def test_malformed_annotations_are_reported_by_id(folder, tmp_path):
     image = [{"id": 1, "file_name": "a.png", "width": 80, "height": 60}]
     annotations = [
-        _ann(1, 1),
-        _ann(2, 1, bbox=[1, 2, "x", 4]),
-        _ann(3, 1, segmentation=[[1, 2, 3]]),
-        _ann(4, 99),
-        _ann(5, 1, category_id=8),
-        _ann(6, 1, iscrowd=1),
-        _ann(7, 1, segmentation={"size": [60, 80], "counts": "garbage!"}),
-        _ann(1, 1),
+        coco_annotation(1, 1),
+        coco_annotation(2, 1, bbox=[1, 2, "x", 4]),
+        coco_annotation(3, 1, segmentation=[[1, 2, 3]]),
+        coco_annotation(4, 99),
+        coco_annotation(5, 1, category_id=8),
+        coco_annotation(6, 1, iscrowd=1),
+        coco_annotation(7, 1, segmentation={"size": [60, 80], "counts": "garbage!"}),
+        coco_annotation(1, 1),
     ]
     with ProjectStore.for_folder(folder) as store:
-        report = import_coco(store, _coco_file(tmp_path / "in.json", image, annotations))
+        report = import_coco(store, write_coco_file(tmp_path / "in.json", image, annotations))
     reasons = {i.coco_id: i.reason for i in report.issues}
     assert report.annotations_imported == 1
     assert sorted(reasons) == [1, 2, 3, 4, 5, 6, 7]  # 1 is the duplicate
@@ -352,14 +298,14 @@ def test_import_reads_polygons_rle_string_rle_list_and_box_only(folder, tmp_path
     # Column-major runs of the same square: 30 empty columns, then per column 10 off, 10 on, 40 off.
     list_rle = {"size": [60, 80], "counts": [30 * 60 + 10] + [10, 50] * 19 + [10, 40 + 30 * 60]}
     annotations = [
-        _ann(1, 1, segmentation=[[30, 10, 50, 10, 50, 20, 30, 20]]),
-        _ann(2, 1, segmentation=string_rle),
-        _ann(3, 1, segmentation=list_rle),
-        _ann(4, 1),
+        coco_annotation(1, 1, segmentation=[[30, 10, 50, 10, 50, 20, 30, 20]]),
+        coco_annotation(2, 1, segmentation=string_rle),
+        coco_annotation(3, 1, segmentation=list_rle),
+        coco_annotation(4, 1),
     ]
     image = [{"id": 1, "file_name": "a.png", "width": 80, "height": 60}]
     with ProjectStore.for_folder(folder) as store:
-        report = import_coco(store, _coco_file(tmp_path / "in.json", image, annotations))
+        report = import_coco(store, write_coco_file(tmp_path / "in.json", image, annotations))
         masks = [None if a.rle is None else a.rle.to_mask() for a in store.annotations()]
     assert report.issues == ()
     assert all(np.array_equal(mask, square) for mask in masks[:3]) and masks[3] is None
@@ -368,7 +314,7 @@ def test_import_reads_polygons_rle_string_rle_list_and_box_only(folder, tmp_path
 def test_an_image_whose_size_differs_from_the_file_is_rejected(folder, tmp_path):
     image = [{"id": 1, "file_name": "a.png", "width": 60, "height": 80}]
     with ProjectStore.for_folder(folder) as store:
-        report = import_coco(store, _coco_file(tmp_path / "in.json", image, [_ann(1, 1)]))
+        report = import_coco(store, write_coco_file(tmp_path / "in.json", image, [coco_annotation(1, 1)]))
     assert [i.kind for i in report.issues] == ["image", "annotation"]
     assert "60x80 in the file but 80x60 on disk" in report.issues[0].reason
 
@@ -376,7 +322,7 @@ def test_an_image_whose_size_differs_from_the_file_is_rejected(folder, tmp_path)
 def test_an_image_that_is_not_in_the_folder_is_reported_by_id(folder, tmp_path):
     image = [{"id": 5, "file_name": "nowhere.png", "width": 8, "height": 8}]
     with ProjectStore.for_folder(folder) as store:
-        report = import_coco(store, _coco_file(tmp_path / "in.json", image, []))
+        report = import_coco(store, write_coco_file(tmp_path / "in.json", image, []))
     assert [(i.kind, i.coco_id) for i in report.issues] == [("image", 5)]
 
 

@@ -21,7 +21,12 @@ from annotator.project.store import ProjectStore
 from annotator.project.voc import export_voc
 from annotator.project.yolo import export_yolo
 from annotator.ui.export_dialog import ExportDialog, default_export_path
-from tests.test_coco import _iou, _quiet, folder, store  # noqa: F401 (fixtures)
+from tests.coco_fixtures import (  # noqa: F401 (folder and store are fixtures)
+    folder,
+    mask_iou,
+    quiet,
+    store,
+)
 from tests.ui_fixtures import (  # noqa: F401 (fixtures are found by name)
     STEP_TIMEOUT_MS,
     app_settings,
@@ -83,7 +88,7 @@ def _labelmap_names(root: Path) -> list[str]:
 def test_a_coco_folder_has_the_datumaro_layout_and_loads_in_pycocotools(store, tmp_path):
     root = tmp_path / "dataset"
     report = export_coco_folder(store, root)
-    coco = _quiet(lambda: COCO(str(root / "annotations" / "instances_default.json")))
+    coco = quiet(lambda: COCO(str(root / "annotations" / "instances_default.json")))
     for image in coco.loadImgs(coco.getImgIds()):
         with Image.open(root / "images" / "default" / image["file_name"]) as pil:
             assert pil.size == (image["width"], image["height"])
@@ -179,8 +184,8 @@ def test_yolo_segmentation_labels_give_back_the_masks(store, tmp_path):
     annotations = _accepted(store)
     disc = _rasterise([[v * s for v, s in zip(labels["a"][0][1], [80, 60] * 999)]], 60, 80)
     parts = [[v * s for v, s in zip(values, [64, 48] * 999)] for _, values in labels["b"]]
-    assert _iou(disc, annotations[1].rle.to_mask()) >= 0.99
-    assert len(parts) == 2 and _iou(_rasterise(parts, 48, 64), annotations[4].rle.to_mask()) >= 0.99
+    assert mask_iou(disc, annotations[1].rle.to_mask()) >= 0.99
+    assert len(parts) == 2 and mask_iou(_rasterise(parts, 48, 64), annotations[4].rle.to_mask()) >= 0.99
 
 
 def test_yolo_images_lie_where_ultralytics_looks_for_them_beside_their_labels(store, tmp_path):
@@ -226,7 +231,7 @@ def test_voc_object_and_class_pngs_give_back_the_masks(store, tmp_path):
         classes = np.array(Image.open(root / "SegmentationClass" / f"{stem}.png"))
         for instance, ann_id in enumerate(ids, start=1):
             mask = annotations[ann_id].rle.to_mask()
-            assert _iou(objects == instance, mask) >= 0.99
+            assert mask_iou(objects == instance, mask) >= 0.99
             assert names[int(np.median(classes[mask]))] == store.category(annotations[ann_id].category_id).name
     assert Image.open(root / "SegmentationObject" / "a.png").mode == "P"
 

@@ -10,14 +10,20 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from annotator import cli
-from annotator.commands import import_command
 from annotator.errors import CocoFormatError
 from annotator.project.coco import export_coco, import_coco
 from annotator.project.geometry import Rle
 from annotator.project.imports import import_annotations
 from annotator.project.store import ProjectStore
+from tests.coco_fixtures import (  # noqa: F401 (folder and store are fixtures)
+    coco_annotation,
+    disc_mask,
+    folder,
+    mask_iou,
+    store,
+    write_coco_file,
+)
 from tests.test_cli_errors import assert_one_line_error
-from tests.test_coco import _ann, _coco_file, _disc, _iou, folder  # noqa: F401 (folder is a fixture)
 from tests.ui_fixtures import (  # noqa: F401 (fixtures)
     STEP_TIMEOUT_MS,
     app_settings,
@@ -32,8 +38,7 @@ CVAT_INFO = {"contributor": "", "date_created": "", "description": "", "url": ""
 
 
 def _run_import(capsys, monkeypatch, *argv):
-    """`annotator import ...` through the CLI's dispatch (the command registered as cli.py will list it)."""
-    monkeypatch.setitem(cli.COMMANDS, "import", import_command.build_parser)
+    """`annotator import ...` through the CLI's dispatch."""
     code = cli.main(["import", *map(str, argv)])
     return code, capsys.readouterr()
 
@@ -83,8 +88,8 @@ def _cvat_file(path, masks):
 def test_annotator_import_prints_the_counts_and_the_first_reasons_for_what_it_skipped(
     folder, tmp_path, capsys, monkeypatch
 ):
-    annotations = [_ann(1, 1)] + [_ann(10 + i, 99) for i in range(8)]
-    path = _coco_file(tmp_path / "in.json", [IMAGE_A], annotations)
+    annotations = [coco_annotation(1, 1)] + [coco_annotation(10 + i, 99) for i in range(8)]
+    path = write_coco_file(tmp_path / "in.json", [IMAGE_A], annotations)
     code, out = _run_import(capsys, monkeypatch, path, "--folder", folder)
     lines = out.out.splitlines()
     assert code == 0
@@ -93,7 +98,7 @@ def test_annotator_import_prints_the_counts_and_the_first_reasons_for_what_it_sk
 
 
 def test_annotator_import_verbose_lists_every_skipped_entry(folder, tmp_path, capsys, monkeypatch):
-    path = _coco_file(tmp_path / "in.json", [IMAGE_A], [_ann(10 + i, 99) for i in range(8)])
+    path = write_coco_file(tmp_path / "in.json", [IMAGE_A], [coco_annotation(10 + i, 99) for i in range(8)])
     code, out = _run_import(capsys, monkeypatch, path, "--folder", folder, "--verbose")
     assert code == 0 and sum("image 99 is unknown" in line for line in out.out.splitlines()) == 8
 
@@ -101,7 +106,7 @@ def test_annotator_import_verbose_lists_every_skipped_entry(folder, tmp_path, ca
 def test_annotator_import_status_pending_and_store_put_the_annotations_there_for_review(
     folder, tmp_path, capsys, monkeypatch
 ):
-    path = _coco_file(tmp_path / "in.json", [IMAGE_A], [_ann(1, 1)])
+    path = write_coco_file(tmp_path / "in.json", [IMAGE_A], [coco_annotation(1, 1)])
     store_path = tmp_path / "s.sqlite"
     code, _ = _run_import(capsys, monkeypatch, path, "--folder", folder, "--store", store_path, "--status", "pending")
     with ProjectStore.open(store_path, image_root=folder) as store:
@@ -119,27 +124,27 @@ def test_annotator_import_of_a_file_that_is_not_json_exits_2_with_one_line(folde
 
 
 def test_a_list_of_one_empty_polygon_as_other_tools_write_for_boxes_imports_a_box_only_annotation(folder, tmp_path):
-    path = _coco_file(tmp_path / "in.json", [IMAGE_A], [_ann(1, 1, segmentation=[[]], area=100.0)])
+    path = write_coco_file(tmp_path / "in.json", [IMAGE_A], [coco_annotation(1, 1, segmentation=[[]], area=100.0)])
     report, stored, _ = _import(folder, path)
     assert report.issues == () and [(a.box_xyxy, a.rle) for a in stored] == [((1.0, 2.0, 11.0, 12.0), None)]
 
 
 def test_an_absolute_file_name_inside_the_image_folder_is_matched_to_its_image(folder, tmp_path):
     image = {**IMAGE_A, "file_name": str(folder / "a.png")}
-    report, stored, _ = _import(folder, _coco_file(tmp_path / "in.json", [image], [_ann(1, 1)]))
+    report, stored, _ = _import(folder, write_coco_file(tmp_path / "in.json", [image], [coco_annotation(1, 1)]))
     assert report.issues == () and report.images_added == 1 and len(stored) == 1
 
 
 def test_an_absolute_file_name_outside_the_image_folder_is_still_refused(folder, tmp_path):
     Image.new("RGB", (80, 60)).save(tmp_path / "a.png")
     image = {**IMAGE_A, "file_name": str(tmp_path / "a.png")}
-    report, stored, _ = _import(folder, _coco_file(tmp_path / "in.json", [image], [_ann(1, 1)]))
+    report, stored, _ = _import(folder, write_coco_file(tmp_path / "in.json", [image], [coco_annotation(1, 1)]))
     assert "not inside the image folder" in report.issues[0].reason and stored == []
 
 
 def test_integral_float_width_and_height_are_taken_as_integers(folder, tmp_path):
     image = {**IMAGE_A, "width": 80.0, "height": 60.0}
-    report, stored, _ = _import(folder, _coco_file(tmp_path / "in.json", [image], [_ann(1, 1)]))
+    report, stored, _ = _import(folder, write_coco_file(tmp_path / "in.json", [image], [coco_annotation(1, 1)]))
     assert report.issues == () and len(stored) == 1
 
 
@@ -150,8 +155,8 @@ def test_a_compressed_rle_with_a_zero_run_that_pycocotools_decodes_is_imported_a
     split = [runs[0], 5, 0, runs[1] - 5, *runs[2:]]  # one run written as two, with an empty run between
     counts = coco_mask.frPyObjects({"size": [60, 80], "counts": split}, 60, 80)["counts"].decode("ascii")
     assert counts != Rle.from_mask(square).counts
-    annotation = _ann(1, 1, segmentation={"size": [60, 80], "counts": counts})
-    report, stored, _ = _import(folder, _coco_file(tmp_path / "in.json", [IMAGE_A], [annotation]))
+    annotation = coco_annotation(1, 1, segmentation={"size": [60, 80], "counts": counts})
+    report, stored, _ = _import(folder, write_coco_file(tmp_path / "in.json", [IMAGE_A], [annotation]))
     assert report.issues == () and np.array_equal(stored[0].rle.to_mask(), square)
 
 
@@ -186,35 +191,35 @@ def test_a_file_name_without_extension_that_two_images_share_is_reported(folder,
 
 
 def test_the_crowd_rle_masks_of_a_cvat_file_are_imported_as_instances_and_the_summary_says_so(folder, tmp_path):
-    masks = [_disc(20, 20, 10), _disc(60, 40, 8)]
+    masks = [disc_mask(20, 20, 10), disc_mask(60, 40, 8)]
     report, stored, _ = _import(folder, _cvat_file(tmp_path / "instances_default.json", masks))
     assert report.issues == () and [a.rle.to_mask().sum() for a in stored] == [m.sum() for m in masks]
     assert any("CVAT" in note for note in report.notes) and any("2 crowd" in note for note in report.notes)
 
 
 def test_crowd_as_instances_imports_the_crowd_masks_of_a_plain_coco_file(folder, tmp_path):
-    mask = _disc(20, 20, 10)
-    annotation = _ann(1, 1, iscrowd=1, segmentation=Rle.from_mask(mask).to_coco())
-    path = _coco_file(tmp_path / "in.json", [IMAGE_A], [annotation])
+    mask = disc_mask(20, 20, 10)
+    annotation = coco_annotation(1, 1, iscrowd=1, segmentation=Rle.from_mask(mask).to_coco())
+    path = write_coco_file(tmp_path / "in.json", [IMAGE_A], [annotation])
     report, stored, _ = _import(folder, path, crowd_as_instances=True)
     assert report.issues == () and np.array_equal(stored[0].rle.to_mask(), mask)
 
 
 def test_the_crowd_regions_of_a_plain_coco_file_are_reported_with_the_flag_that_imports_them(folder, tmp_path):
-    annotation = _ann(1, 1, iscrowd=1, segmentation=Rle.from_mask(_disc(20, 20, 10)).to_coco())
-    report, stored, _ = _import(folder, _coco_file(tmp_path / "in.json", [IMAGE_A], [annotation]))
+    annotation = coco_annotation(1, 1, iscrowd=1, segmentation=Rle.from_mask(disc_mask(20, 20, 10)).to_coco())
+    report, stored, _ = _import(folder, write_coco_file(tmp_path / "in.json", [IMAGE_A], [annotation]))
     assert "--crowd-as-instances" in report.issues[0].reason and stored == []
 
 
 def test_a_crowd_polygon_is_reported_as_no_rle_mask_even_with_crowd_as_instances(folder, tmp_path):
-    annotation = _ann(1, 1, iscrowd=1, segmentation=[[30, 10, 50, 10, 50, 20, 30, 20]])
-    path = _coco_file(tmp_path / "in.json", [IMAGE_A], [annotation])
+    annotation = coco_annotation(1, 1, iscrowd=1, segmentation=[[30, 10, 50, 10, 50, 20, 30, 20]])
+    path = write_coco_file(tmp_path / "in.json", [IMAGE_A], [annotation])
     report, stored, _ = _import(folder, path, crowd_as_instances=True)
     assert "without an RLE mask" in report.issues[0].reason and stored == []
 
 
 def test_a_cvat_file_round_trips_its_masks_through_export_at_iou_0999(folder, tmp_path):
-    masks = [_disc(20, 20, 10), _disc(60, 40, 8) & ~_disc(60, 40, 3)]
+    masks = [disc_mask(20, 20, 10), disc_mask(60, 40, 8) & ~disc_mask(60, 40, 3)]
     with ProjectStore.for_folder(folder) as store:
         import_coco(store, _cvat_file(tmp_path / "instances_default.json", masks))
         export_coco(store, tmp_path / "out.json", segmentation="polygon")
@@ -244,23 +249,23 @@ def test_a_cvat_file_round_trips_its_masks_through_export_at_iou_0999(folder, tm
     ids=["captions", "image-labels", "panoptic"],
 )  # fmt: skip
 def test_a_file_that_holds_no_instances_is_named_by_its_kind_in_one_line(folder, tmp_path, annotations, kind):
-    path = _coco_file(tmp_path / "in.json", [IMAGE_A], annotations)
+    path = write_coco_file(tmp_path / "in.json", [IMAGE_A], annotations)
     with pytest.raises(CocoFormatError, match=kind) as err:
         _import(folder, path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_keypoints_and_cvat_attributes_are_kept_in_extra(folder, tmp_path):
-    annotation = _ann(1, 1, keypoints=[5, 6, 2, 0, 0, 0], num_keypoints=1, attributes={"occluded": True})
-    report, stored, _ = _import(folder, _coco_file(tmp_path / "in.json", [IMAGE_A], [annotation]))
+    annotation = coco_annotation(1, 1, keypoints=[5, 6, 2, 0, 0, 0], num_keypoints=1, attributes={"occluded": True})
+    report, stored, _ = _import(folder, write_coco_file(tmp_path / "in.json", [IMAGE_A], [annotation]))
     expected = {"keypoints": [5, 6, 2, 0, 0, 0], "num_keypoints": 1, "attributes": {"occluded": True}}
     assert report.issues == () and dict(stored[0].extra) == expected
 
 
 def test_only_the_categories_an_imported_annotation_uses_are_added(folder, tmp_path):
     categories = [{"id": 7, "name": "cup"}, {"id": 8, "name": "plate"}, {"id": 9, "name": "fork"}]
-    annotations = [_ann(1, 1), _ann(2, 99, category_id=9)]
-    path = _coco_file(tmp_path / "in.json", [IMAGE_A], annotations, categories)
+    annotations = [coco_annotation(1, 1), coco_annotation(2, 99, category_id=9)]
+    path = write_coco_file(tmp_path / "in.json", [IMAGE_A], annotations, categories)
     report, _, stored = _import(folder, path)
     assert [c.name for c in stored] == ["cup"] and report.categories_added == 1
 
@@ -275,8 +280,8 @@ def test_an_exif_rotated_image_listed_at_its_stored_size_is_imported_in_the_disp
     exif[0x0112] = 6  # stored 80 x 60, displayed 60 x 80
     Image.new("RGB", (80, 60)).save(root / "o6.jpg", exif=exif.tobytes())
     image = {"id": 1, "file_name": "o6.jpg", "width": 80, "height": 60}  # what CVAT's Datumaro writes
-    annotation = _ann(1, 1, bbox=[10, 50, 20, 25])  # below y=60: only inside the displayed 60 x 80 frame
-    report, stored, _ = _import(root, _coco_file(tmp_path / "in.json", [image], [annotation]))
+    annotation = coco_annotation(1, 1, bbox=[10, 50, 20, 25])  # below y=60: only inside the displayed 60 x 80 frame
+    report, stored, _ = _import(root, write_coco_file(tmp_path / "in.json", [image], [annotation]))
     assert report.issues == () and stored[0].box_xyxy == (10.0, 50.0, 30.0, 75.0)
     assert any("EXIF" in note for note in report.notes)
 
@@ -321,7 +326,7 @@ def test_a_labelme_file_beside_its_image_imports_polygons_rectangles_and_circles
     assert report.issues == () and [c.name for c in categories] == ["cup", "plate"]
     assert np.array_equal(stored[0].rle.to_mask(), square)
     assert stored[1].rle is None and stored[1].box_xyxy == (1.0, 2.0, 11.0, 12.0)
-    assert _iou(stored[2].rle.to_mask(), _disc(19.5, 19.5, 10)) > 0.95
+    assert mask_iou(stored[2].rle.to_mask(), disc_mask(19.5, 19.5, 10)) > 0.95
 
 
 def test_a_folder_of_labelme_files_imports_each_into_its_image_keeping_the_flags(folder, tmp_path):
@@ -378,7 +383,7 @@ def test_file_import_imports_a_cvat_file_on_a_worker_and_shows_the_summary(
     open_folder(qtbot, window, folder)
     window.choose_import()
     dialog = window.import_flow.dialog
-    dialog.path.setText(str(_cvat_file(tmp_path / "instances_default.json", [_disc(20, 20, 10)])))
+    dialog.path.setText(str(_cvat_file(tmp_path / "instances_default.json", [disc_mask(20, 20, 10)])))
     with qtbot.waitSignal(window.folder_opened, timeout=STEP_TIMEOUT_MS):
         with qtbot.waitSignal(window.import_flow.finished, timeout=STEP_TIMEOUT_MS) as done:
             dialog.accept()
@@ -392,7 +397,8 @@ def test_file_import_of_a_captions_file_shows_one_line_in_the_message_bar(
     window = make_window(app_settings)
     open_folder(qtbot, window, folder)
     window.choose_import()
-    path = _coco_file(tmp_path / "captions.json", [IMAGE_A], [{"id": 1, "image_id": 1, "caption": "A red square."}])
+    captions = [{"id": 1, "image_id": 1, "caption": "A red square."}]
+    path = write_coco_file(tmp_path / "captions.json", [IMAGE_A], captions)
     window.import_flow.dialog.path.setText(str(path))
     with qtbot.waitSignal(window.import_flow.finished, timeout=STEP_TIMEOUT_MS) as done:
         window.import_flow.dialog.accept()
