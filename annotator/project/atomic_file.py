@@ -30,20 +30,26 @@ _NEW_FILE_MODE = 0o644
 def check_writable_file(path: str | os.PathLike, what: str = "file") -> None:
     """ExportError unless `path` can be written atomically: not a folder, in an existing folder one may write to."""
     target = Path(path)
-    parent = target.parent
     if target.is_dir():
         problem = "it is a folder; give the name of a file to write"
     elif target.exists() and not target.is_file():
         problem = "it exists and is not a regular file"
-    elif not parent.exists():
-        problem = f"the folder {parent} does not exist"
-    elif not parent.is_dir():
-        problem = f"{parent} is not a folder"
-    elif not os.access(parent, os.W_OK | os.X_OK):
-        problem = f"the folder {parent} is not writable"
     else:
-        return
-    raise ExportError(f"cannot write {what} {target}: {problem}")
+        problem = parent_problem(target)
+    if problem is not None:
+        raise ExportError(f"cannot write {what} {target}: {problem}")
+
+
+def parent_problem(target: Path) -> str | None:
+    """Why nothing can be written beside `target` (its folder is missing, not a folder, not writable), or None."""
+    parent = target.parent
+    if not parent.exists():
+        return f"the folder {parent} does not exist"
+    if not parent.is_dir():
+        return f"{parent} is not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"the folder {parent} is not writable"
+    return None
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal, get_args
 
 from annotator.errors import ExportError
+from annotator.project.atomic_file import parent_problem
 from annotator.project.store import Annotation, Category, ImageRecord, ProjectStore, Status
 
 ImageMode = Literal["link", "copy", "none"]
@@ -125,20 +126,15 @@ def check_export_folder(target: str | os.PathLike, what: str) -> Path:
     """ExportError unless `target` can become the export folder: absent, empty, or an earlier annotator export,
     in an existing folder one may write to."""
     target = Path(target)
-    parent = target.parent
     if target.exists() and not target.is_dir():
         problem = "it is a file; give the name of a folder to write"
     elif target.is_dir() and any(target.iterdir()) and not (target / MARKER).is_file():
         problem = "the folder holds files that are not an annotator export; choose a new or empty folder"
-    elif not parent.exists():
-        problem = f"the folder {parent} does not exist"
-    elif not parent.is_dir():
-        problem = f"{parent} is not a folder"
-    elif not os.access(parent, os.W_OK | os.X_OK):
-        problem = f"the folder {parent} is not writable"
     else:
-        return target
-    raise ExportError(f"cannot write {what} {target}: {problem}")
+        problem = parent_problem(target)
+    if problem is not None:
+        raise ExportError(f"cannot write {what} {target}: {problem}")
+    return target
 
 
 @contextmanager
