@@ -1,55 +1,82 @@
-"""The exact mapping between original image pixels and the model's token grid (docs/method.md, part 3).
+"""The exact mapping between original image pixels and one of the model's token grids (docs/method.md, part 3).
 
-The model sees the image padded to a square (centred, as LLaVA-1.5's `expand2square` does: integer offsets
-`(side - width) // 2`, `(side - height) // 2`), resized to `input_size` x `input_size`, cut into a
-`grid_h` x `grid_w` grid of patches. Grid cell (r, c) covers [c, c+1) x [r, r+1) in grid units; pixel (x, y)
-covers [x, x+1) x [y, y+1) in pixel units. Both are continuous coordinates, so the mapping is affine.
+Two ways an image is placed in a grid (`ImageFrame.fit`):
+
+- `"pad"` (LLaVA-1.5): the image is padded to a square (centred, as LLaVA-1.5's `expand2square` does: integer
+  offsets `(side - width) // 2`, `(side - height) // 2`), resized to `input_size` x `input_size` and cut into a
+  `grid_h` x `grid_w` grid of patches. Cells are square in original pixels; some cells are padding.
+- `"stretch"` (Qwen2-VL, native resolution): the image is resized to exactly `grid_w` x `grid_h` cells (Qwen's
+  smart resize to multiples of 28 px), no padding. Every cell is image, and a cell covers `width / grid_w` x
+  `height / grid_h` original pixels, which need not be square.
+
+Grid cell (r, c) covers [c, c+1) x [r, r+1) in grid units; pixel (x, y) covers [x, x+1) x [y, y+1) in pixel
+units. Both are continuous coordinates, so the mapping is affine: grid = (pixel + offset) * cells_per_pixel.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
 
 Interpolation = Literal["linear", "nearest"]
+Fit = Literal["pad", "stretch"]
 
 
 @dataclass(frozen=True)
 class ImageFrame:
-    """Original image (`width` x `height` pixels, EXIF orientation applied) placed in the model's grid."""
+    """Original image (`width` x `height` pixels, EXIF orientation applied) placed in one of the model's grids.
+
+    `input_size`: the long side, in pixels, of what the vision tower reads (the padded square's side after resizing
+    for `"pad"`, the resized image's long side for `"stretch"`); `fit`: see the module docstring.
+    """
 
     width: int
     height: int
     grid_h: int
     grid_w: int
     input_size: int
+    fit: Fit = "pad"
 
     def __post_init__(self) -> None:
         if self.width < 1 or self.height < 1:
             raise ValueError(f"image size must be positive, got {self.width}x{self.height}")
         if self.grid_h < 1 or self.grid_w < 1 or self.input_size < 1:
             raise ValueError("grid and input sizes must be positive")
+        if self.fit not in get_args(Fit):
+            raise ValueError(f"fit must be one of {get_args(Fit)}, got {self.fit!r}")
 
     @classmethod
-    def for_image(cls, width: int, height: int, grid_size: int | tuple[int, int], input_size: int) -> "ImageFrame":
+    def for_image(
+        cls, width: int, height: int, grid_size: int | tuple[int, int], input_size: int, fit: Fit = "pad"
+    ) -> "ImageFrame":
         grid_h, grid_w = (grid_size, grid_size) if isinstance(grid_size, int) else grid_size
-        return cls(int(width), int(height), int(grid_h), int(grid_w), int(input_size))
+        return cls(int(width), int(height), int(grid_h), int(grid_w), int(input_size), fit)
+
+    def resized(self, width: int, height: int) -> "ImageFrame":
+        """The same placement for the image resized to `width` x `height` pixels (e.g. for display)."""
+        return dataclasses.replace(self, width=int(width), height=int(height))
 
     @property
     def side(self) -> int:
-        """Side of the padded square, in original pixels."""
+        """Side of the padded square, in original pixels (the long side; only `"pad"` pads to it)."""
         return max(self.width, self.height)
 
     @property
+    def span(self) -> tuple[int, int]:
+        """Original pixels the whole grid spans along x and y (padding included)."""
+        return (self.side, self.side) if self.fit == "pad" else (self.width, self.height)
+
+    @property
     def offset_x(self) -> int:
-        return (self.side - self.width) // 2
+        return (self.span[0] - self.width) // 2
 
     @property
     def offset_y(self) -> int:
-        return (self.side - self.height) // 2
+        return (self.span[1] - self.height) // 2
 
     @property
     def grid_hw(self) -> tuple[int, int]:
@@ -58,10 +85,13 @@ class ImageFrame:
     @property
     def cells_per_pixel(self) -> tuple[float, float]:
         """Grid units per original pixel along x and y."""
-        return self.grid_w / self.side, self.grid_h / self.side
+        span_x, span_y = self.span
+        return self.grid_w / span_x, self.grid_h / span_y
 
     def pad(self, image: np.ndarray, fill: tuple[int, int, int] | np.ndarray) -> np.ndarray:
-        """The image (H x W x C uint8) centred on a `side` x `side` square of colour `fill`."""
+        """The image (H x W x C uint8) centred on a `side` x `side` square of colour `fill` (`"pad"` frames only)."""
+        if self.fit != "pad":
+            raise ValueError("only a 'pad' frame pads its image")
         if image.shape[:2] != (self.height, self.width):
             raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, frame is {self.width}x{self.height}")
         out = np.empty((self.side, self.side, image.shape[2]), dtype=image.dtype)

@@ -1,4 +1,4 @@
-"""Reading a LLaVA-1.5 checkpoint for the grounding engine: its config and processor, the model class to build
+"""Reading a checkpoint of a supported family (`families`: LLaVA-1.5, Qwen2-VL, Qwen2.5-VL) for the grounding engine: its config and processor, the model class to build
 (whole, or truncated after a layer), 4-bit settings, and the weights, with every way a checkpoint can be missing,
 damaged or mismatched turned into one `ModelUnavailable` line that says which file and what to do.
 
@@ -16,34 +16,36 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from annotator.errors import ModelUnavailable
+from annotator.lvlm.families import family_info, supported_model_types
 
 if TYPE_CHECKING:
     import torch
 
 
 def load_config(name: str):
-    """The checkpoint's `LlavaConfig` (config.json only, no weights), or `ModelUnavailable` saying what is wrong."""
+    """The checkpoint's config (config.json only, no weights), or `ModelUnavailable` saying what is wrong."""
     from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as exc:
         raise ModelUnavailable(_unavailable_message(name, exc)) from exc
-    if config.model_type != "llava":
+    if family_info(config.model_type) is None:
         raise ModelUnavailable(
-            f"{name} is a {config.model_type!r} checkpoint; the grounding engine reads LLaVA-1.5 ('llava') ones"
+            f"{name} is a {config.model_type!r} checkpoint; the grounding engine reads "
+            f"{', '.join(repr(t) for t in supported_model_types())} ones"
         )
     return config
 
 
 def text_layout(name: str) -> tuple[int, int]:
-    """(text layers, attention heads per layer) of a LLaVA checkpoint, read from its config."""
+    """(text layers, attention heads per layer) of a checkpoint, read from its config."""
     text = load_config(name).text_config
     return int(text.num_hidden_layers), int(text.num_attention_heads)
 
 
 def load_config_and_processor(name: str):
-    """The checkpoint's `LlavaConfig` and processor, or `ModelUnavailable` saying what is missing and where."""
+    """The checkpoint's config and processor, or `ModelUnavailable` saying what is missing and where."""
     from transformers import AutoProcessor
 
     config = load_config(name)
@@ -151,7 +153,7 @@ def _unavailable_message(name: str, exc: Exception) -> str:
     reason = " ".join(str(exc).split())
     path = Path(name).expanduser()
     if path.exists():
-        return f"cannot load the LLaVA checkpoint in folder {name}: {reason}"
+        return f"cannot load the checkpoint in folder {name}: {reason}"
     if path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name:
         return f"no model folder at {name} (and it is not a hub id of the form 'namespace/name')"
     return (
@@ -163,22 +165,29 @@ def _unavailable_message(name: str, exc: Exception) -> str:
 
 
 def grounding_model_class(config, truncate_after_layer: int | None = None, name: str = "the model"):
-    """The model class to build for grounding, and its config: `LlavaForConditionalGeneration` as is, or for a
-    truncated model a subclass without the LM head whose config builds text layers 0..`truncate_after_layer` only
-    (a checkpoint's weights for the rest are skipped when loading). Changes `config` in place."""
-    from transformers import LlavaForConditionalGeneration
+    """The model class to build for grounding, and its config: the family's class (`LlavaForConditionalGeneration`,
+    `Qwen2VLForConditionalGeneration`...) as is, or for a truncated model a subclass without the LM head whose
+    config builds text layers 0..`truncate_after_layer` only (a checkpoint's weights for the rest are skipped when
+    loading). Changes `config` in place."""
+    import transformers
 
+    info = family_info(config.model_type)
+    if info is None:
+        raise ModelUnavailable(f"{name} is a {config.model_type!r} checkpoint, which the grounding engine does not read")
+    base = getattr(transformers, info.model_class)
     if truncate_after_layer is None:
-        return LlavaForConditionalGeneration, config
+        return base, config
     total = int(config.text_config.num_hidden_layers)
     if not 0 <= truncate_after_layer < total:
         raise ValueError(f"truncate_after_layer={truncate_after_layer}, but {name} has {total} text layers")
     config.text_config.num_hidden_layers = truncate_after_layer + 1
+    if getattr(config.text_config, "layer_types", None) is not None:
+        config.text_config.layer_types = config.text_config.layer_types[: truncate_after_layer + 1]
     dropped = "|".join(str(i) for i in range(truncate_after_layer + 1, total))
-    skipped = [r"(^|\.)lm_head\."] + ([rf"language_model\.(model\.)?layers\.({dropped})\."] if dropped else [])
+    skipped = [r"(^|\.)lm_head\."] + ([info.layer_keys.format(layers=dropped)] if dropped else [])
 
-    class TruncatedLlava(LlavaForConditionalGeneration):
-        """LLaVA without the LM head and the text layers above `truncate_after_layer`, for grounding only."""
+    class Truncated(base):
+        """The family's model without the LM head and the text layers above `truncate_after_layer`."""
 
         _tied_weights_keys: dict = {}
         _keys_to_ignore_on_load_unexpected = skipped
@@ -190,7 +199,8 @@ def grounding_model_class(config, truncate_after_layer: int | None = None, name:
         def get_output_embeddings(self) -> None:
             return None
 
-    return TruncatedLlava, config
+    Truncated.__name__ = Truncated.__qualname__ = f"Truncated{base.__name__}"
+    return Truncated, config
 
 
 def four_bit_config(name: str, device: torch.device, dtype: torch.dtype):

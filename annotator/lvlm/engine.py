@@ -1,14 +1,17 @@
-"""LLaVA-1.5 as a grounding engine: loading, prompt and image, last-token attention, early exit, prefix reuse.
+"""The grounding engine of every model family: last-token attention, early exit, prefix reuse.
+
+`LvlmEngine` holds a built model and processor of any supported family (`families`); the family's adapter
+(`family.Family`: `llava`, `qwen2_vl`) says what the text decoder is, what the prompt and the image inputs are,
+where the image tokens sit (`layout.TokenLayout`) and which position ids a sequence has. Everything else is the
+engine's and knows no family: `image_attention(image, expression)` returns the last input token's attention over
+the image grid for every layer and head (or for the heads asked for), computed by the attention function of
+`capture` (never `output_attentions=True`). A forward stops right after the deepest layer asked for: the layers
+above it, the final norm and the LM head never run. With an `image_id`, the prompt prefix (system text + image
+tokens) is run once and its KV cache kept (bounded LRU); each further expression on that image runs only its own
+tokens against a copy of it, with the positions a full forward would give them.
 
 Reading the checkpoint (config, processor, the model class, the weights and what can be wrong with them) lives in
 `checkpoint`; `LvlmEngine.load` puts it together.
-
-`LvlmEngine` holds a `LlavaForConditionalGeneration` and its processor. `image_attention(image, expression)`
-returns the last input token's attention over the image grid for every layer and head (or for the heads asked
-for), computed by the attention function of `attention_capture` (never `output_attentions=True`). A forward stops
-right after the deepest layer asked for: the layers above it, the final norm and the LM head never run. With an
-`image_id`, the system text + image tokens are run once and their KV cache kept (bounded LRU); each further
-expression on that image runs only its own tokens against a copy of it.
 
 transformers is imported inside functions only: importing its LLaVA classes takes seconds, and the CLI's help and
 the app's first paint must not wait for it.
@@ -34,21 +37,18 @@ from annotator.lvlm.capture import (
     register_capture_attention,
     stop_after,
 )
+from annotator.grounding.frame import ImageFrame
 from annotator.lvlm.checkpoint import (
     four_bit_config,
     grounding_model_class,
     load_config_and_processor,
     load_weights,
 )
-from annotator.grounding.frame import ImageFrame
-from annotator.lvlm.model_input import (
-    Prompt,
-    PromptBuilder,
-    PromptPrefix,
-    WhitespaceTokens,
-    mean_colour,
-    square_image,
-)
+from annotator.lvlm.families import adapter_class, family_info, supported_model_types
+from annotator.lvlm.family import Family
+from annotator.lvlm.layout import TokenLayout
+from annotator.lvlm.model_input import WhitespaceTokens
+from annotator.lvlm.prompt import Prompt
 
 DEFAULT_MODEL_ID = "llava-hf/llava-1.5-7b-hf"
 Head = tuple[int, int]
@@ -74,14 +74,16 @@ class GroundingTiming:
 class HeadAttention:
     """Last-token attention of some heads for one image and expression.
 
-    `maps`: float32 `[len(heads), grid_h, grid_w]`, each the softmax probability of an image position (a head's map
-    sums to its share of attention on the image, at most 1). `heads`: the (layer, head) of each map, 0-based.
+    `maps`: float32 `[len(heads), grid_h, grid_w]` over the grid maps are read from (`layout.frame`), each the
+    softmax probability of an image position (a head's map sums to its share of attention on that grid, at most 1).
+    `heads`: the (layer, head) of each map, 0-based.
     """
 
     maps: np.ndarray
     heads: tuple[Head, ...]
     frame: ImageFrame
     timing: GroundingTiming
+    layout: TokenLayout | None = None
 
 
 @dataclass(frozen=True)
@@ -90,16 +92,18 @@ class _CachedPrefix:
 
     kv: object
     depth: int
-    frame: ImageFrame
+    layout: TokenLayout
 
 
 class LvlmEngine:
-    """A LLaVA-1.5 model and processor, ready to return last-token image attention.
+    """A model and processor of any supported family, ready to return last-token image attention.
 
     Takes over the model's text attention implementation (sets it to the capture function); the vision tower keeps
     SDPA. `prefix_cache_size`: how many images keep their prefix KV cache (0: none; about 150 MB each for
     LLaVA-1.5-7B in bf16 truncated after layer 14). `max_expression_tokens`: longer expressions are truncated.
-    `whitespace_tokens`: the prompt's tokenization, `"official"` or `"keep"` (see `model_input`).
+    `whitespace_tokens`: LLaVA's prompt tokenization, `"official"` or `"keep"` (see `model_input`).
+    `min_pixels` / `max_pixels`: the native-resolution families' pixel budget (Qwen2-VL: 784 px per token; default:
+    the processor's).
     """
 
     def __init__(
@@ -111,36 +115,34 @@ class LvlmEngine:
         max_expression_tokens: int = 64,
         model_id: str | None = None,
         whitespace_tokens: WhitespaceTokens = "official",
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
     ) -> None:
         if prefix_cache_size < 0:
             raise ValueError(f"prefix_cache_size must be >= 0, got {prefix_cache_size}")
+        self.model_id = model_id or getattr(model.config, "_name_or_path", "") or type(model).__name__
+        info = family_info(getattr(model.config, "model_type", ""))
+        if info is None:
+            raise ValueError(
+                f"{self.model_id}: a {model.config.model_type!r} model; the grounding engine reads "
+                f"{', '.join(supported_model_types())}"
+            )
         register_capture_attention()
         model.eval()
-        model.set_attn_implementation({"text_config": CAPTURE_ATTENTION, "vision_config": "sdpa"})
+        self.family: Family = adapter_class(info)(
+            model,
+            processor,
+            max_expression_tokens=max_expression_tokens,
+            whitespace_tokens=whitespace_tokens,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+            model_id=self.model_id,
+        )
+        model.set_attn_implementation(self.family.attn_implementation(CAPTURE_ATTENTION))
         self.model = model
         self.processor = processor
-        self.model_id = model_id or getattr(model.config, "_name_or_path", "") or type(model).__name__
         self.prefix_cache_size = prefix_cache_size
-        config = model.config
-        vision = config.vision_config
-        self.input_size = int(vision.image_size)
-        self.grid_size = self.input_size // int(vision.patch_size)
-        if config.vision_feature_select_strategy != "default":
-            raise ValueError(
-                f"{self.model_id}: vision_feature_select_strategy {config.vision_feature_select_strategy!r} keeps the "
-                f"CLS feature, so the image tokens are not a {self.grid_size} x {self.grid_size} grid"
-            )
-        image_processor = processor.image_processor
-        self._fill = mean_colour(image_processor.image_mean)
-        self._text_model = model.model.language_model
-        self._prompts = PromptBuilder(
-            processor.tokenizer,
-            processor.image_token,
-            num_image_tokens=self.grid_size * self.grid_size,
-            max_expression_tokens=max_expression_tokens,
-            max_positions=int(config.text_config.max_position_embeddings),
-            whitespace_tokens=whitespace_tokens,
-        )
+        self._text_model = self.family.text_model
         self._prefixes: OrderedDict[Hashable, _CachedPrefix] = OrderedDict()
 
     @classmethod
@@ -155,15 +157,17 @@ class LvlmEngine:
         prefix_cache_size: int = 8,
         model_id: str | None = None,
         whitespace_tokens: WhitespaceTokens = "official",
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
     ) -> "LvlmEngine":
-        """Load a LLaVA-1.5 checkpoint (hub id or local folder) with `LlavaForConditionalGeneration.from_pretrained`.
+        """Load a checkpoint of a supported family (hub id or local folder) with its class's `from_pretrained`.
 
         `device`: default CUDA when present, else CPU. `dtype`: default bf16 (fp16 where bf16 is unsupported) on
         GPU, float32 on CPU. `truncate_after_layer=n`: only text layers 0..n are built and loaded (the layers above
         and the LM head are never materialised), so only heads in layers <= n can be asked for.
         `load_in_4bit`: 4-bit weights through bitsandbytes (CUDA only). `model_id`: the name messages use (default:
-        the id or path given). `whitespace_tokens`: as for the constructor. Missing or offline weights, or a folder
-        that is not a LLaVA checkpoint, raise `ModelUnavailable`.
+        the id or path given). The other options: as for the constructor. Missing or offline weights, or a folder
+        that is no checkpoint of a supported family, raise `ModelUnavailable`.
         """
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if dtype is None:
@@ -183,6 +187,8 @@ class LvlmEngine:
             prefix_cache_size=prefix_cache_size,
             model_id=model_id or name,
             whitespace_tokens=whitespace_tokens,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
         )
 
     @property
@@ -192,7 +198,7 @@ class LvlmEngine:
 
     @property
     def num_heads(self) -> int:
-        return int(self.model.config.text_config.num_attention_heads)
+        return int(self.family.text_config.num_attention_heads)
 
     @property
     def device(self) -> torch.device:
@@ -203,29 +209,30 @@ class LvlmEngine:
         """Image ids whose prefix is cached, least recently used first."""
         return tuple(self._prefixes)
 
+    def layout_for(self, width: int, height: int) -> TokenLayout:
+        """Where the image tokens of a `width` x `height` image sit, and how their grids map to its pixels."""
+        return self.family.layout_for(int(width), int(height))
+
     def frame_for(self, width: int, height: int) -> ImageFrame:
-        """How an image of `width` x `height` pixels sits in this model's token grid."""
-        return ImageFrame.for_image(width, height, self.grid_size, self.input_size)
+        """How an image of `width` x `height` pixels sits in the grid maps are read from."""
+        return self.layout_for(width, height).frame
 
-    def prompt(self, expression: str) -> Prompt:
-        """The token ids the model reads for `expression` (ValueError if empty; truncated with a warning if long)."""
-        return self._prompts.build(expression)
+    def prompt(self, expression: str, image_size: tuple[int, int] | None = None) -> Prompt:
+        """The token ids the model reads for `expression` on an image of `image_size` = (width, height) pixels
+        (ValueError if empty; truncated with a warning if long). Families whose image tokens depend on the image's
+        size (Qwen2-VL) need `image_size`."""
+        if image_size is None:
+            if self.family.image_size_matters:
+                raise ValueError(f"{self.model_id}: the prompt depends on the image's size; give image_size")
+            image_size = (1, 1)
+        return self.family.prompt(expression, self.layout_for(*image_size))
 
-    def pixel_values(self, image_rgb_uint8: np.ndarray) -> tuple[torch.Tensor, ImageFrame]:
-        """The processor's pixel tensor `[1, 3, input_size, input_size]` for an image padded to a square."""
+    def pixel_values(self, image_rgb_uint8: np.ndarray) -> tuple[object, ImageFrame]:
+        """The family's vision inputs for the image (LLaVA: the pixel tensor `[1, 3, side, side]`; Qwen: a dict of
+        `pixel_values` and `image_grid_thw`) and its frame."""
         image = _check_image(image_rgb_uint8)
-        frame = self.frame_for(image.shape[1], image.shape[0])
-        square = square_image(image, frame, self._fill, max_side=4 * self.input_size)
-        pixels = self.processor.image_processor(images=square, return_tensors="pt", input_data_format="channels_last")[
-            "pixel_values"
-        ]
-        if tuple(pixels.shape[-2:]) != (self.input_size, self.input_size):
-            raise ValueError(
-                f"{self.model_id}: the processor makes {tuple(pixels.shape[-2:])} images, the vision tower reads "
-                f"{self.input_size} x {self.input_size}"
-            )
-        vision_dtype = self.model.model.vision_tower.dtype
-        return pixels.to(device=self.device, dtype=vision_dtype), frame
+        layout = self.layout_for(image.shape[1], image.shape[0])
+        return self.family.pixel_values(image, layout, self.device), layout.frame
 
     def image_attention(
         self,
@@ -238,7 +245,7 @@ class LvlmEngine:
         for a list of 0-based (layer, head). `image_id` keys the prefix cache (None: no caching)."""
         result = self.head_attention(image_rgb_uint8, expression, heads, image_id)
         if heads is None:
-            return result.maps.reshape(self.num_layers, self.num_heads, self.grid_size, self.grid_size)
+            return result.maps.reshape(self.num_layers, self.num_heads, *result.frame.grid_hw)
         return result.maps
 
     def head_attention(
@@ -248,14 +255,16 @@ class LvlmEngine:
         heads: Sequence[Head] | None = None,
         image_id: Hashable | None = None,
     ) -> HeadAttention:
-        """`image_attention` with the heads, the image's frame and the timing."""
+        """`image_attention` with the heads, the image's frame and layout, and the timing."""
         start = perf_counter()
         head_list = self._check_heads(heads)
+        image = _check_image(image_rgb_uint8)
+        layout = self.layout_for(image.shape[1], image.shape[0])
         heads_by_layer: dict[int, list[int]] = {}
         for layer, head in head_list:
             heads_by_layer.setdefault(layer, []).append(head)
         depth = max(heads_by_layer) + 1
-        prompt = self.prompt(expression)
+        prompt = self.family.prompt(expression, layout)
         capture = LastTokenCapture(
             heads_by_layer={layer: sorted(set(h)) for layer, h in heads_by_layer.items()},
             key_positions=prompt.prefix.image_positions,
@@ -263,18 +272,15 @@ class LvlmEngine:
         use_cache = image_id is not None and self.prefix_cache_size > 0
         with torch.inference_mode():
             if use_cache:
-                prefix_ms, expression_ms, frame, cached = self._run_with_prefix(
-                    image_rgb_uint8, prompt, image_id, depth, capture
-                )
+                prefix_ms, expression_ms, cached = self._run_with_prefix(image, layout, prompt, image_id, depth, capture)
             else:
-                prefix_ms, expression_ms, frame, cached = self._run_whole(image_rgb_uint8, prompt, depth, capture)
-        maps = np.empty((len(head_list), self.grid_size, self.grid_size), dtype=np.float32)
+                prefix_ms, expression_ms, cached = self._run_whole(image, layout, prompt, depth, capture)
         rows = {layer: row.cpu().numpy() for layer, row in capture.rows.items()}
+        maps = np.empty((len(head_list), *layout.grid_hw), dtype=np.float32)
         for i, (layer, head) in enumerate(head_list):
-            row = rows[layer][capture.heads_by_layer[layer].index(head)]
-            maps[i] = row.reshape(self.grid_size, self.grid_size)
+            maps[i] = layout.grid_map(rows[layer][capture.heads_by_layer[layer].index(head)])
         timing = GroundingTiming(prefix_ms, expression_ms, (perf_counter() - start) * 1000.0, cached)
-        return HeadAttention(maps=maps, heads=tuple(head_list), frame=frame, timing=timing)
+        return HeadAttention(maps=maps, heads=tuple(head_list), frame=layout.frame, timing=timing, layout=layout)
 
     def prepare(self, image_rgb_uint8: np.ndarray, image_id: Hashable, heads: Sequence[Head] | None = None) -> bool:
         """Compute and cache the image's prefix (system text + image tokens) deep enough for `heads`, ahead of
@@ -282,8 +288,10 @@ class LvlmEngine:
         if self.prefix_cache_size <= 0:
             return False
         depth = max(layer for layer, _ in self._check_heads(heads)) + 1
+        image = _check_image(image_rgb_uint8)
+        layout = self.layout_for(image.shape[1], image.shape[0])
         with torch.inference_mode():
-            _, cached = self._cached_prefix(image_rgb_uint8, self._prompts.prefix, image_id, depth)
+            _, cached = self._cached_prefix(image, layout, image_id, depth)
         return cached
 
     def _check_heads(self, heads: Sequence[Head] | None) -> list[Head]:
@@ -301,73 +309,85 @@ class LvlmEngine:
         return head_list
 
     def _run_whole(
-        self, image: np.ndarray, prompt: Prompt, depth: int, capture: LastTokenCapture
-    ) -> tuple[float, float, ImageFrame, bool]:
+        self, image: np.ndarray, layout: TokenLayout, prompt: Prompt, depth: int, capture: LastTokenCapture
+    ) -> tuple[float, float, bool]:
         """One forward over the whole prompt, no cache kept."""
         start = perf_counter()
-        pixels, frame = self.pixel_values(image)
-        features = self._image_features(pixels)
+        features = self.family.image_features(image, layout, self.device)
         prefix_ms = self._elapsed_ms(start)
         start = perf_counter()
         embeds = self._embed(prompt.ids, features, prompt.prefix.image_start)
-        self._run_text(embeds, None, depth, capture)
-        return prefix_ms, self._elapsed_ms(start), frame, False
+        positions = self.family.position_ids(prompt, layout, self.device)
+        self._run_text(embeds, positions, None, depth, capture)
+        return prefix_ms, self._elapsed_ms(start), False
 
     def _run_with_prefix(
-        self, image: np.ndarray, prompt: Prompt, image_id: Hashable, depth: int, capture: LastTokenCapture
-    ) -> tuple[float, float, ImageFrame, bool]:
+        self,
+        image: np.ndarray,
+        layout: TokenLayout,
+        prompt: Prompt,
+        image_id: Hashable,
+        depth: int,
+        capture: LastTokenCapture,
+    ) -> tuple[float, float, bool]:
         """The expression's tokens against a copy of the image's cached prefix (computed first if missing)."""
         from transformers import DynamicCache
 
         start = perf_counter()
-        entry, cached = self._cached_prefix(image, prompt.prefix, image_id, depth)
+        entry, cached = self._cached_prefix(image, layout, image_id, depth)
         prefix_ms = 0.0 if cached else self._elapsed_ms(start)
         start = perf_counter()
         kv = DynamicCache(ddp_cache_data=iter(entry.kv), config=self._text_model.config)
         embeds = self._text_model.embed_tokens(torch.tensor([prompt.expression_ids], device=self.device))
-        self._run_text(embeds, kv, depth, capture)
-        return prefix_ms, self._elapsed_ms(start), entry.frame, cached
+        positions = self.family.position_ids(prompt, layout, self.device)
+        if positions is not None:
+            positions = positions[..., len(prompt.prefix.ids) :]
+        self._run_text(embeds, positions, kv, depth, capture)
+        return prefix_ms, self._elapsed_ms(start), cached
 
     def _cached_prefix(
-        self, image: np.ndarray, prefix: PromptPrefix, image_id: Hashable, depth: int
+        self, image: np.ndarray, layout: TokenLayout, image_id: Hashable, depth: int
     ) -> tuple[_CachedPrefix, bool]:
         """The image's prefix entry (computed and stored when missing or too shallow) and whether it was cached."""
-        image = _check_image(image)
         entry = self._prefixes.get(image_id)
-        frame = self.frame_for(image.shape[1], image.shape[0])
-        cached = entry is not None and entry.depth >= depth and entry.frame == frame
+        cached = entry is not None and entry.depth >= depth and entry.layout == layout
         if not cached:
-            entry = self._compute_prefix(image, prefix, depth)
+            entry = self._compute_prefix(image, layout, depth)
             self._prefixes[image_id] = entry
         self._prefixes.move_to_end(image_id)
         while len(self._prefixes) > self.prefix_cache_size:
             self._prefixes.popitem(last=False)
         return entry, cached
 
-    def _compute_prefix(self, image: np.ndarray, prefix: PromptPrefix, depth: int) -> _CachedPrefix:
+    def _compute_prefix(self, image: np.ndarray, layout: TokenLayout, depth: int) -> _CachedPrefix:
         from transformers import DynamicCache
 
-        pixels, frame = self.pixel_values(image)
-        features = self._image_features(pixels)
+        prefix = self.family.prompt_prefix(layout)
+        features = self.family.image_features(image, layout, self.device)
         embeds = self._embed(prefix.ids, features, prefix.image_start)
+        positions = self.family.position_ids(Prompt(prefix, (), ""), layout, self.device)
         kv = DynamicCache(config=self._text_model.config)
-        self._run_text(embeds, kv, depth, None)
-        return _CachedPrefix(kv=kv, depth=depth, frame=frame)
-
-    def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Projected image features `[grid_h * grid_w, hidden]` (the processor's vision layer and strategy)."""
-        return self.model.model.get_image_features(pixel_values=pixels, return_dict=True).pooler_output[0]
+        self._run_text(embeds, positions, kv, depth, None)
+        return _CachedPrefix(kv=kv, depth=depth, layout=layout)
 
     def _embed(self, ids: Sequence[int], features: torch.Tensor, image_start: int) -> torch.Tensor:
         embeds = self._text_model.embed_tokens(torch.tensor([ids], device=self.device))
         embeds[0, image_start : image_start + features.shape[0]] = features.to(embeds.dtype)
         return embeds
 
-    def _run_text(self, embeds: torch.Tensor, kv: object | None, depth: int, capture: LastTokenCapture | None) -> None:
+    def _run_text(
+        self,
+        embeds: torch.Tensor,
+        positions: torch.Tensor | None,
+        kv: object | None,
+        depth: int,
+        capture: LastTokenCapture | None,
+    ) -> None:
         """Run the text model on `embeds` (after `kv`, which grows) and stop right after layer `depth - 1`."""
+        extra = {} if positions is None else {"position_ids": positions}
         with stop_after(self._text_model.layers[depth - 1]):
             self._text_model(
-                inputs_embeds=embeds, past_key_values=kv, use_cache=kv is not None, **{CAPTURE_KWARG: capture}
+                inputs_embeds=embeds, past_key_values=kv, use_cache=kv is not None, **extra, **{CAPTURE_KWARG: capture}
             )
 
     def _elapsed_ms(self, start: float) -> float:

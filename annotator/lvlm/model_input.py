@@ -27,14 +27,13 @@ array.
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
 from typing import Literal, get_args
 
 import cv2
 import numpy as np
 
 from annotator.grounding.frame import ImageFrame
+from annotator.lvlm.prompt import Prompt, PromptPrefix, expression_room, stripped_expression, truncated
 
 SYSTEM_PROMPT = (
     "You are a helpful language and vision assistant. You are able to understand the visual content that the user "
@@ -43,35 +42,6 @@ SYSTEM_PROMPT = (
 WHITESPACE_TOKEN = "\u2581"
 WhitespaceTokens = Literal["official", "keep"]
 WHITESPACE_TOKEN_RECIPES: tuple[WhitespaceTokens, ...] = get_args(WhitespaceTokens)
-
-
-@dataclass(frozen=True)
-class PromptPrefix:
-    """The part of the prompt shared by every expression: token ids with the image placeholder expanded.
-
-    `image_start`: index of the first image token; `num_image_tokens`: how many there are (grid_h * grid_w).
-    """
-
-    ids: tuple[int, ...]
-    image_start: int
-    num_image_tokens: int
-
-    @property
-    def image_positions(self) -> slice:
-        return slice(self.image_start, self.image_start + self.num_image_tokens)
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """A full grounding prompt: the shared `prefix` followed by `expression_ids` (the last id is the query token)."""
-
-    prefix: PromptPrefix
-    expression_ids: tuple[int, ...]
-    expression: str
-
-    @property
-    def ids(self) -> tuple[int, ...]:
-        return self.prefix.ids + self.expression_ids
 
 
 class PromptBuilder:
@@ -111,18 +81,11 @@ class PromptBuilder:
             num_image_tokens=num_image_tokens,
         )
         self.max_positions = max_positions
-        self.max_expression_tokens = min(max_expression_tokens, max_positions - len(self.prefix.ids))
-        if self.max_expression_tokens < 1:
-            raise ValueError(
-                f"no room for an expression: the prompt prefix takes {len(self.prefix.ids)} of {max_positions} "
-                f"positions, and max_expression_tokens is {max_expression_tokens}"
-            )
+        self.max_expression_tokens = expression_room(max_expression_tokens, max_positions, len(self.prefix.ids))
 
     def build(self, expression: str) -> Prompt:
         """The prompt for `expression` (stripped). Empty expressions raise ValueError; long ones are truncated."""
-        text = expression.strip() if isinstance(expression, str) else ""
-        if not text:
-            raise ValueError(f"the referring expression is empty: {expression!r}")
+        text = stripped_expression(expression)
         full = self._ids("\n" + text)
         if full[: len(self._head)] != self._head:
             raise ValueError(f"the tokenizer merges the expression {text!r} into the prompt before it")
@@ -131,14 +94,7 @@ class PromptBuilder:
             tail = tail[1:]
         if not tail:
             raise ValueError(f"the referring expression {text!r} has no tokens")
-        if len(tail) > self.max_expression_tokens:
-            warnings.warn(
-                f"the expression is {len(tail)} tokens long; only its first {self.max_expression_tokens} are used: "
-                f"referring expressions are a few words, every further token costs model time, and the model reads "
-                f"at most {self.max_positions} positions, {len(self.prefix.ids)} of them taken by the prompt prefix",
-                stacklevel=3,
-            )
-            tail = tail[: self.max_expression_tokens]
+        tail = truncated(tail, self.max_expression_tokens, self.max_positions, len(self.prefix.ids))
         return Prompt(prefix=self.prefix, expression_ids=tuple(tail), expression=text)
 
     def _ids(self, after_image: str) -> list[int]:

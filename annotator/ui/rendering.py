@@ -54,7 +54,7 @@ def display_frame(frame: ImageFrame, max_side: int = HEATMAP_MAX_SIDE) -> ImageF
     scale = min(1.0, max_side / max(frame.width, frame.height))
     width = max(1, round(frame.width * scale))
     height = max(1, round(frame.height * scale))
-    return ImageFrame.for_image(width, height, frame.grid_hw, frame.input_size)
+    return frame.resized(width, height)
 
 
 def heatmap_image(grid_map: np.ndarray, frame: ImageFrame, max_side: int = HEATMAP_MAX_SIDE) -> QImage:

@@ -1,0 +1,61 @@
+"""The model families the engine reads, by the `model_type` of their config: light facts only (no torch, no
+transformers), so a checkpoint's family is known before anything loads. Each family's adapter lives in its own
+module (`llava`, `qwen2_vl`) and is imported only when an engine is built."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FamilyInfo:
+    """`name`: how messages name the family; `model_types`: config `model_type`s it reads; `model_class`: the
+    transformers class that builds it; `adapter`: "module:Class" of its `Family`; `layer_keys`: regex of the
+    checkpoint keys of text layer N (`{layers}` stands for the layer numbers), in every naming transformers loads."""
+
+    name: str
+    model_types: tuple[str, ...]
+    model_class: str
+    adapter: str
+    layer_keys: str
+
+
+FAMILIES: tuple[FamilyInfo, ...] = (
+    FamilyInfo(
+        name="llava-1.5",
+        model_types=("llava",),
+        model_class="LlavaForConditionalGeneration",
+        adapter="annotator.lvlm.llava:LlavaFamily",
+        layer_keys=r"language_model\.(model\.)?layers\.({layers})\.",
+    ),
+    FamilyInfo(
+        name="qwen2-vl",
+        model_types=("qwen2_vl",),
+        model_class="Qwen2VLForConditionalGeneration",
+        adapter="annotator.lvlm.qwen2_vl:QwenVLFamily",
+        layer_keys=r"(^|\.)(language_model\.|model\.)layers\.({layers})\.",
+    ),
+    FamilyInfo(
+        name="qwen2.5-vl",
+        model_types=("qwen2_5_vl",),
+        model_class="Qwen2_5_VLForConditionalGeneration",
+        adapter="annotator.lvlm.qwen2_vl:QwenVLFamily",
+        layer_keys=r"(^|\.)(language_model\.|model\.)layers\.({layers})\.",
+    ),
+)
+
+
+def family_info(model_type: str) -> FamilyInfo | None:
+    """The family that reads checkpoints of `model_type`, or None."""
+    return next((family for family in FAMILIES if model_type in family.model_types), None)
+
+
+def supported_model_types() -> tuple[str, ...]:
+    return tuple(model_type for family in FAMILIES for model_type in family.model_types)
+
+
+def adapter_class(info: FamilyInfo) -> type:
+    """The `Family` subclass of `info` (imports its module)."""
+    module, name = info.adapter.split(":")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,225 @@
+"""Qwen2-VL and Qwen2.5-VL (`Qwen2VLForConditionalGeneration`, `Qwen2_5_VLForConditionalGeneration`): native
+resolution, M-RoPE, the chat template's user turn.
+
+Image: Qwen's smart resize makes each side a multiple of 28 px (patch 14 x merge 2) with the pixel count within
+[`min_pixels`, `max_pixels`] and the aspect ratio kept as closely as that allows; the vision tower's 14 px patches
+are merged 2 x 2 into one LLM token, so a 1000 x 750 photo gives a 36 x 27 grid (972 tokens) at the default
+`max_pixels` (28 * 28 * 1280 = 1,003,520 px, so at most 1,280 tokens), and a 1600 x 1200 one is shrunk to that
+budget: 41 x 31 = 1,271 tokens. No padding: the grid is the whole image (`ImageFrame(fit="stretch")`).
+
+Text: the chat template's system turn and user turn, the image first, then the expression, and no `<|im_end|>`
+and no assistant turn, so the sequence ends on the expression's own last token (the query token of the method):
+
+    <|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n<|im_start|>user\\n<|vision_start|>
+    <|image_pad|> x tokens <|vision_end|>EXPRESSION
+
+Positions: M-RoPE gives the image tokens (temporal, row, column) positions and the text after them positions that
+continue from the image's largest one; they come from the model's own `get_rope_index` over the whole sequence,
+so a cached prefix and the expression after it get exactly the positions of a full forward.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from annotator.grounding.frame import ImageFrame
+from annotator.lvlm.family import Family
+from annotator.lvlm.layout import TokenLayout
+from annotator.lvlm.model_input import WhitespaceTokens
+from annotator.lvlm.prompt import Prompt, PromptPrefix, expression_room, stripped_expression, truncated
+
+SYSTEM_TURN = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+USER_START = "<|im_start|>user\n"
+DEFAULT_MIN_PIXELS = 56 * 56
+DEFAULT_MAX_PIXELS = 28 * 28 * 1280
+MAX_ASPECT_RATIO = 200
+
+
+def qwen_layout(
+    width: int,
+    height: int,
+    *,
+    patch_size: int = 14,
+    merge_size: int = 2,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> TokenLayout:
+    """The one grid of a `width` x `height` image after Qwen's smart resize (transformers' own `smart_resize`)."""
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ValueError(
+            f"a {width} x {height} image is more than {MAX_ASPECT_RATIO} times longer than wide, which Qwen's "
+            f"vision tower cannot read; crop it"
+        )
+    factor = patch_size * merge_size
+    resized_h, resized_w = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+    frame = ImageFrame.for_image(
+        width, height, (resized_h // factor, resized_w // factor), max(resized_h, resized_w), fit="stretch"
+    )
+    return TokenLayout.single(frame)
+
+
+class QwenPromptBuilder:
+    """Tokenizes Qwen2-VL grounding prompts (see the module docstring) with the model's own tokenizer."""
+
+    def __init__(
+        self,
+        tokenizer,
+        *,
+        image_token: str = "<|image_pad|>",
+        vision_start: str = "<|vision_start|>",
+        vision_end: str = "<|vision_end|>",
+        max_expression_tokens: int = 64,
+        max_positions: int = 32768,
+    ) -> None:
+        self._tokenizer = tokenizer
+        self._image_id = self._one_token(image_token)
+        self._one_token(vision_start)
+        self._one_token(vision_end)
+        self._head_text = SYSTEM_TURN + USER_START + vision_start + image_token + vision_end
+        self._head = self._ids(self._head_text)
+        self._image_start = self._head.index(self._image_id)
+        self.max_expression_tokens = max_expression_tokens
+        self.max_positions = max_positions
+
+    def prefix(self, num_image_tokens: int) -> PromptPrefix:
+        head, start = self._head, self._image_start
+        ids = head[:start] + [self._image_id] * num_image_tokens + head[start + 1 :]
+        return PromptPrefix(ids=tuple(ids), image_start=start, num_image_tokens=num_image_tokens)
+
+    def build(self, expression: str, num_image_tokens: int) -> Prompt:
+        """The prompt for `expression` (stripped) on an image of `num_image_tokens` tokens."""
+        text = stripped_expression(expression)
+        prefix = self.prefix(num_image_tokens)
+        room = expression_room(self.max_expression_tokens, self.max_positions, len(prefix.ids))
+        full = self._ids(self._head_text + text)
+        if full[: len(self._head)] != self._head:
+            raise ValueError(f"the tokenizer merges the expression {text!r} into the prompt before it")
+        tail = full[len(self._head) :]
+        if not tail:
+            raise ValueError(f"the referring expression {text!r} has no tokens")
+        tail = truncated(tail, room, self.max_positions, len(prefix.ids))
+        return Prompt(prefix=prefix, expression_ids=tuple(tail), expression=text)
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _one_token(self, token: str) -> int:
+        ids = self._ids(token)
+        if len(ids) != 1 or ids[0] == self._tokenizer.unk_token_id:
+            raise ValueError(f"the tokenizer does not keep {token!r} as one token")
+        return ids[0]
+
+
+class QwenVLFamily(Family):
+    """Qwen2-VL / Qwen2.5-VL: native-resolution grids, M-RoPE positions, the chat prompt.
+
+    `min_pixels` / `max_pixels`: the smart-resize budget (default: the checkpoint's processor's); each LLM token
+    costs 28 x 28 = 784 pixels of it.
+    """
+
+    image_size_matters = True
+
+    def __init__(
+        self,
+        model,
+        processor,
+        *,
+        max_expression_tokens: int,
+        whitespace_tokens: WhitespaceTokens,
+        min_pixels: int | None,
+        max_pixels: int | None,
+        model_id: str,
+    ) -> None:
+        super().__init__(
+            model,
+            processor,
+            max_expression_tokens=max_expression_tokens,
+            whitespace_tokens=whitespace_tokens,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+            model_id=model_id,
+        )
+        config = model.config
+        self.name = "qwen2.5-vl" if config.model_type == "qwen2_5_vl" else "qwen2-vl"
+        images = processor.image_processor
+        self.patch_size = int(images.patch_size)
+        self.merge_size = int(images.merge_size)
+        if self.merge_size != int(config.vision_config.spatial_merge_size):
+            raise ValueError(
+                f"{model_id}: the processor merges {self.merge_size} x {self.merge_size} patches, the model "
+                f"{config.vision_config.spatial_merge_size} x {config.vision_config.spatial_merge_size}"
+            )
+        size = images.size
+        self.min_pixels = int(min_pixels if min_pixels is not None else size["shortest_edge"])
+        self.max_pixels = int(max_pixels if max_pixels is not None else size["longest_edge"])
+        factor = self.patch_size * self.merge_size
+        if not factor * factor <= self.min_pixels <= self.max_pixels:
+            raise ValueError(
+                f"{model_id}: min_pixels {self.min_pixels} and max_pixels {self.max_pixels} must satisfy "
+                f"{factor * factor} <= min_pixels <= max_pixels (one token is {factor} x {factor} px)"
+            )
+        tokenizer = processor.tokenizer
+        self._prompts = QwenPromptBuilder(
+            tokenizer,
+            image_token=tokenizer.convert_ids_to_tokens(int(config.image_token_id)),
+            vision_start=tokenizer.convert_ids_to_tokens(int(config.vision_start_token_id)),
+            vision_end=tokenizer.convert_ids_to_tokens(int(config.vision_end_token_id)),
+            max_expression_tokens=max_expression_tokens,
+            max_positions=int(config.text_config.max_position_embeddings),
+        )
+
+    @property
+    def text_model(self) -> torch.nn.Module:
+        return self.model.model.language_model
+
+    def layout_for(self, width: int, height: int) -> TokenLayout:
+        return qwen_layout(
+            width,
+            height,
+            patch_size=self.patch_size,
+            merge_size=self.merge_size,
+            min_pixels=self.min_pixels,
+            max_pixels=self.max_pixels,
+        )
+
+    def prompt(self, expression: str, layout: TokenLayout) -> Prompt:
+        return self._prompts.build(expression, layout.num_tokens)
+
+    def prompt_prefix(self, layout: TokenLayout) -> PromptPrefix:
+        return self._prompts.prefix(layout.num_tokens)
+
+    def pixel_values(self, image: np.ndarray, layout: TokenLayout, device: torch.device) -> dict[str, torch.Tensor]:
+        """The processor's flattened patches and `image_grid_thw` for the image, checked against `layout`."""
+        inputs = self.processor.image_processor(
+            images=image,
+            size={"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels},
+            return_tensors="pt",
+            input_data_format="channels_last",
+        )
+        grid_thw = inputs["image_grid_thw"]
+        expected = [1, layout.frame.grid_h * self.merge_size, layout.frame.grid_w * self.merge_size]
+        if grid_thw.tolist() != [expected]:
+            raise ValueError(f"{self.model_id}: the processor makes a {grid_thw.tolist()} grid, the layout {expected}")
+        return {
+            "pixel_values": inputs["pixel_values"].to(device=device, dtype=self.model.model.visual.dtype),
+            "image_grid_thw": grid_thw.to(device),
+        }
+
+    def image_features(self, image: np.ndarray, layout: TokenLayout, device: torch.device) -> torch.Tensor:
+        inputs = self.pixel_values(image, layout, device)
+        return self.model.model.get_image_features(**inputs, return_dict=True).pooler_output[0]
+
+    def position_ids(self, prompt: Prompt, layout: TokenLayout, device: torch.device) -> torch.Tensor:
+        """M-RoPE positions `[3, 1, len(prompt.ids)]` from the model's `get_rope_index`."""
+        ids = torch.tensor([prompt.ids], device=device)
+        image = prompt.prefix.image_positions
+        token_types = torch.zeros_like(ids, dtype=torch.int32)
+        token_types[0, image] = 1
+        grid = [[1, layout.frame.grid_h * self.merge_size, layout.frame.grid_w * self.merge_size]]
+        positions, _ = self.model.model.get_rope_index(
+            ids, mm_token_type_ids=token_types, image_grid_thw=torch.tensor(grid, device=device)
+        )
+        return positions
