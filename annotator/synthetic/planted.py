@@ -13,15 +13,14 @@ set by construction (`build_planted_model`, deterministic):
   hinges at 0.3 spacing make a piecewise-linear square of each channel; each texture response becomes two "tent"
   features (its positive and negative part, rising from 1 to 2 and back to 0 at 3, so strong object edges give
   nothing). An image token carries: a constant, an image flag, x (colour), ~x^2 per channel, 8 texture features.
-- Language model: a large constant channel keeps RMSNorm a fixed scale; the MLPs and every `o_proj` except the
-  gather head's are zero, so attention reads but never writes after layer 0. RoPE is on and made harmless by
-  linear scaling by 1e8 (at most 1e-8 rad per position, under 1e-5 rad across a prompt). Grouped-query
-  attention: 4 key/value heads for 8 query heads; each key/value head has its own key layout, and each query
-  head reads its own.
+- Language model (`planted_decoder.py`, shared with the planted Qwen2-VL): a large constant channel keeps RMSNorm
+  a fixed scale; the MLPs and every `o_proj` except the gather head's are zero, so attention reads but never writes
+  after layer 0. RoPE is on and made harmless by linear scaling by 1e8 (at most 1e-8 rad per position, under 1e-5
+  rad across a prompt). Grouped-query attention: 4 key/value heads for 8 query heads; each key/value head has its
+  own key layout, and each query head reads its own. BOS is the attention sink.
 - Head roles (`PLANTED_HEADS`). Layer 0: a gather head copies the expression's colour word (its colour c and
   |c|^2) into every later token, so the last token knows the colour whatever the last word is. Three
-  localization heads in layers >= 2 give image patch x the logit -BETA |x - c|^2 = BETA (2 c.x - x^2 - |c|^2)
-  (a dot product of the query's (2c, -1, -|c|^2) with the key's (x, x^2, 1)), text tokens -30 and BOS a few:
+  localization heads in layers >= 2 give image patch x the logit -BETA |x - c|^2, text tokens -30 and BOS a few:
   they attend to the patches of the named colour. Decoys: the same localizer in layer 1 (only the layer rule
   removes it); the same localizer with a strong pull to BOS, so a small image-attention sum (only tau removes
   it); high-sum heads drawn to one texture feature, whose maps are salt-and-pepper and change with the image
@@ -35,14 +34,24 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from annotator.grounding.heads import Head, HeadsFile
+from annotator.grounding.heads import HeadsFile
 from annotator.lvlm.model_input import SYSTEM_PROMPT
+from annotator.synthetic.planted_decoder import (
+    CLIP_MEAN,
+    CLIP_STD,
+    CONST,
+    FEATURE_SCALE,
+    NUM_TEXTURE_FILTERS,
+    RESIDUAL,
+    DecoderPlan,
+    PlantedHeads,
+    decoder_weights,
+)
 from annotator.synthetic.scenes import PALETTE, SHAPE_WORDS, TEMPLATE_WORDS
 from annotator.paths import MODELS_DIR
 
@@ -66,44 +75,6 @@ HEAD_DIM = 16
 INTERMEDIATE = 16
 ROPE_SCALING = 1e8
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-@dataclass(frozen=True)
-class PlantedHeads:
-    """The role of each (layer, head) of the planted model, 0-based. Heads not listed are uninformative.
-
-    `localization`: the three planted heads. `early_decoys`: the localizer in a layer below 2. `low_sum_decoys`: the
-    localizer with a small image-attention sum. `scattered_decoys`: high-sum heads with salt-and-pepper maps.
-    `gather`: the layer-0 head that moves the colour word into the last token.
-    """
-
-    localization: tuple[Head, ...]
-    early_decoys: tuple[Head, ...]
-    low_sum_decoys: tuple[Head, ...]
-    scattered_decoys: tuple[Head, ...]
-    gather: Head
-
-    def role(self, head: Head) -> str:
-        """'localization', 'early decoy', 'low-sum decoy', 'scattered decoy', 'gather' or 'uninformative'."""
-        roles = {
-            "localization": self.localization,
-            "early decoy": self.early_decoys,
-            "low-sum decoy": self.low_sum_decoys,
-            "scattered decoy": self.scattered_decoys,
-            "gather": (self.gather,),
-        }
-        for name, heads in roles.items():
-            if tuple(head) in heads:
-                return name
-        return "uninformative"
-
-    def with_role(self, role: str) -> tuple[Head, ...]:
-        """Every head of the planted model's NUM_LAYERS x NUM_HEADS with `role`, in (layer, head) order."""
-        return tuple((l, h) for l in range(NUM_LAYERS) for h in range(NUM_HEADS) if self.role((l, h)) == role)
-
-
 PLANTED_HEADS = PlantedHeads(
     localization=((3, 5), (4, 2), (5, 6)),
     early_decoys=((1, 5),),
@@ -116,47 +87,35 @@ PLANTED_HEADS = PlantedHeads(
         (5, 1), (5, 2), (5, 4), (5, 7),
     ),
     gather=(0, 3),
+    num_layers=NUM_LAYERS,
+    num_heads=NUM_HEADS,
 )  # fmt: skip
 
-# Localizer sharpness (logit -BETA |x - c|^2, x and c in CLIP-normalized units) and each localizer's BOS logit.
-BETA = 6.0
+# Each localizer's (and localizer decoy's) BOS logit; the text decoder's shape and heads.
 LOCALIZER_BOS = {(3, 5): 3.0, (4, 2): 3.4, (5, 6): 2.6, (1, 5): 3.0, (2, 1): 7.6, (3, 0): 8.0}
-TEXT_PENALTY = 30.0
-GATHER_SCORE = 25.0
+DECODER_PLAN = DecoderPlan(
+    hidden=TEXT_HIDDEN,
+    num_kv_heads=NUM_KV_HEADS,
+    head_dim=HEAD_DIM,
+    heads=PLANTED_HEADS,
+    localizer_sink=LOCALIZER_BOS,
+    image_tokens=GRID * GRID,
+    text_tokens=35,
+)
 TEXTURE_FILTER_GAIN = 8.0
 TEXTURE_BAND = (1.0, 2.0, 3.0)  # tent: rises from the first value to the second, back to 0 at the third
-SCATTERED_GAIN = (4.0, 7.0)  # range of a scattered head's logit per unit of its texture feature
 _SEED = 1505
-_TYPICAL_TEXT_TOKENS = 35
-
-# Residual stream of the language model (TEXT_HIDDEN dims).
-_CONST, _TEXT, _BOS, _COLOUR_WORD = 0, 1, 2, 3
-_COLOUR = (4, 5, 6)  # the colour word's colour, CLIP-normalized
-_COLOUR_SQ = 7
-_GATHERED = (8, 9, 10)  # the gathered colour word's colour (written by the gather head)
-_GATHERED_SQ = 11
-_IMAGE = 12
-_X = (13, 14, 15)  # patch mean colour
-_X_SQ = (16, 17, 18)  # its piecewise-linear square, per channel
-_TEXTURE = tuple(range(19, 27))  # filter f: 19 + 2f tent of its positive part, 20 + 2f of its negative part
-CONST = 1.0
-FEATURE_SCALE = 0.001  # every non-constant residual feature is stored at this scale, so RMSNorm stays fixed
 
 # Vision tower channels (VISION_HIDDEN dims), each value v stored as the pair (v, -v).
 _V_CONST = 0
 _V_COLOUR = (2, 4, 6)
 _V_TEXTURE = (8, 10, 12, 14)
 _V_CONST_VALUE = 4096.0
-NUM_TEXTURE_FILTERS = len(_V_TEXTURE)
 
 # Projector: GELU steepness and the hinge knots of the squares.
 _STEEP = 100.0
 _KNOT_STEP = 0.3
 _NUM_KNOTS = 7
-
-# Key features of a key/value head. Dims 0 and HEAD_DIM / 2 (one RoPE pair) hold BOS and text, which are exactly
-# zero on image tokens; the other 14 dims hold these features in a per-key/value-head order.
-_KEY_FEATURES = ("image", "colour_word", "x0", "x1", "x2", "sq0", "sq1", "sq2", "t0", "t1", "t2", "t3", "t4", "t5")
 
 
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<image>")
@@ -288,12 +247,11 @@ def _planted_weights(tokenizer) -> dict[str, np.ndarray]:
     weights: dict[str, np.ndarray] = {}
     weights.update(_vision_weights())
     weights.update(_projector_weights())
-    weights.update(_embedding_weights(tokenizer))
-    weights.update(_attention_weights())
+    weights.update(decoder_weights(DECODER_PLAN, tokenizer, tokenizer.bos_token_id, PALETTE))
     return weights
 
 
-def _texture_filters() -> tuple[np.ndarray, np.ndarray]:
+def texture_filters() -> tuple[np.ndarray, np.ndarray]:
     """Zero-sum +-1 patterns `[F, 14, 14]` (balanced, seeded) and unit channel mixes `[F, 3]`."""
     rng = np.random.default_rng([_SEED, 1])
     half = PATCH_SIZE * PATCH_SIZE // 2
@@ -309,7 +267,7 @@ def _vision_weights() -> dict[str, np.ndarray]:
     for c, channel in enumerate(_V_COLOUR):
         conv[channel, c] = 1.0 / (PATCH_SIZE * PATCH_SIZE)
         conv[channel + 1, c] = -1.0 / (PATCH_SIZE * PATCH_SIZE)
-    patterns, mixes = _texture_filters()
+    patterns, mixes = texture_filters()
     for f, channel in enumerate(_V_TEXTURE):
         kernel = TEXTURE_FILTER_GAIN * mixes[f][:, None, None] * patterns[f][None] / PATCH_SIZE
         conv[channel] = kernel
@@ -332,8 +290,8 @@ def _projector_weights() -> dict[str, np.ndarray]:
     b1 = np.zeros(TEXT_HIDDEN)
     w2 = np.zeros((TEXT_HIDDEN, TEXT_HIDDEN))
     b2 = np.zeros(TEXT_HIDDEN)
-    b2[_CONST] = CONST
-    b2[_IMAGE] = FEATURE_SCALE
+    b2[RESIDUAL.const] = CONST
+    b2[RESIDUAL.image] = FEATURE_SCALE
     unit = 0
 
     def hinge(channel: int, sign: int, knot: float) -> int:
@@ -347,16 +305,16 @@ def _projector_weights() -> dict[str, np.ndarray]:
     scale = FEATURE_SCALE / _STEEP
     for c, channel in enumerate(_V_COLOUR):
         plus, minus = hinge(channel, 1, 0.0), hinge(channel, -1, 0.0)
-        w2[_X[c], plus], w2[_X[c], minus] = scale, -scale
+        w2[RESIDUAL.x[c], plus], w2[RESIDUAL.x[c], minus] = scale, -scale
         # x^2 interpolated at the knots k * step: slope (2k + 1) * step between knots k and k + 1.
-        w2[_X_SQ[c], plus] = w2[_X_SQ[c], minus] = _KNOT_STEP * scale
+        w2[RESIDUAL.x_sq[c], plus] = w2[RESIDUAL.x_sq[c], minus] = _KNOT_STEP * scale
         for k in range(1, _NUM_KNOTS + 1):
             for sign in (1, -1):
-                w2[_X_SQ[c], hinge(channel, sign, k * _KNOT_STEP)] = 2 * _KNOT_STEP * scale
+                w2[RESIDUAL.x_sq[c], hinge(channel, sign, k * _KNOT_STEP)] = 2 * _KNOT_STEP * scale
     low, peak, high = TEXTURE_BAND
     for f, channel in enumerate(_V_TEXTURE):
         for s, sign in enumerate((1, -1)):
-            target = _TEXTURE[2 * f + s]
+            target = RESIDUAL.texture[2 * f + s]
             w2[target, hinge(channel, sign, low)] = scale
             w2[target, hinge(channel, sign, peak)] = -2.0 * scale
             w2[target, hinge(channel, sign, high)] = scale
@@ -369,166 +327,6 @@ def _projector_weights() -> dict[str, np.ndarray]:
         prefix + "linear_2.weight": w2,
         prefix + "linear_2.bias": b2,
     }
-
-
-def normalized_colour(rgb: Sequence[int]) -> np.ndarray:
-    """An sRGB colour (0-255) in the CLIP image processor's normalized units."""
-    return (np.asarray(rgb, dtype=np.float64) / 255.0 - np.asarray(CLIP_MEAN)) / np.asarray(CLIP_STD)
-
-
-def _embedding_weights(tokenizer) -> dict[str, np.ndarray]:
-    """Token embeddings: constant and text flag for all, BOS flag, and the colour words' colour and its square."""
-    vocab = len(tokenizer)
-    embed = np.zeros((vocab, TEXT_HIDDEN))
-    embed[:, _CONST] = CONST
-    embed[:, _TEXT] = FEATURE_SCALE
-    embed[tokenizer.bos_token_id, _BOS] = FEATURE_SCALE
-    for colour, rgb in PALETTE.items():
-        token = tokenizer.convert_tokens_to_ids(colour)
-        c = normalized_colour(rgb)
-        embed[token, _COLOUR_WORD] = FEATURE_SCALE
-        embed[token, list(_COLOUR)] = FEATURE_SCALE * c
-        embed[token, _COLOUR_SQ] = FEATURE_SCALE * float(c @ c)
-    return {"model.language_model.embed_tokens.weight": embed, "lm_head.weight": embed.copy()}
-
-
-def _norm_gain() -> float:
-    """RMSNorm's nominal gain: the residual is dominated by the constant channel."""
-    return 1.0 / math.sqrt(CONST**2 / TEXT_HIDDEN + 1e-6)
-
-
-def _key_layouts() -> list[dict[str, int]]:
-    """Per key/value head: key feature name -> dim within the head (BOS at 0, text at HEAD_DIM / 2)."""
-    rng = np.random.default_rng([_SEED, 2])
-    free = [d for d in range(HEAD_DIM) if d not in (0, HEAD_DIM // 2)]
-    layouts = []
-    for kv in range(NUM_KV_HEADS):
-        dims = free if kv == 0 else list(rng.permutation(free))
-        layout = {"bos": 0, "text": HEAD_DIM // 2}
-        layout.update({name: int(d) for name, d in zip(_KEY_FEATURES, dims)})
-        layouts.append(layout)
-    return layouts
-
-
-def _texture_sources(kv: int) -> list[int]:
-    """The residual texture dims that key/value head `kv` reads into its six texture key dims (it skips filter kv)."""
-    filters = [f for f in range(NUM_TEXTURE_FILTERS) if f != kv % NUM_TEXTURE_FILTERS][:3]
-    return [_TEXTURE[2 * f + s] for f in filters for s in (0, 1)]
-
-
-def _attention_weights() -> dict[str, np.ndarray]:
-    """q/k/v/o projections of every text layer (k is the same in every layer; v and o only serve the gather head)."""
-    layouts = _key_layouts()
-    k_proj = _key_projection(layouts)
-    rng = np.random.default_rng([_SEED, 3])
-    scattered_count = 0
-    weights = {}
-    for layer in range(NUM_LAYERS):
-        q_proj = np.zeros((NUM_HEADS * HEAD_DIM, TEXT_HIDDEN))
-        v_proj = np.zeros((NUM_KV_HEADS * HEAD_DIM, TEXT_HIDDEN))
-        o_proj = np.zeros((TEXT_HIDDEN, NUM_HEADS * HEAD_DIM))
-        for head in range(NUM_HEADS):
-            kv = head // (NUM_HEADS // NUM_KV_HEADS)
-            role = PLANTED_HEADS.role((layer, head))
-            if role == "gather":
-                q = _gather_query(layouts[kv])
-                _gather_values(v_proj, o_proj, kv, head)
-            elif role in ("localization", "early decoy", "low-sum decoy"):
-                q = _localizer_query(layouts[kv], LOCALIZER_BOS[(layer, head)])
-            elif role == "scattered decoy":
-                q = _scattered_query(layouts[kv], f"t{scattered_count % 6}", rng)
-                scattered_count += 1
-            else:
-                q = _uninformative_query(layouts[kv], rng)
-            # The model divides q.k by sqrt(head_dim); the queries above are written as logits.
-            q_proj[head * HEAD_DIM : (head + 1) * HEAD_DIM] = q * math.sqrt(HEAD_DIM)
-        prefix = f"model.language_model.layers.{layer}.self_attn."
-        weights[prefix + "q_proj.weight"] = q_proj
-        weights[prefix + "k_proj.weight"] = k_proj
-        weights[prefix + "v_proj.weight"] = v_proj
-        weights[prefix + "o_proj.weight"] = o_proj
-    return weights
-
-
-def _feature_reader() -> float:
-    """Weight that reads a residual feature stored at FEATURE_SCALE as its value, after RMSNorm."""
-    return 1.0 / (_norm_gain() * FEATURE_SCALE)
-
-
-def _constant_reader() -> float:
-    """Weight that reads the constant channel as 1, after RMSNorm."""
-    return 1.0 / (_norm_gain() * CONST)
-
-
-def _key_projection(layouts: list[dict[str, int]]) -> np.ndarray:
-    """k_proj: each key/value head reads flags, colour, squares and six texture features into its own layout."""
-    unit = _feature_reader()
-    k_proj = np.zeros((NUM_KV_HEADS * HEAD_DIM, TEXT_HIDDEN))
-    for kv, layout in enumerate(layouts):
-        row = kv * HEAD_DIM
-        k_proj[row + layout["bos"], _BOS] = unit
-        k_proj[row + layout["text"], _TEXT] = unit
-        k_proj[row + layout["image"], _IMAGE] = unit
-        k_proj[row + layout["colour_word"], _COLOUR_WORD] = unit
-        for c in range(3):
-            k_proj[row + layout[f"x{c}"], _X[c]] = unit
-            k_proj[row + layout[f"sq{c}"], _X_SQ[c]] = unit
-        for t, source in enumerate(_texture_sources(kv)):
-            k_proj[row + layout[f"t{t}"], source] = unit
-    return k_proj
-
-
-def _gather_query(layout: dict[str, int]) -> np.ndarray:
-    """Every token asks for colour words: logit GATHER_SCORE on them, 0 elsewhere."""
-    q = np.zeros((HEAD_DIM, TEXT_HIDDEN))
-    q[layout["colour_word"], _CONST] = GATHER_SCORE * _constant_reader()
-    return q
-
-
-def _gather_values(v_proj: np.ndarray, o_proj: np.ndarray, kv: int, head: int) -> None:
-    """The gather head's values carry the colour word's (c, |c|^2); its output writes them to the gathered dims."""
-    row = kv * HEAD_DIM
-    for i, (source, target) in enumerate(zip((*_COLOUR, _COLOUR_SQ), (*_GATHERED, _GATHERED_SQ))):
-        v_proj[row + i, source] = 1.0 / _norm_gain()
-        o_proj[target, head * HEAD_DIM + i] = 1.0
-
-
-def _localizer_query(layout: dict[str, int], bos_logit: float) -> np.ndarray:
-    """Image patch x: -BETA |x - c|^2 = BETA (2 c.x - x^2 - |c|^2) for the gathered c; text -30; BOS `bos_logit`."""
-    unit, const = _feature_reader(), _constant_reader()
-    q = np.zeros((HEAD_DIM, TEXT_HIDDEN))
-    for c in range(3):
-        q[layout[f"x{c}"], _GATHERED[c]] = 2.0 * BETA * unit
-        q[layout[f"sq{c}"], _CONST] = -BETA * const
-    q[layout["image"], _GATHERED_SQ] = -BETA * unit
-    q[layout["text"], _CONST] = -TEXT_PENALTY * const
-    q[layout["bos"], _CONST] = (TEXT_PENALTY + bos_logit) * const  # BOS is a text token too
-    return q
-
-
-def _scattered_query(layout: dict[str, int], texture: str, rng: np.random.Generator) -> np.ndarray:
-    """Image patches by one texture feature (salt-and-pepper on noise); text -30; BOS a small logit."""
-    const = _constant_reader()
-    q = np.zeros((HEAD_DIM, TEXT_HIDDEN))
-    q[layout[texture], _CONST] = rng.uniform(*SCATTERED_GAIN) * const
-    q[layout["text"], _CONST] = -TEXT_PENALTY * const
-    q[layout["bos"], _CONST] = (TEXT_PENALTY + rng.uniform(0.5, 4.0)) * const
-    return q
-
-
-def _uninformative_query(layout: dict[str, int], rng: np.random.Generator) -> np.ndarray:
-    """Only BOS and text dims: every image token gets logit exactly 0 (a flat map), with an image sum of a few %.
-
-    For a wanted sum s: 576 / (576 + n exp(t) + exp(t + b)) = s with n ~ 35 text tokens of logit t and BOS t + b.
-    """
-    const = _constant_reader()
-    s = rng.uniform(0.002, 0.16)
-    text_logit = rng.uniform(0.0, 3.5)
-    bos_weight = GRID * GRID * (1.0 - s) / s - _TYPICAL_TEXT_TOKENS * math.exp(text_logit)
-    q = np.zeros((HEAD_DIM, TEXT_HIDDEN))
-    q[layout["text"], _CONST] = text_logit * const
-    q[layout["bos"], _CONST] = math.log(max(bos_weight, 1.0)) * const
-    return q
 
 
 def planted_heads_file() -> HeadsFile:
