@@ -117,6 +117,51 @@ def test_tensors_of_both_checkpoint_namings_are_classified_by_layer():
     assert hub.tensor_needed("model.language_model.embed_tokens.weight", 3)
 
 
+def test_qwen_hub_tensors_named_model_layers_are_classified_by_layer():
+    assert hub.tensor_needed("model.layers.3.self_attn.q_proj.bias", 3)
+    assert not hub.tensor_needed("model.layers.4.self_attn.q_proj.bias", 3)
+    assert not hub.tensor_needed("model.norm.weight", 3)
+    assert not hub.tensor_needed("lm_head.weight", 3)
+    assert hub.tensor_needed("model.embed_tokens.weight", 3)
+    assert hub.tensor_needed("visual.blocks.31.mlp.fc2.weight", 3)
+    assert hub.tensor_needed("visual.merger.ln_q.weight", 3)
+
+
+def qwen2_vl_7b_shaped_index() -> dict[str, str]:
+    """Tensor -> shard like Qwen/Qwen2-VL-7B-Instruct: the vision tower, the embeddings and layers 0-3 in the first
+    of five shards, seven layers a shard after that, the norm and the LM head in the last."""
+    names = [f"model-0000{i}-of-00005.safetensors" for i in range(1, 6)]
+    weight_map = {"model.embed_tokens.weight": names[0], "visual.merger.mlp.2.weight": names[0]}
+    for block in range(32):
+        weight_map[f"visual.blocks.{block}.attn.qkv.weight"] = names[0]
+    for layer in range(28):
+        for part in ("self_attn.q_proj.weight", "self_attn.q_proj.bias", "mlp.down_proj.weight"):
+            weight_map[f"model.layers.{layer}.{part}"] = names[min(4, (layer + 3) // 7)]
+    weight_map["model.norm.weight"] = names[4]
+    weight_map["lm_head.weight"] = names[4]
+    return weight_map
+
+
+def test_a_qwen2_vl_index_truncated_after_layer_10_leaves_out_the_shards_of_later_layers():
+    index = qwen2_vl_7b_shaped_index()
+    repo = {name: 4 * GB for name in set(index.values())} | {"config.json": 1_000, hub.INDEX_FILE: 60_000}
+    plan = hub.plan_files("Qwen/Qwen2-VL-7B-Instruct", repo, index, truncate_after_layer=10)
+    shards = sorted(f.name for f in plan.files if f.name.endswith(".safetensors"))
+    assert shards == ["model-00001-of-00005.safetensors", "model-00002-of-00005.safetensors"]
+    assert plan.bytes_saved == 12 * GB
+
+
+def test_a_preset_whose_heads_are_unknown_plans_every_shard():
+    from annotator.models.presets import load_presets
+
+    preset = load_presets().get("Qwen2-VL-7B-Instruct")
+    index = qwen2_vl_7b_shaped_index()
+    repo = {name: 4 * GB for name in set(index.values())} | {"config.json": 1_000}
+    plan = hub.plan_files(preset.hub_id, repo, index, truncate_after_layer=preset.deepest_head_layer)
+    assert len([f for f in plan.files if f.name.endswith(".safetensors")]) == 5
+    assert plan.bytes_saved == 0
+
+
 @pytest.fixture(scope="module")
 def sharded_planted(tmp_path_factory) -> Path:
     """The planted model saved in shards of at most 200 kB, with its tokenizer and processor files."""

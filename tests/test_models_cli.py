@@ -18,6 +18,7 @@ from tests.network import allow_only_loopback
 from tests.test_download import PAYLOAD, PAYLOAD_SHA256, FileServer
 
 COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
+QWEN = ["Qwen2-VL-2B-Instruct", "Qwen2-VL-7B-Instruct", "Qwen2.5-VL-3B-Instruct", "Qwen2.5-VL-7B-Instruct"]
 
 
 @pytest.fixture
@@ -61,13 +62,45 @@ def test_list_names_every_preset_and_only_the_demo_is_on_disk(caches, capsys):
     table, _, memory = out.partition("\n\n")
     rows = {line.split()[0]: line for line in table.splitlines()[1:]}
     assert code == 0
-    assert list(rows) == ["llava-1.5-7b", "llava-1.5-13b", "sam-vit_h", "sam-vit_l", "sam-vit_b", "planted-llava"]
+    assert list(rows) == [
+        "llava-1.5-7b",
+        "llava-1.5-13b",
+        *QWEN,
+        "sam-vit_h",
+        "sam-vit_l",
+        "sam-vit_b",
+        "planted-llava",
+        "planted-qwen2-vl",
+    ]
     assert rows["llava-1.5-7b"].split()[1] == "no"
     assert rows["planted-llava"].endswith(str(PLANTED_MODEL_DIR))
-    assert memory.splitlines()[1:] == [
-        "llava-1.5-7b    14.1 GB / 7.0 GB / 2.4 GB (--4bit)",
-        "llava-1.5-13b   26.7 GB / 11.8 GB / 3.7 GB (--4bit)",
+    assert memory.splitlines()[1:3] == [
+        "llava-1.5-7b           14.1 GB / 7.0 GB / 2.4 GB (--4bit)",
+        "llava-1.5-13b          26.7 GB / 11.8 GB / 3.7 GB (--4bit)",
     ]
+
+
+def test_list_says_whose_heads_ship_and_whose_must_be_found_first(caches, capsys):
+    _, out, _ = run(capsys, "list")
+    table = out.partition("\n\n")[0].splitlines()
+    heads = table[0].index("HEADS")
+    column = {line.split()[0]: line[heads : heads + 16].strip() for line in table[1:]}
+    assert column["llava-1.5-7b"] == column["llava-1.5-13b"] == "shipped"
+    assert {column[name] for name in QWEN} == {"find-heads first"}
+    assert column["planted-llava"] == "own heads.json"
+    assert column["sam-vit_h"] == "-"
+
+
+def test_list_shows_no_truncated_memory_for_models_whose_heads_are_unknown(caches, capsys):
+    _, out, _ = run(capsys, "list")
+    memory = out.split("\n\n")[1].splitlines()
+    assert memory[3:] == [
+        "Qwen2-VL-2B-Instruct   4.4 GB / - / -",
+        "Qwen2-VL-7B-Instruct   16.6 GB / - / -",
+        "Qwen2.5-VL-3B-Instruct 7.5 GB / - / -",
+        "Qwen2.5-VL-7B-Instruct 16.6 GB / - / -",
+    ]
+    assert "find them once with 'annotator find-heads --model NAME --data FILE'" in out.split("\n\n")[2]
 
 
 def test_list_shows_a_cached_llava_with_its_size_and_snapshot_path(caches, capsys):
@@ -111,6 +144,13 @@ def test_download_of_a_llava_preset_offline_is_one_line_saying_so(caches, capsys
         "annotator models: error: cannot download llava-hf/llava-1.5-13b-hf: this machine is offline "
         "(HF_HUB_OFFLINE is set)\n"
     )
+
+
+def test_download_of_a_qwen_preset_says_every_shard_is_fetched_while_its_heads_are_unknown(caches, capsys):
+    code, out, err = run(capsys, "download", "Qwen2-VL-7B-Instruct")
+    assert code == 2
+    assert out == "Qwen2-VL-7B-Instruct: no localization heads are known yet, so every shard is fetched\n"
+    assert "cannot download Qwen/Qwen2-VL-7B-Instruct: this machine is offline" in err
 
 
 def test_verify_of_an_intact_cached_llava_checks_its_weights(caches, capsys):

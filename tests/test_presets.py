@@ -35,11 +35,38 @@ def served_vit_b(server, tmp_path, monkeypatch) -> SamPreset:
     return preset
 
 
-def test_the_presets_offer_llava_7b_and_13b_three_sam_sizes_and_the_demo():
+def test_the_presets_offer_llava_and_qwen_checkpoints_three_sam_sizes_and_two_demos():
     loaded = load_presets()
-    assert [p.hub_id for p in loaded.lvlm] == ["llava-hf/llava-1.5-7b-hf", "llava-hf/llava-1.5-13b-hf"]
+    assert [p.hub_id for p in loaded.lvlm] == [
+        "llava-hf/llava-1.5-7b-hf",
+        "llava-hf/llava-1.5-13b-hf",
+        "Qwen/Qwen2-VL-2B-Instruct",
+        "Qwen/Qwen2-VL-7B-Instruct",
+        "Qwen/Qwen2.5-VL-3B-Instruct",
+        "Qwen/Qwen2.5-VL-7B-Instruct",
+    ]
+    assert [p.family for p in loaded.lvlm] == ["llava-1.5"] * 2 + ["qwen2-vl"] * 2 + ["qwen2.5-vl"] * 2
     assert [p.model_type for p in loaded.sam] == ["vit_h", "vit_l", "vit_b"]
+    assert [d.name for d in loaded.demos] == ["planted-llava", "planted-qwen2-vl"]
     assert loaded.demo.name == "planted-llava"
+
+
+def test_no_qwen_preset_ships_heads_so_none_is_truncated_and_its_download_is_whole():
+    for preset in load_presets().lvlm[2:]:
+        assert preset.heads_file is None and not preset.heads_known
+        assert preset.deepest_head_layer is None
+        assert preset.gpu_memory.truncated_gb is None and preset.gpu_memory.truncated_4bit_gb is None
+        assert preset.gpu_memory.full_gb == pytest.approx(2 * preset.parameters / 1e9, abs=0.05)
+        assert preset.size_on_disk_gb == pytest.approx(2 * preset.parameters / 1e9, abs=0.005)
+
+
+def test_the_qwen2_vl_7b_parameter_count_is_its_configs_arithmetic():
+    hidden, mlp, kv_dim, vocab = 3584, 18944, 4 * 128, 152064
+    layer = 2 * hidden * hidden + hidden + 2 * (hidden * kv_dim + kv_dim) + 3 * hidden * mlp + 2 * hidden
+    vision = 675_759_104
+    preset = load_presets().get("Qwen2-VL-7B-Instruct")
+    assert preset.num_layers == 28
+    assert preset.parameters == vision + 2 * vocab * hidden + 28 * layer + hidden
 
 
 def test_each_llava_preset_truncates_after_the_deepest_layer_of_its_shipped_heads():
@@ -48,8 +75,8 @@ def test_each_llava_preset_truncates_after_the_deepest_layer_of_its_shipped_head
     assert loaded.get("llava-1.5-13b").deepest_head_layer == 16  # heads (15, 39), (16, 30), (7, 2)
 
 
-def test_gpu_memory_estimates_shrink_from_full_to_truncated_to_4bit():
-    for preset in load_presets().lvlm:
+def test_gpu_memory_estimates_of_presets_with_heads_shrink_from_full_to_truncated_to_4bit():
+    for preset in (p for p in load_presets().lvlm if p.heads_known):
         memory = preset.gpu_memory
         assert preset.supports_4bit and preset.default_dtype == "bfloat16"
         assert memory.full_gb > memory.truncated_gb > memory.truncated_4bit_gb > 0
@@ -82,7 +109,7 @@ def test_a_llava_preset_is_also_found_by_its_hub_id():
 
 
 def test_an_unknown_preset_name_lists_the_known_ones():
-    listed = r"no model preset 'llava-2'; the presets are llava-1\.5-7b, llava-1\.5-13b, sam-vit_h"
+    listed = r"no model preset 'llava-2'; the presets are llava-1\.5-7b, llava-1\.5-13b, Qwen2-VL-2B-Instruct, "
     with pytest.raises(ModelUnavailable, match=listed):
         load_presets().get("llava-2")
 
@@ -94,6 +121,25 @@ def test_a_presets_file_without_its_sam_section_is_reported_with_its_path(tmp_pa
     broken.write_text(json.dumps(data))
     with pytest.raises(ModelUnavailable, match=rf"the model presets {broken} are malformed: KeyError 'sam'"):
         load_presets(broken)
+
+
+def test_a_preset_without_heads_but_with_a_truncated_estimate_is_refused_naming_it(tmp_path):
+    broken = tmp_path / "models.json"
+    data = json.loads(presets.PRESETS_FILE.read_text())
+    data["lvlm"][3]["gpu_memory_gb"]["truncated"] = 5.0
+    broken.write_text(json.dumps(data))
+    with pytest.raises(ModelUnavailable, match=r"Qwen2-VL-7B-Instruct has no heads_file, so its truncated estimates"):
+        load_presets(broken)
+
+
+def test_the_qwen_demo_preset_is_the_planted_qwen2_vl_folder_and_counts_its_own_heads(tmp_path, monkeypatch):
+    monkeypatch.setattr(presets, "MODELS_DIR", tmp_path)
+    demo = load_presets().get("planted-qwen2-vl")
+    assert isinstance(demo, DemoPreset) and demo.folder == tmp_path / "planted-qwen2-vl"
+    assert demo.family == "qwen2-vl" and not demo.heads_known
+    demo.folder.mkdir()
+    (demo.folder / "heads.json").write_text("{}")
+    assert demo.heads_known
 
 
 def test_a_llava_preset_not_in_the_cache_has_no_local_copy(tmp_path, monkeypatch):

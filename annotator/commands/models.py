@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from annotator.commands.options import OneLineParser, help_formatter
 from annotator.commands.runtime import EXIT_OK, byte_progress, fail
 
+if TYPE_CHECKING:
+    from annotator.models.presets import Preset, Presets
 
 MODELS_HELP = """\
-The model presets (resources/models.json): LLaVA-1.5 7B/13B from the Hugging Face Hub, the SAM checkpoints and
-the planted demo model. A LLaVA download fetches only the shards up to its deepest localization head unless
---full is given; it goes into the Hugging Face cache (HF_HOME), resumes after a cut connection and checks the
-free disk space first. SAM checkpoints go into the user cache, resumable and SHA-256 checked.
+The model presets (resources/models.json): LLaVA-1.5 7B/13B, Qwen2-VL 2B/7B and Qwen2.5-VL 3B/7B from the Hugging
+Face Hub, the SAM checkpoints and the planted demo models. The HEADS column says whether a model's localization
+heads ship with the app or must be found with `annotator find-heads` first. A download fetches only the shards up
+to the deepest localization head unless --full is given (a model whose heads are unknown is fetched whole); it
+goes into the Hugging Face cache (HF_HOME), resumes after a cut connection and checks the free disk space first.
+SAM checkpoints go into the user cache, resumable and SHA-256 checked.
 
 examples:
   annotator models list
@@ -27,10 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The `annotator models` parser, one sub-command per action."""
     parser = OneLineParser(prog="annotator models", description=MODELS_HELP, formatter_class=help_formatter)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=OneLineParser)
-    actions.add_parser("list", help="every preset: on this machine or not, size on disk, path")
-    download = actions.add_parser("download", help="download a preset (LLaVA: only the shards grounding needs)")
+    actions.add_parser("list", help="every preset: on this machine or not, size on disk, heads known or not, path")
+    download = actions.add_parser("download", help="download a preset (only the shards grounding needs)")
     download.add_argument("name", metavar="NAME", help="preset name (see 'annotator models list')")
-    download.add_argument("--full", action="store_true", help="LLaVA: every shard, for uses beyond grounding")
+    download.add_argument("--full", action="store_true", help="every shard, for uses beyond grounding")
     for action, what in (("verify", "check a downloaded preset's SHA-256"), ("remove", "delete a downloaded preset")):
         actions.add_parser(action, help=what).add_argument("name", metavar="NAME", help="preset name")
     parser.set_defaults(handler=run, prog=parser.prog)
@@ -45,18 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     presets = load_presets()
     if args.action == "list":
-        print(f"{'NAME':<15} {'ON DISK':<34} {'SIZE':>9}  PATH")
-        for preset in presets.all:
-            copy = local_copy(preset)
-            state, size, path = (
-                ("no", "", "") if copy is None else (copy.note, hub.format_bytes(copy.size_bytes), copy.path)
-            )
-            print(f"{preset.name:<15} {state[:34]:<34} {size:>9}  {path}".rstrip())
-        print("\nGPU memory for the weights (estimates): whole model / truncated for grounding / truncated in 4-bit")
-        for lvlm in presets.lvlm:
-            memory = lvlm.gpu_memory
-            four_bit = "-" if memory.truncated_4bit_gb is None else f"{memory.truncated_4bit_gb:.1f} GB (--4bit)"
-            print(f"{lvlm.name:<15} {memory.full_gb:.1f} GB / {memory.truncated_gb:.1f} GB / {four_bit}")
+        _print_list(presets)
         return EXIT_OK
     preset = presets.get(args.name)
     if isinstance(preset, DemoPreset):
@@ -69,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(preset, SamPreset):
             path = download_sam(preset, progress)
         else:
+            if not preset.heads_known and not args.full:
+                print(f"{preset.name}: no localization heads are known yet, so every shard is fetched")
             plan = hub.plan_download(preset.hub_id, None if args.full else preset.deepest_head_layer)
             saved = f", {hub.format_bytes(plan.bytes_saved)} of later layers skipped" if plan.bytes_saved else ""
             print(f"{preset.hub_id}: {len(plan.files)} files, {hub.format_bytes(plan.bytes_needed)}{saved}")
@@ -101,3 +97,45 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"{preset.name}: {checked} weight file(s) match their SHA-256 ({copy.path})")
     return EXIT_OK
+
+
+HEADS_SHIPPED = "shipped"
+HEADS_OWN = "own heads.json"
+HEADS_TO_FIND = "find-heads first"
+
+
+def heads_state(preset: "Preset") -> str:
+    """The HEADS column: shipped in resources/heads/, the demo folder's own heads.json, to be found with
+    `annotator find-heads` first, or "-" (SAM, a demo folder not there)."""
+    from annotator.models.presets import DemoPreset, LvlmPreset
+
+    if isinstance(preset, LvlmPreset):
+        return HEADS_SHIPPED if preset.heads_known else HEADS_TO_FIND
+    if isinstance(preset, DemoPreset) and preset.folder.is_dir():
+        return HEADS_OWN if preset.heads_known else HEADS_TO_FIND
+    return "-"
+
+
+def _print_list(presets: "Presets") -> None:
+    from annotator.models import hub
+    from annotator.models.presets import local_copy
+
+    width = max(len(preset.name) for preset in presets.all)
+    print(f"{'NAME':<{width}} {'ON DISK':<34} {'SIZE':>9}  {'HEADS':<16}  PATH")
+    for preset in presets.all:
+        copy = local_copy(preset)
+        state, size, path = ("no", "", "") if copy is None else (copy.note, hub.format_bytes(copy.size_bytes), copy.path)
+        print(f"{preset.name:<{width}} {state[:34]:<34} {size:>9}  {heads_state(preset):<16}  {path}".rstrip())
+    print("\nGPU memory for the weights (estimates): whole model / truncated for grounding / truncated in 4-bit")
+    for lvlm in presets.lvlm:
+        memory = lvlm.gpu_memory
+        truncated = "-" if memory.truncated_gb is None else f"{memory.truncated_gb:.1f} GB"
+        four_bit = "-" if memory.truncated_4bit_gb is None else f"{memory.truncated_4bit_gb:.1f} GB (--4bit)"
+        print(f"{lvlm.name:<{width}} {memory.full_gb:.1f} GB / {truncated} / {four_bit}")
+    unknown = [lvlm.name for lvlm in presets.lvlm if not lvlm.heads_known]
+    if unknown:
+        print(
+            f"\n{', '.join(unknown)}: no localization heads are known yet; find them once with "
+            "'annotator find-heads --model NAME --data FILE' or the app's Find heads on this folder (then they can be "
+            "truncated)"
+        )

@@ -1,11 +1,13 @@
-"""LLaVA checkpoints from the Hugging Face Hub: only the weights grounding needs, the Hub's own cache, offline lookup.
+"""LLaVA and Qwen2-VL checkpoints from the Hugging Face Hub: only the weights grounding needs, the Hub's own cache,
+offline lookup.
 
 Grounding reads the vision tower, the projector, the token embeddings and the text layers up to the deepest
-localization head (docs/method.md, "How we compute it": the forward stops there). A plan reads the checkpoint's
-`model.safetensors.index.json` and keeps only the safetensors shards holding those tensors, plus the config,
-tokenizer and processor files; `.bin` (and other duplicate) weight files are never fetched. Files land in the
-Hugging Face cache through `huggingface_hub.hf_hub_download`, so its layout, `HF_HOME` / `HF_HUB_CACHE`,
-`HF_HUB_OFFLINE` and the usual token places apply. Free disk space is checked before the first byte.
+localization head (docs/method.md, "How we compute it": the forward stops there); while a model's heads are unknown
+every layer is read, so every shard is fetched. A plan reads the checkpoint's `model.safetensors.index.json` and
+keeps only the safetensors shards holding those tensors, plus the config, tokenizer and processor files; `.bin`
+(and other duplicate) weight files are never fetched. Files land in the Hugging Face cache through
+`huggingface_hub.hf_hub_download`, so its layout, `HF_HOME` / `HF_HUB_CACHE`, `HF_HUB_OFFLINE` and the usual token
+places apply. Free disk space is checked before the first byte.
 
 huggingface_hub retries a dropped connection within one call but deletes its partial file when the call fails or
 is cancelled, so a cut at 90 % of a 5 GB shard would start the shard again. Shards are therefore fetched first by
@@ -36,7 +38,11 @@ SINGLE_FILE = "model.safetensors"
 DUPLICATE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt", ".onnx", ".gguf", ".ot")
 """Weight formats that repeat what the safetensors files hold; never downloaded."""
 
-_LAYER = re.compile(r"(?:^|\.)language_model\.(?:model\.)?layers\.(\d+)\.")
+_TEXT_MODEL = r"(?:^|\.)(?:language_model\.model|model\.language_model|language_model|model)\."
+"""Where a checkpoint keeps its text model: `language_model.model.` (LLaVA on the Hub), `model.language_model.`
+(transformers' newer saves), `model.` (Qwen2-VL and Qwen2.5-VL on the Hub, beside `visual.`)."""
+_LAYER = re.compile(_TEXT_MODEL + r"layers\.(\d+)\.")
+_TEXT_NORM = re.compile(_TEXT_MODEL + r"norm\.")
 _LM_HEAD = re.compile(r"(?:^|\.)lm_head\.")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 RESUMABLE_SUFFIXES = (".safetensors",)
@@ -107,7 +113,7 @@ def tensor_needed(name: str, truncate_after_layer: int | None) -> bool:
     layer = _LAYER.search(name)
     if layer is not None:
         return int(layer[1]) <= truncate_after_layer
-    return not re.search(r"(?:^|\.)language_model\.(?:model\.)?norm\.", name)
+    return not _TEXT_NORM.search(name)
 
 
 def plan_files(
@@ -300,7 +306,7 @@ def require_cached(
     offline = " and this machine is offline (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
     raise ModelUnavailable(
         f"{repo_id} is not downloaded (not in the Hugging Face cache {constants.HF_HUB_CACHE}){offline}; "
-        f"run `annotator models download {preset_name or repo_id}` while online, or choose a local LLaVA-1.5 folder"
+        f"run `annotator models download {preset_name or repo_id}` while online, or choose a local model folder"
     )
 
 

@@ -1,10 +1,13 @@
 """The models the app, the CLI and the docs offer, read from `resources/models.json`.
 
-Three kinds: LLaVA-1.5 checkpoints on the Hugging Face Hub (with their heads file and GPU memory estimates), the
-official SAM checkpoints (whose URL, byte size and SHA-256 are `segment.SAM_CHECKPOINTS`, read from there, never
-written twice) and the planted demo model shipped in `resources/models/`. `local_copy` says what of a preset
-is on this machine (offline) and `download_sam` fetches a SAM checkpoint after checking the disk. No Qt, and no
-torch until a SAM preset's checkpoint is asked for.
+Three kinds: vision-language checkpoints on the Hugging Face Hub (LLaVA-1.5, Qwen2-VL, Qwen2.5-VL: their family,
+size, GPU memory estimates and, where someone measured them, their shipped heads file), the official SAM
+checkpoints (whose URL, byte size and SHA-256 are `segment.SAM_CHECKPOINTS`, read from there, never written twice)
+and the planted demo models shipped in `resources/models/` (each with its own heads.json). A checkpoint without
+known heads cannot be truncated: its download is every shard, and its heads are found with `annotator find-heads`
+(or the app's "Find heads on this folder") first. `local_copy` says what of a preset is on this machine (offline)
+and `download_sam` fetches a SAM checkpoint after checking the disk. No Qt, and no torch until a SAM preset's
+checkpoint is asked for.
 """
 
 from __future__ import annotations
@@ -25,32 +28,50 @@ if TYPE_CHECKING:
 PRESETS_FILE = RESOURCES / "models.json"
 
 
+UNKNOWN = "-"
+"""How the presets file writes an estimate that needs heads nobody measured yet."""
+
+
 @dataclass(frozen=True)
 class GpuMemoryEstimate:
-    """Weights on the GPU in GB (1e9 bytes): the whole model, truncated after the deepest localization head, and
-    truncated with 4-bit text layers (None where 4-bit is not offered)."""
+    """Weights on the GPU in GB (1e9 bytes): the whole model, truncated after the deepest localization head (None
+    while the heads are unknown), and truncated with 4-bit text layers (None where 4-bit is not offered or the
+    heads are unknown)."""
 
     full_gb: float
-    truncated_gb: float
+    truncated_gb: float | None
     truncated_4bit_gb: float | None
 
 
 @dataclass(frozen=True)
 class LvlmPreset:
-    """A LLaVA-1.5 checkpoint on the Hub: `heads_file` is the path of its localization heads file."""
+    """A vision-language checkpoint on the Hub. `family` is the engine's family name ("llava-1.5", "qwen2-vl",
+    "qwen2.5-vl"); `heads_file` is the path of its shipped localization heads file, None where no heads are known
+    yet; `parameters` its parameter count and `size_on_disk_gb` its safetensors shards."""
 
     name: str
     hub_id: str
-    heads_file: Path
+    family: str
+    heads_file: Path | None
     default_dtype: str
     num_layers: int
+    parameters: int
+    size_on_disk_gb: float
     supports_4bit: bool
     gpu_memory: GpuMemoryEstimate
     description: str
 
     @property
-    def deepest_head_layer(self) -> int:
-        """The deepest layer (0-based) holding one of the localization heads: the truncation point."""
+    def heads_known(self) -> bool:
+        """Whether localization heads ship for this checkpoint (else `annotator find-heads` must find them)."""
+        return self.heads_file is not None
+
+    @property
+    def deepest_head_layer(self) -> int | None:
+        """The deepest layer (0-based) holding one of the localization heads: the truncation point. None while no
+        heads are known: nothing can be left out, every shard is needed."""
+        if self.heads_file is None:
+            return None
         return max(layer for layer, _ in HeadsFile.load(self.heads_file).heads)
 
 
@@ -74,11 +95,17 @@ class SamPreset:
 
 @dataclass(frozen=True)
 class DemoPreset:
-    """The planted demo model: a LLaVA folder shipped with the app (`folder`, absolute)."""
+    """A planted demo model: a folder shipped with the app (`folder`, absolute) holding its own heads.json."""
 
     name: str
     folder: Path
+    family: str
     description: str
+
+    @property
+    def heads_known(self) -> bool:
+        """Whether its folder holds its heads (heads.json)."""
+        return (self.folder / "heads.json").is_file()
 
 
 Preset = LvlmPreset | SamPreset | DemoPreset
@@ -90,11 +117,16 @@ class Presets:
 
     lvlm: tuple[LvlmPreset, ...]
     sam: tuple[SamPreset, ...]
-    demo: DemoPreset
+    demos: tuple[DemoPreset, ...]
+
+    @property
+    def demo(self) -> DemoPreset:
+        """The first demo model (planted LLaVA): the one the app falls back to."""
+        return self.demos[0]
 
     @property
     def all(self) -> tuple[Preset, ...]:
-        return (*self.lvlm, *self.sam, self.demo)
+        return (*self.lvlm, *self.sam, *self.demos)
 
     def get(self, name: str) -> Preset:
         """The preset called `name` (or, for LLaVA, its hub id); `ModelUnavailable` listing the names if none."""
@@ -111,36 +143,53 @@ def load_presets(path: str | Path = PRESETS_FILE) -> Presets:
         data = json.loads(path.read_text(encoding="utf-8"))
         lvlm = tuple(_lvlm(entry) for entry in data["lvlm"])
         sam = tuple(SamPreset(e["name"], e["model_type"], e.get("description", "")) for e in data["sam"])
-        demo = data["demo"]
-        demo_preset = DemoPreset(demo["name"], MODELS_DIR / demo["folder"], demo.get("description", ""))
+        demos = tuple(
+            DemoPreset(e["name"], MODELS_DIR / e["folder"], e["family"], e.get("description", "")) for e in data["demo"]
+        )
+        if not demos:
+            raise ValueError("'demo' lists no model")
     except OSError as exc:
         raise ModelUnavailable(f"cannot read the model presets {path}: {exc.strerror or exc}") from exc
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelUnavailable(f"the model presets {path} are malformed: {type(exc).__name__} {exc}") from exc
-    names = [p.name for p in (*lvlm, *sam, demo_preset)]
+    names = [p.name for p in (*lvlm, *sam, *demos)]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ModelUnavailable(f"the model presets {path} name {', '.join(duplicates)} more than once")
-    return Presets(lvlm, sam, demo_preset)
+    return Presets(lvlm, sam, demos)
 
 
 def _lvlm(entry: dict) -> LvlmPreset:
     memory = entry["gpu_memory_gb"]
     supports_4bit = bool(entry["supports_4bit"])
+    heads_file = entry["heads_file"]
+    truncated = _estimate(memory["truncated"], entry["name"], heads_file)
     return LvlmPreset(
         name=entry["name"],
         hub_id=entry["hub_id"],
-        heads_file=HEADS_DIR / entry["heads_file"],
+        family=entry["family"],
+        heads_file=None if heads_file is None else HEADS_DIR / heads_file,
         default_dtype=entry["default_dtype"],
         num_layers=int(entry["num_layers"]),
+        parameters=int(entry["parameters"]),
+        size_on_disk_gb=float(entry["size_on_disk_gb"]),
         supports_4bit=supports_4bit,
         gpu_memory=GpuMemoryEstimate(
             full_gb=float(memory["full"]),
-            truncated_gb=float(memory["truncated"]),
-            truncated_4bit_gb=float(memory["truncated_4bit"]) if supports_4bit else None,
+            truncated_gb=truncated,
+            truncated_4bit_gb=_estimate(memory["truncated_4bit"], entry["name"], heads_file) if supports_4bit else None,
         ),
         description=entry.get("description", ""),
     )
+
+
+def _estimate(value: object, name: str, heads_file: str | None) -> float | None:
+    """A truncated memory estimate: a number where the heads are known, "-" where they are not."""
+    if heads_file is None:
+        if value != UNKNOWN:
+            raise ValueError(f"{name} has no heads_file, so its truncated estimates must be {UNKNOWN!r}")
+        return None
+    return float(value)
 
 
 _PARTIAL = "partial download (resumed by the next download)"
