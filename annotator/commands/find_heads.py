@@ -1,4 +1,5 @@
-"""`annotator find-heads`: the paper's head discovery for a LLaVA-1.5 checkpoint, written as a heads file."""
+"""`annotator find-heads`: the paper's head discovery for a checkpoint of any supported family, written as a heads
+file."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ from annotator.project.refer import DATASETS, SPLIT_BYS, SPLITS, check_images_pr
 
 
 FIND_HEADS_HELP = """\
-The paper's head discovery (docs/method.md) for any LLaVA-1.5 checkpoint: run the model over
+The paper's head discovery (docs/method.md) for any supported checkpoint (LLaVA-1.5, Qwen2-VL, Qwen2.5-VL; a
+model with no shipped heads needs this first, and no ground truth: image/expression pairs suffice): run it over
 image/expression pairs, average each head's image-attention sum, take tau at the elbow of the sorted sums,
 and let each sample vote for its lowest-entropy heads above tau (layers 0-1 excluded). Writes the heads file
 that the app and `annotator prelabel` load, two PNG plots beside it, and prints the top heads.
@@ -147,7 +149,15 @@ def run(args: argparse.Namespace) -> int:
             f"--k {args.k}: {args.model} has {choosable} heads outside its first {args.skip_layers} layers "
             f"({num_layers} layers of {num_heads} heads); ask for at most {choosable} (the paper keeps 3)",
         )
-    engine = LvlmEngine.load(folder, device=device, dtype=dtype, prefix_cache_size=0, model_id=hub_id_of(args.model))
+    engine = LvlmEngine.load(
+        folder,
+        device=device,
+        dtype=dtype,
+        prefix_cache_size=0,
+        model_id=hub_id_of(args.model),
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
+    )
     progress = tqdm(images, total=total, desc="find-heads", unit="sample", dynamic_ncols=True)
     samples = calibration.attention_samples(engine, progress)
     try:

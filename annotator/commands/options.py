@@ -80,14 +80,17 @@ def add_model_options(parser: argparse.ArgumentParser, default_model: str | None
     group = parser.add_argument_group("model")
     if default_model is None:
         group.add_argument(
-            "--model", required=True, metavar="ID|PATH", help="hub id or local folder of a LLaVA-1.5 checkpoint"
+            "--model",
+            required=True,
+            metavar="ID|PATH",
+            help="preset name, hub id or local folder of a LLaVA-1.5, Qwen2-VL or Qwen2.5-VL checkpoint",
         )
     else:
         group.add_argument(
             "--model",
             default=default_model,
             metavar="ID|PATH",
-            help=f"hub id or local LLaVA-1.5 folder (default: {default_model})",
+            help=f"preset name, hub id or local checkpoint folder (default: {default_model})",
         )
     group.add_argument(
         "--device", type=device_name, default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N or mps"
@@ -97,6 +100,19 @@ def add_model_options(parser: argparse.ArgumentParser, default_model: str | None
         choices=("auto", "float32", "bfloat16", "float16"),
         default="auto",
         help="auto: bfloat16 on GPU, float32 on CPU",
+    )
+    group.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        metavar="N",
+        help="Qwen2-VL/2.5-VL: most pixels an image is resized to (one token per 28 x 28 = 784 px; default: the "
+        "checkpoint's, 1003520 = 1280 tokens for the Qwen releases); more pixels find smaller objects and cost more time; LLaVA-1.5's fixed grid ignores it",
+    )
+    group.add_argument(
+        "--min-pixels",
+        type=positive_int,
+        metavar="N",
+        help="Qwen2-VL/2.5-VL: fewest pixels an image is resized to (default: the checkpoint's, 3136 = 4 tokens; LLaVA-1.5 ignores it)",
     )
     if four_bit:
         group.add_argument(

@@ -15,7 +15,8 @@ from annotator.lvlm.prompt import Prompt, PromptPrefix
 
 
 class LlavaFamily(Family):
-    """LLaVA-1.5's text model, prompt and padded-square image (`min_pixels` / `max_pixels` do not apply)."""
+    """LLaVA-1.5's text model, prompt and padded-square image (its grid is fixed: `min_pixels` / `max_pixels`, the
+    native-resolution families' budget, are ignored)."""
 
     name = "llava-1.5"
     image_size_matters = False
@@ -40,8 +41,6 @@ class LlavaFamily(Family):
             max_pixels=max_pixels,
             model_id=model_id,
         )
-        if min_pixels is not None or max_pixels is not None:
-            raise ValueError(f"{model_id}: LLaVA-1.5 reads a fixed square grid; min_pixels / max_pixels do not apply")
         config = model.config
         vision = config.vision_config
         self.input_size = int(vision.image_size)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from annotator.errors import ModelUnavailable
 from annotator.grounding.frame import ImageFrame
 from annotator.lvlm.family import Family
 from annotator.lvlm.layout import TokenLayout
@@ -157,7 +158,7 @@ class QwenVLFamily(Family):
         self.max_pixels = int(max_pixels if max_pixels is not None else size["longest_edge"])
         factor = self.patch_size * self.merge_size
         if not factor * factor <= self.min_pixels <= self.max_pixels:
-            raise ValueError(
+            raise ModelUnavailable(
                 f"{model_id}: min_pixels {self.min_pixels} and max_pixels {self.max_pixels} must satisfy "
                 f"{factor * factor} <= min_pixels <= max_pixels (one token is {factor} x {factor} px)"
             )
