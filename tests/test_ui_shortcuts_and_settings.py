@@ -87,6 +87,7 @@ def test_applying_the_settings_dialog_writes_them_and_reloads_the_models(qtbot, 
     dialog = window.settings_dialog
     assert isinstance(dialog, SettingsDialog)
     dialog.prefix_cache.setValue(3)
+    dialog.max_image_tokens.setValue(2048)
     dialog.tolerance.setValue(1.25)
     row = [s.action for s in SHORTCUTS].index("fit")
     dialog.shortcuts.item(row, 1).setText("G")
@@ -97,6 +98,7 @@ def test_applying_the_settings_dialog_writes_them_and_reloads_the_models(qtbot, 
         qtbot.mouseClick(dialog.buttons.button(dialog.buttons.StandardButton.Ok), Qt.MouseButton.LeftButton)
     assert reloaded.args[0] is not None
     assert window.settings.model_settings().prefix_cache_images == 3
+    assert window.settings.model_settings().max_pixels == 2048 * 28 * 28
     assert window.settings.polygon_tolerance_px == 1.25
     assert window.settings.shortcut_overrides() == {"fit": ("G",)}
     assert window.actions_by_name["fit"].shortcut().toString() == "G"

@@ -19,6 +19,7 @@ APPLICATION = "annotator"
 DEFAULT_MODEL = "llava-hf/llava-1.5-7b-hf"
 DEMO_MODEL_PATH = MODELS_DIR / "planted-llava"
 DEFAULT_POLYGON_TOLERANCE_PX = 0.4
+PIXELS_PER_TOKEN = 28 * 28  # Qwen2-VL: one LLM token per 2 x 2 patches of 14 px
 MAX_RECENT_FOLDERS = 10
 MAX_EXPRESSION_HISTORY = 200
 
@@ -30,8 +31,9 @@ class ModelSettings:
     `heads_file` "" means the model folder's `heads.json`, else the known heads for the model id.
     `sam_checkpoint` "" means the user cache's official checkpoint for `sam_type`; `sam_type` "none" means no SAM
     (masks are the heads' coarse regions). `device` and `dtype` "auto" let the engine choose; `load_in_4bit` loads
-    the text layers in 4-bit through bitsandbytes (CUDA only; for GPUs with little memory). Cache sizes count
-    images.
+    the text layers in 4-bit through bitsandbytes (CUDA only; for GPUs with little memory). `max_image_tokens`: the
+    native-resolution families' budget (Qwen2-VL: one token per 28 x 28 px; 0 = the checkpoint's own, 1,280 for the
+    Qwen releases; LLaVA-1.5's fixed grid ignores it). Cache sizes count images.
     """
 
     model: str = DEFAULT_MODEL
@@ -43,6 +45,12 @@ class ModelSettings:
     load_in_4bit: bool = False
     prefix_cache_images: int = 8
     sam_cache_images: int = 8
+    max_image_tokens: int = 0
+
+    @property
+    def max_pixels(self) -> int | None:
+        """`max_image_tokens` as the engine's `max_pixels` (None: the checkpoint's)."""
+        return self.max_image_tokens * PIXELS_PER_TOKEN if self.max_image_tokens > 0 else None
 
     @property
     def is_demo(self) -> bool:
@@ -61,6 +69,7 @@ class ModelSettings:
             dtype=self.dtype,
             prefix_cache_images=self.prefix_cache_images,
             sam_cache_images=self.sam_cache_images,
+            max_image_tokens=self.max_image_tokens,
         )
 
 
@@ -104,6 +113,7 @@ class AppSettings:
             load_in_4bit=str(q.value("models/load_in_4bit", default.load_in_4bit)).lower() == "true",
             prefix_cache_images=int(q.value("models/prefix_cache_images", default.prefix_cache_images)),
             sam_cache_images=int(q.value("models/sam_cache_images", default.sam_cache_images)),
+            max_image_tokens=int(q.value("models/max_image_tokens", default.max_image_tokens)),
         )
 
     def set_model_settings(self, models: ModelSettings) -> None:
@@ -117,6 +127,7 @@ class AppSettings:
         q.setValue("models/load_in_4bit", bool(models.load_in_4bit))
         q.setValue("models/prefix_cache_images", int(models.prefix_cache_images))
         q.setValue("models/sam_cache_images", int(models.sam_cache_images))
+        q.setValue("models/max_image_tokens", int(models.max_image_tokens))
 
     # Export -----------------------------------------------------------------------------------------------------
     @property

@@ -55,7 +55,7 @@ class SettingsDialog(QDialog):
         self.model.setEditable(True)
         self.model.addItems([*(preset.hub_id for preset in load_presets().lvlm), str(DEMO_MODEL_PATH)])
         self.model.setEditText(models.model)
-        self.model.setToolTip("A Hugging Face hub id (llava-hf/...) or a local LLaVA-1.5 folder")
+        self.model.setToolTip("A Hugging Face hub id or a local LLaVA-1.5, Qwen2-VL or Qwen2.5-VL folder")
         self.heads_file = QLineEdit(models.heads_file)
         self.heads_file.setPlaceholderText("automatic: the model folder's heads.json or the known heads")
         self.sam_type = QComboBox()
@@ -76,6 +76,12 @@ class SettingsDialog(QDialog):
             "The text layers take about a quarter of their bf16 memory ('annotator models list' gives the estimates); "
             "the maps, and so the boxes, can differ slightly from the paper's bf16 model"
         )
+        self.max_image_tokens = _spin(0, 16384, models.max_image_tokens, " tokens")
+        self.max_image_tokens.setSpecialValueText("the checkpoint's (Qwen: 1280)")
+        self.max_image_tokens.setToolTip(
+            "Qwen2-VL / Qwen2.5-VL read images at their own resolution, one token per 28 x 28 pixels, up to this many "
+            "tokens: more find smaller objects and cost more time. LLaVA-1.5's fixed 24 x 24 grid ignores it."
+        )
         self.prefix_cache = _spin(0, 256, models.prefix_cache_images, " images")
         self.sam_cache = _spin(1, 256, models.sam_cache_images, " images")
         self.image_cache = _spin(1, 64, settings.image_cache_images, " images")
@@ -88,13 +94,14 @@ class SettingsDialog(QDialog):
 
         models_page = QWidget()
         form = QFormLayout(models_page)
-        form.addRow("LLaVA model", _with_browse(self.model, self._browse_model))
+        form.addRow("Vision-language model", _with_browse(self.model, self._browse_model))
         form.addRow("Heads file", _with_browse(self.heads_file, self._browse_heads))
         form.addRow("SAM model", self.sam_type)
         form.addRow("SAM checkpoint", _with_browse(self.sam_checkpoint, self._browse_checkpoint))
         form.addRow("Device", self.device)
         form.addRow("Weights dtype", self.dtype)
         form.addRow("", self.load_in_4bit)
+        form.addRow("Image tokens at most", self.max_image_tokens)
         form.addRow(_note("Applying a change here reloads the models in the background."))
         caches_page = QWidget()
         caches = QFormLayout(caches_page)
@@ -159,6 +166,7 @@ class SettingsDialog(QDialog):
             load_in_4bit=self.load_in_4bit.isChecked(),
             prefix_cache_images=self.prefix_cache.value(),
             sam_cache_images=self.sam_cache.value(),
+            max_image_tokens=self.max_image_tokens.value(),
         )
 
     def shortcut_overrides(self) -> dict[str, tuple[str, ...]] | None:
