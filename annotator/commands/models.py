@@ -22,6 +22,7 @@ SAM checkpoints go into the user cache, resumable and SHA-256 checked.
 examples:
   annotator models list
   annotator models download llava-1.5-7b
+  annotator models download Qwen2-VL-7B-Instruct
   annotator models download sam-vit_h
   annotator models verify llava-1.5-7b
   annotator models remove llava-1.5-13b
@@ -124,7 +125,9 @@ def _print_list(presets: "Presets") -> None:
     print(f"{'NAME':<{width}} {'ON DISK':<34} {'SIZE':>9}  {'HEADS':<16}  PATH")
     for preset in presets.all:
         copy = local_copy(preset)
-        state, size, path = ("no", "", "") if copy is None else (copy.note, hub.format_bytes(copy.size_bytes), copy.path)
+        state, size, path = (
+            ("no", "", "") if copy is None else (copy.note, hub.format_bytes(copy.size_bytes), copy.path)
+        )
         print(f"{preset.name:<{width}} {state[:34]:<34} {size:>9}  {heads_state(preset):<16}  {path}".rstrip())
     print("\nGPU memory for the weights (estimates): whole model / truncated for grounding / truncated in 4-bit")
     for lvlm in presets.lvlm:

@@ -1,7 +1,9 @@
 """From a model reference to a loaded grounder: the one loading path of the app, the CLI and the Ray actors.
 
-A reference is a local LLaVA-1.5 folder (saved with `save_pretrained`), a Hugging Face hub id ("owner/name") or
-the name of a LLaVA preset (resources/models.json). A hub model is loaded from this machine's copy, found without
+A reference is a local model folder of a supported family (LLaVA-1.5, Qwen2-VL, Qwen2.5-VL, saved with
+`save_pretrained`), a Hugging Face hub id ("owner/name") or the name of a preset (resources/models.json).
+`known_heads` says whether a model's localization heads are known; `load_discovery_engine` loads every layer of a
+model whose heads are not, for head discovery. A hub model is loaded from this machine's copy, found without
 the network: the whole snapshot, or the grounding folder a truncated download assembled, so the shards it left
 out are never asked of the Hub. A hub model that is not here is refused with the command that downloads it, or,
 when the caller says `fetch`, downloaded first: only the files grounding needs (`hub.plan_download`).
@@ -21,11 +23,13 @@ if TYPE_CHECKING:
 
     from annotator.download import Progress
     from annotator.grounding.grounder import Grounder
+    from annotator.grounding.heads import HeadsFile
+    from annotator.lvlm.engine import LvlmEngine
     from annotator.models.presets import LvlmPreset
 
 
 def lvlm_preset(model: str) -> "LvlmPreset | None":
-    """The LLaVA preset named `model` (by its name or hub id), or None."""
+    """The vision-language preset named `model` (by its name or hub id), or None."""
     from annotator.models.presets import load_presets
 
     for preset in load_presets().lvlm:
@@ -44,6 +48,33 @@ def hub_id_of(model: str) -> str | None:
     if model.startswith(("/", ".", "~")) or "\\" in model or model.count("/") != 1:
         return None
     return model
+
+
+def display_name(model: str) -> str:
+    """How messages name `model`: its preset's name, else the last part of its hub id or folder."""
+    preset = lvlm_preset(model)
+    if preset is not None:
+        return preset.name
+    return Path(model.rstrip("/\\")).name or model
+
+
+def known_heads(model: str) -> "HeadsFile | None":
+    """The localization heads known for `model`: shipped in resources/heads/ (by hub id, alias or preset), else its
+    folder's heads.json; None when nobody found them yet. A broken heads file raises `ValueError` naming it."""
+    from annotator.grounding.heads import find_heads_file
+
+    return find_heads_file(hub_id_of(model) or model)
+
+
+def load_discovery_engine(
+    model: str, *, device: "str | torch.device | None" = None, dtype: "torch.dtype | None" = None
+) -> "LvlmEngine":
+    """Every layer of `model` from this machine's files, as head discovery reads them (nothing is truncated
+    before the heads are known); `ModelUnavailable` when it is not here (see `model_folder`)."""
+    from annotator.lvlm.engine import LvlmEngine
+
+    folder = model_folder(model, None)
+    return LvlmEngine.load(folder, device=device, dtype=dtype, prefix_cache_size=0, model_id=hub_id_of(model) or model)
 
 
 def missing_model_message(model: str, truncate_after_layer: int | None) -> str | None:

@@ -43,6 +43,7 @@ from annotator.ui.category_guess import default_category
 from annotator.ui.commands import HistoryRefused, StoreCommand, redo_in_step, undo_in_step
 from annotator.ui.download_dialog import DownloadDialog, DownloadItem, llava_missing, missing_downloads
 from annotator.ui.export_dialog import ExportChoice, ExportDialog
+from annotator.ui.find_heads_dialog import FindHeadsFlow
 from annotator.ui.import_dialog import ImportFlow
 from annotator.ui.folder_sync import FolderSync, FolderSynced
 from annotator.ui.heads_panel import HeadsPanel
@@ -140,6 +141,7 @@ class MainWindow(QMainWindow):
         self.inference = InferenceClient(self.images, settings.polygon_tolerance_px, self)
         self.image_loader = ImageClient(self.images, settings.polygon_tolerance_px, self)
         self.undo_stack = QUndoStack(self)
+        self.find_heads = FindHeadsFlow(self)
 
         self.canvas = Canvas()
         self.message_bar = MessageBar()
@@ -483,6 +485,8 @@ class MainWindow(QMainWindow):
         self._update_busy()
         self._update_title()
         self.models_changed.emit(None)
+        if failed is not None and self.find_heads.offer(failed):
+            return
         first_run = not self.settings.has_model_choice()
         downloadable = failed is not None and not failed.is_demo and llava_missing(failed)
         if first_run and failed is not None and not failed.is_demo:
@@ -1611,6 +1615,7 @@ class MainWindow(QMainWindow):
         self.settings.sync()
         if self._sync is not None:
             self._sync.wait()
+        self.find_heads.stop()
         self.inference.stop()
         self.image_loader.stop()
         self._close_store()
