@@ -3,9 +3,10 @@ resolution, M-RoPE, the chat template's user turn.
 
 Image: Qwen's smart resize makes each side a multiple of 28 px (patch 14 x merge 2) with the pixel count within
 [`min_pixels`, `max_pixels`] and the aspect ratio kept as closely as that allows; the vision tower's 14 px patches
-are merged 2 x 2 into one LLM token, so a 1000 x 750 photo gives a 36 x 27 grid (972 tokens) at the default
-`max_pixels` (28 * 28 * 1280 = 1,003,520 px, so at most 1,280 tokens), and a 1600 x 1200 one is shrunk to that
-budget: 41 x 30 = 1,230 tokens. No padding: the grid is the whole image (`ImageFrame(fit="stretch")`).
+are merged 2 x 2 into one LLM token. The released checkpoints' processors allow 3,136 to 12,845,056 px (4 to 16,384
+tokens); transformers' class default, and `qwen_layout`'s, is at most 1,003,520 px (1,280 tokens). A 1000 x 750
+photo gives a 36 x 27 grid (972 tokens) under both; a 1600 x 1200 one 57 x 43 (2,451) under the first, 41 x 30
+(1,230) under the second. No padding: the grid is the whole image (`ImageFrame(fit="stretch")`).
 
 Text: the chat template's system turn and user turn, the image first, then the expression, and no `<|im_end|>`
 and no assistant turn, so the sequence ends on the expression's own last token (the query token of the method):

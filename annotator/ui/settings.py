@@ -32,7 +32,7 @@ class ModelSettings:
     `sam_checkpoint` "" means the user cache's official checkpoint for `sam_type`; `sam_type` "none" means no SAM
     (masks are the heads' coarse regions). `device` and `dtype` "auto" let the engine choose; `load_in_4bit` loads
     the text layers in 4-bit through bitsandbytes (CUDA only; for GPUs with little memory). `max_image_tokens`: the
-    native-resolution families' budget (Qwen2-VL: one token per 28 x 28 px; 0 = the checkpoint's own, 1,280 for the
+    native-resolution families' budget (Qwen2-VL: one token per 28 x 28 px; 0 = the checkpoint's own, 16,384 for the
     Qwen releases; LLaVA-1.5's fixed grid ignores it). Cache sizes count images.
     """
 

@@ -77,7 +77,7 @@ class SettingsDialog(QDialog):
             "the maps, and so the boxes, can differ slightly from the paper's bf16 model"
         )
         self.max_image_tokens = _spin(0, 16384, models.max_image_tokens, " tokens")
-        self.max_image_tokens.setSpecialValueText("the checkpoint's (Qwen: 1280)")
+        self.max_image_tokens.setSpecialValueText("the checkpoint's (Qwen releases: 16384)")
         self.max_image_tokens.setToolTip(
             "Qwen2-VL / Qwen2.5-VL read images at their own resolution, one token per 28 x 28 pixels, up to this many "
             "tokens: more find smaller objects and cost more time. LLaVA-1.5's fixed 24 x 24 grid ignores it."
