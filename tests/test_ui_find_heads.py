@@ -161,3 +161,16 @@ def test_heads_found_on_pairs_are_written_in_the_find_heads_format(tmp_path, hea
     assert {"model", "heads", "tau", "votes", "vote_frequencies", "mean_sums"} <= set(data)
     assert data["model"] == str(headless_model) and data["source"] == "test pairs"
     assert calls[0] == (0, MIN_PAIRS) and calls[-1] == (MIN_PAIRS, MIN_PAIRS)
+
+
+def test_heads_found_on_a_folder_for_the_planted_qwen2_vl_without_its_heads_are_its_planted_heads(tmp_path):
+    from annotator.synthetic.planted_qwen import PLANTED_QWEN_DIR, PLANTED_QWEN_HEADS
+
+    model = tmp_path / "qwen-without-heads"
+    shutil.copytree(PLANTED_QWEN_DIR, model, ignore=shutil.ignore_patterns("heads.json"))
+    folder = annotated_folder(tmp_path / "images", MIN_PAIRS)
+    with ProjectStore.for_folder(folder) as store:
+        pairs, out = folder_pairs(store), heads_path(store, model.name)
+    found = find_heads_on_pairs(str(model), pairs, out, source="test pairs")
+    assert set(found.heads_file.heads) == set(PLANTED_QWEN_HEADS.localization)
+    assert HeadsFile.load(out).num_layers == 8
