@@ -1,11 +1,15 @@
-"""The honest limits of the localization-head method, measured on the planted model (issue 8).
+"""The honest limits of the localization-head method, measured on the planted models (issues 8 and 17).
 
-Prints Markdown tables: Acc@0.5 and mean IoU of the paper's box (three planted heads, 7 x 7 Gaussian with sigma 1,
+First a side-by-side table on the same scenes (photo-sized, 640-1024 px on the long side): the planted LLaVA (a
+fixed 24 x 24 grid over the padded square) against the planted Qwen2-VL at two `max_pixels` budgets (native
+resolution, one token per 28 x 28 px): Acc@0.5 and mIoU by the target's width in pixels, tokens and milliseconds
+per image. Then, for the planted LLaVA, Markdown tables: Acc@0.5 and mean IoU of the paper's box (three planted heads, 7 x 7 Gaussian with sigma 1,
 above-mean foreground, largest convex hull) by the target's width in grid cells, by image aspect ratio and by
 shape; then tau and the top-10 heads' vote counts of a discovery run. Saves a PNG of the three heads' maps and the
 box on one demo scene (default /tmp/planted_heads_demo.png).
 
-Run: .venv/bin/python benchmarks/planted_accuracy.py [--scenes 600] [--discovery 300] [--png PATH]
+Run: .venv/bin/python benchmarks/planted_accuracy.py [--families-scenes 200] [--scenes 600] [--discovery 300]
+[--png PATH]
 """
 
 from __future__ import annotations
@@ -25,11 +29,15 @@ from annotator.grounding.grounder import Grounder
 from annotator.grounding.heads import select_localization_heads
 from annotator.lvlm.engine import LvlmEngine
 from annotator.synthetic.planted import PLANTED_HEADS, PLANTED_MODEL_DIR
+from annotator.synthetic.planted_qwen import PLANTED_QWEN_DIR, PLANTED_QWEN_HEADS
 from annotator.synthetic.scenes import SceneConfig, box_iou, generate_scenes
 from annotator.paths import DEMO_DIR
 
 SWEEP_CONFIG = SceneConfig(aspect=(1 / 3, 3.0), target_width=(0.03, 0.75))
 WIDTH_EDGES = (0, 2, 4, 6, 8, 10, 12, np.inf)
+FAMILIES_CONFIG = SceneConfig(long_side=(640, 1024), target_width=(0.02, 0.5))
+PIXEL_EDGES = (0, 24, 48, 96, 192, np.inf)
+QWEN_BUDGETS_TOKENS = (576, 2304)
 ASPECT_BINS = ((1 / 3, 1 / 2, "1:3 - 1:2"), (1 / 2, 2 / 3, "1:2 - 2:3"), (2 / 3, 1.0, "2:3 - 1:1"),
                (1.0, 3 / 2, "1:1 - 3:2"), (3 / 2, 2.0, "3:2 - 2:1"), (2.0, 3.0 + 1e-9, "2:1 - 3:1"))  # fmt: skip
 
@@ -58,6 +66,41 @@ def sweep(engine: LvlmEngine, count: int, seed: int) -> dict[str, np.ndarray]:
         rows["shape"].append(scene.target.shape)
         rows["ms"].append(proposal.timing.total_ms)
     return {key: np.asarray(values) for key, values in rows.items()}
+
+
+def families_table(count: int, seed: int) -> str:
+    """Acc@0.5 / mIoU by target width in pixels, tokens and ms per image: LLaVA vs Qwen2-VL at two budgets."""
+    runs = [("planted LLaVA, 24 x 24", LvlmEngine.load(PLANTED_MODEL_DIR), PLANTED_HEADS.localization)]
+    for tokens in QWEN_BUDGETS_TOKENS:
+        engine = LvlmEngine.load(PLANTED_QWEN_DIR, max_pixels=tokens * 28 * 28)
+        runs.append((f"planted Qwen2-VL, <= {tokens} tokens", engine, PLANTED_QWEN_HEADS.localization))
+    scenes = list(generate_scenes(seed, count, FAMILIES_CONFIG))
+    widths = np.array([s.target.box_xyxy[2] - s.target.box_xyxy[0] for s in scenes], dtype=float)
+    bins = list(zip(PIXEL_EDGES, PIXEL_EDGES[1:]))
+    labels = [f"{lo:g} - {hi:g} px" if np.isfinite(hi) else f"{lo:g}+ px" for lo, hi in bins]
+    masks = [(widths >= lo) & (widths < hi) for lo, hi in bins]
+    results = []
+    for _, engine, heads in runs:
+        grounder = Grounder(engine, heads)
+        ious, tokens, ms = [], [], []
+        for scene in scenes:
+            proposal = grounder.propose(scene.image, scene.expression)
+            ious.append(box_iou(proposal.box_xyxy, scene.target.box_xyxy))
+            tokens.append(engine.layout_for(scene.width, scene.height).num_tokens)
+            ms.append(proposal.timing.total_ms)
+        results.append((np.asarray(ious), np.asarray(tokens), np.asarray(ms)))
+    header = "| target width | scenes | " + " | ".join(f"{label}: Acc@0.5 / mIoU" for label, _, _ in runs) + " |"
+    lines = [header, "|---|---:|" + "---:|" * len(runs)]
+    for label, mask in zip(labels + ["all"], masks + [np.ones(len(scenes), dtype=bool)]):
+        cells = [f"{(i[mask] >= 0.5).mean():.3f} / {i[mask].mean():.3f}" if mask.any() else "-" for i, _, _ in results]
+        lines.append(f"| {label} | {int(mask.sum())} | " + " | ".join(cells) + " |")
+    lines.append("| tokens per image (mean) | | " + " | ".join(f"{t.mean():.0f}" for _, t, _ in results) + " |")
+    lines.append("| ms per image (median) | | " + " | ".join(f"{np.median(m):.0f}" for _, _, m in results) + " |")
+    return (
+        f"Side by side on the same {count} scenes (seed {seed}): long side 640-1024 px, aspect 1:3 - 3:1, target "
+        f"2-50 % of the long side; each model with its own three planted heads; first expression on each image "
+        f"(prefix computed).\n\n" + "\n".join(lines)
+    )
 
 
 def table(title: str, labels: list[str], masks: list[np.ndarray], ious: np.ndarray) -> str:
@@ -138,6 +181,7 @@ def demo_figure(engine: LvlmEngine, path: Path) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families-scenes", type=int, default=200, help="scenes in the LLaVA vs Qwen2-VL table")
     parser.add_argument("--scenes", type=int, default=600, help="scenes in the accuracy sweep")
     parser.add_argument("--discovery", type=int, default=300, help="scenes in the discovery run")
     parser.add_argument("--png", type=Path, default=Path("/tmp/planted_heads_demo.png"))
@@ -147,8 +191,10 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
 
-    engine = LvlmEngine.load(PLANTED_MODEL_DIR)
     print(f"Machine: {machine()}\n")
+    if args.families_scenes:
+        print(families_table(args.families_scenes, seed=5) + "\n")
+    engine = LvlmEngine.load(PLANTED_MODEL_DIR)
     start = time.perf_counter()
     rows = sweep(engine, args.scenes, seed=3)
     print(
