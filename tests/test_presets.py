@@ -106,6 +106,14 @@ def test_the_demo_preset_is_the_shipped_planted_model_folder():
     assert copy is not None and copy.complete and copy.path == PLANTED_MODEL_DIR
 
 
+def test_the_shipped_planted_qwen2_vl_is_a_demo_preset_with_its_own_heads():
+    from annotator.synthetic.planted_qwen import PLANTED_QWEN_DIR
+
+    demo = load_presets().get("planted-qwen2-vl")
+    assert isinstance(demo, DemoPreset) and demo.folder == PLANTED_QWEN_DIR and demo.heads_known
+    assert local_copy(demo).complete
+
+
 def test_a_llava_preset_is_also_found_by_its_hub_id():
     assert load_presets().get("llava-hf/llava-1.5-13b-hf").name == "llava-1.5-13b"
 
