@@ -21,6 +21,7 @@ from PySide6.QtWidgets import QProgressDialog
 
 from annotator.discovery.calibration import CalibrationPair
 from annotator.discovery.folder_heads import (
+    MIN_PAIRS,
     FoundHeads,
     find_heads_on_pairs,
     folder_pairs,
@@ -134,8 +135,8 @@ class FindHeadsFlow(QObject):
         name = display_name(models.model)
         self.window.message_bar.show_message(
             f"No localization heads are known for {name} yet: find them on this folder first. Discovery runs the "
-            f"model over the folder's images and the expressions of their annotations (at least 20 pairs) and "
-            "keeps the heads file beside the folder's project.",
+            f"model over the folder's images and the expressions of their annotations (at least {MIN_PAIRS} pairs) "
+            "and keeps the heads file beside the folder's project.",
             "warning",
             [
                 (FIND_BUTTON, self.start),
@@ -170,7 +171,7 @@ class FindHeadsFlow(QObject):
         self.worker.moveToThread(self.thread)
         self.thread.started.connect(self.worker.run)
         for signal in (self.worker.found, self.worker.failed, self.worker.cancelled):
-            signal.connect(self.thread.quit)
+            signal.connect(self.thread.quit, Qt.ConnectionType.DirectConnection)  # thread-safe; before `_finish` waits
         self.worker.progress.connect(self._progressed, Qt.ConnectionType.QueuedConnection)
         self.worker.found.connect(self._found, Qt.ConnectionType.QueuedConnection)
         self.worker.failed.connect(self._failed, Qt.ConnectionType.QueuedConnection)
