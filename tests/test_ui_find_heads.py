@@ -102,6 +102,14 @@ def test_too_few_annotated_expressions_say_how_many_more_discovery_needs(qtbot, 
     assert f"{MIN_PAIRS - 3} more are needed" in text
 
 
+def test_the_too_few_pairs_message_goes_when_another_folder_opens(qtbot, headless_window, tmp_path):
+    open_folder(qtbot, headless_window, annotated_folder(tmp_path / "few", 3))
+    with qtbot.waitSignal(headless_window.find_heads.finished, timeout=STEP_TIMEOUT_MS):
+        headless_window.message_bar.button(FIND_BUTTON).click()
+    open_folder(qtbot, headless_window, annotated_folder(tmp_path / "more", MIN_PAIRS))
+    assert headless_window.message_bar.message("find_heads") is None
+
+
 def test_finding_heads_with_no_folder_open_asks_for_one_first(qtbot, headless_window):
     with qtbot.waitSignal(headless_window.find_heads.finished, timeout=STEP_TIMEOUT_MS) as done:
         headless_window.message_bar.button(FIND_BUTTON).click()

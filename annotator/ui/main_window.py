@@ -543,7 +543,7 @@ class MainWindow(QMainWindow):
         except AnnotatorError as err:
             self.show_error(str(err), "folder")
             return
-        self.message_bar.clear("folder", "image", "edit", "history", "export")
+        self.message_bar.clear("folder", "image", "edit", "history", "export", "find_heads")
         self.store = store
         self.folder = synced.folder
         self._project += 1
