@@ -21,8 +21,15 @@ from annotator.synthetic.planted_qwen import (
     build_config,
     build_planted_qwen,
 )
-from annotator.synthetic.scenes import PALETTE, SHAPE_WORDS, TEMPLATE_WORDS, SceneConfig, box_iou, generate_scene
-from annotator.synthetic.scenes import generate_scenes
+from annotator.synthetic.scenes import (
+    PALETTE,
+    SHAPE_WORDS,
+    TEMPLATE_WORDS,
+    SceneConfig,
+    box_iou,
+    generate_scene,
+    generate_scenes,
+)
 from tests.qwen_tokenizer import CHAT_TEMPLATE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
