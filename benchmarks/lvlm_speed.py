@@ -4,18 +4,22 @@ Ours: last-token attention captured in a registered attention function, the mode
 localization-head layer (no LM head), the image's prefix cached. Reference (the paper's code): eager attention with
 `output_attentions=True`, every layer, the LM head, the whole prompt for every expression.
 
-Measured on random weights: a tiny LLaVA, and LLaVA-1.5-7B's real widths (hidden 4096, 32 heads, MLP 11008, CLIP
-ViT-L/14 at 336 px, 576 image tokens) with fewer text layers (`--layers-7b`, default 2, chosen so the CPU run stays
-within about ten minutes on a shared two-core machine) and the heads at the same relative depth as (14, .) in 32
-layers (layer floor(14 / 32 * L)). Each side runs in a fresh process so its peak memory is its own. Where CUDA is
-available, the real LLaVA-1.5-7B shape (32 layers, heads in layer 14) also runs in bf16 on the GPU.
+Measured on random weights (`lvlm_shapes`): a tiny LLaVA; LLaVA-1.5-7B's real widths (576 image tokens) with fewer
+text layers (`--layers-7b`, default 2); Qwen2-VL-7B's real widths on a 1155 x 866 image (1,271 image tokens at the
+default pixel budget) with fewer text layers (`--layers-qwen`, default 2) and vision blocks (`--vision-blocks-qwen`,
+default 1 of 32: ours and the reference run the same vision tower, so it adds the same time to both). The layer
+counts keep the CPU run within about ten minutes on a shared two-core machine; the heads sit at the same relative
+depth as LLaVA-1.5-7B's (14, .) in 32 layers (layer floor(14 / 32 * L)). Each side runs in a fresh process so its
+peak memory is its own. Where CUDA is available, both 7B shapes also run at their real depth in bf16 on the GPU
+(`benchmarks/gpu.sh` runs only those, with SAM's).
 
-Usage: .venv/bin/python benchmarks/lvlm_speed.py [--layers-7b 2] [--repeats 3]
+Usage: .venv/bin/python benchmarks/lvlm_speed.py [--layers-7b 2] [--layers-qwen 2] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -26,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from lvlm_shapes import REAL_DEPTH, ShapeRun, build_model, heads_at_relative_depth, images, meta_parameter_bytes
+from lvlm_shapes import shape_config, shape_processor
 from machine import cpu_name  # benchmarks/machine.py: the script's folder is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,85 +43,19 @@ EXPRESSIONS = (
     "the man who is holding the blue ball",
     "the second car near the tree",
 )
-IMAGE_HW = (480, 640)
 TINY_REPEATS = 15
-
-
-def heads_at_relative_depth(num_layers: int, num_heads: int) -> list[tuple[int, int]]:
-    """LLaVA-1.5-7B's heads 24, 13, 26 (modulo `num_heads`) in layer floor(14 / 32 * num_layers), their depth."""
-    layer = (14 * num_layers) // 32
-    return [(layer, head % num_heads) for head in (24, 13, 26)]
-
-
-def shape_config(shape: str, num_layers: int):
-    """`LlavaConfig` for 'tiny' or '7b' widths with `num_layers` text layers; the image token is the tiny
-    tokenizer's."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
-
-    from tests.tiny_llava import TinySpec, tiny_config, tiny_vocab
-
-    if shape == "tiny":
-        return tiny_config(TinySpec(image_size=112, patch_size=14, num_layers=num_layers, num_heads=4, num_kv_heads=4))
-    vision = CLIPVisionConfig(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        image_size=336,
-        patch_size=14,
-        projection_dim=768,
-    )
-    text = LlamaConfig(
-        vocab_size=32064,
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=num_layers,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        max_position_embeddings=4096,
-    )
-    return LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_id=tiny_vocab()["<image>"],
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-    )
-
-
-def shape_processor(shape: str):
-    from tests.tiny_llava import TinySpec, tiny_processor
-
-    return tiny_processor(TinySpec(image_size=112) if shape == "tiny" else TinySpec(image_size=336))
-
-
-def build_model(shape: str, num_layers: int, truncate_after_layer: int | None, device: str, dtype):
-    """A randomly initialised model of the shape, built directly on `device` in `dtype`."""
-    import torch
-
-    from annotator.lvlm.checkpoint import grounding_model_class
-
-    model_class, config = grounding_model_class(shape_config(shape, num_layers), truncate_after_layer)
-    torch.manual_seed(0)
-    default_dtype = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = model_class(config)
-    finally:
-        torch.set_default_dtype(default_dtype)
-    return model.eval()
-
-
-def images(count: int):
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    return [rng.integers(0, 256, size=(*IMAGE_HW, 3), dtype=np.uint8) for _ in range(count)]
 
 
 def median_after_warmup(values: list[float]) -> float:
     return statistics.median(values[1:])
+
+
+def reset_peak_memory(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
 
 
 def peak_memory_mb(device: str, baseline_kb: int) -> float:
@@ -130,97 +70,118 @@ def parameter_mb(model) -> float:
     return sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
 
 
-def side_ours(shape: str, num_layers: int, device: str, dtype, repeats: int, baseline_kb: int) -> dict:
-    """The engine on a model truncated after the heads' layer: first and further expressions, capture overhead."""
+def run_dtype(run: ShapeRun):
     import torch
 
-    from annotator.lvlm.capture import CAPTURE_ATTENTION, CAPTURE_KWARG, LastTokenCapture, stop_after
+    return torch.bfloat16 if run.device == "cuda" else torch.float32
+
+
+def side_ours(run: ShapeRun, baseline_kb: int) -> dict:
+    """The engine on a model truncated after the heads' layer: first and further expressions (and, with
+    `run.overhead`, the capture's overhead over plain SDPA)."""
     from annotator.lvlm.engine import LvlmEngine
 
-    config = shape_config(shape, num_layers)
-    heads = heads_at_relative_depth(num_layers, config.text_config.num_attention_heads)
+    reset_peak_memory(run.device)
+    heads = heads_at_relative_depth(run.layers, shape_config(run).text_config.num_attention_heads)
     depth = heads[0][0] + 1
-    model = build_model(shape, num_layers, depth - 1, device, dtype)
-    engine = LvlmEngine(model, shape_processor(shape), prefix_cache_size=repeats + 2)
-    pictures = images(repeats + 1)
+    model = build_model(run, depth - 1, run_dtype(run))
+    engine = LvlmEngine(model, shape_processor(run.shape), prefix_cache_size=run.repeats + 2)
+    pictures = images(run, run.repeats + 1)
     first = [
         engine.head_attention(picture, EXPRESSIONS[0], heads, image_id=i).timing.total_ms
         for i, picture in enumerate(pictures)
     ]
     further = [
         engine.head_attention(pictures[-1], EXPRESSIONS[1 + i % 3], heads, image_id=len(pictures) - 1).timing.total_ms
-        for i in range(repeats + 1)
+        for i in range(run.repeats + 1)
     ]
+    result = {
+        "layers_run": depth,
+        "heads": heads,
+        "image_tokens": engine.layout_for(*run.image_wh).num_tokens,
+        "first_ms": median_after_warmup(first),
+        "further_ms": median_after_warmup(further),
+        "parameters_mb": parameter_mb(model),
+        "peak_mb": peak_memory_mb(run.device, baseline_kb),
+    }
+    if run.overhead:
+        result |= capture_overhead(engine, run, heads, pictures[0])
+    return result
 
-    text = model.model.language_model
-    prompt = engine.prompt(EXPRESSIONS[0])
+
+def capture_overhead(engine, run: ShapeRun, heads: list[tuple[int, int]], picture) -> dict:
+    """The same truncated text forward on the same prompt with plain SDPA and with the capture, in adjacent pairs."""
+    import torch
+
+    from annotator.lvlm.capture import CAPTURE_ATTENTION, CAPTURE_KWARG, LastTokenCapture, stop_after
+
+    depth = heads[0][0] + 1
+    text = engine.family.text_model
+    layout = engine.layout_for(*run.image_wh)
+    prompt = engine.prompt(EXPRESSIONS[0], run.image_wh)
     with torch.inference_mode():
-        pixels, _ = engine.pixel_values(pictures[0])
-        features = model.model.get_image_features(pixel_values=pixels, return_dict=True).pooler_output[0]
+        features = engine.family.image_features(picture, layout, engine.device)
         embeds = text.embed_tokens(torch.tensor([prompt.ids], device=engine.device))
         embeds[0, prompt.prefix.image_positions] = features.to(embeds.dtype)
+        positions = engine.family.position_ids(prompt, layout, engine.device)
+    extra = {} if positions is None else {"position_ids": positions}
 
     def text_forward_ms(capture: bool) -> float:
         implementation = CAPTURE_ATTENTION if capture else "sdpa"
-        model.set_attn_implementation({"text_config": implementation, "vision_config": "sdpa"})
-        extra = {CAPTURE_KWARG: LastTokenCapture({heads[0][0]: [h for _, h in heads]}, prompt.prefix.image_positions)}
-        synchronize(device)
+        engine.model.set_attn_implementation({"text_config": implementation, "vision_config": "sdpa"})
+        captured = LastTokenCapture({heads[0][0]: [h for _, h in heads]}, prompt.prefix.image_positions)
+        synchronize(run.device)
         start = time.perf_counter()
         with torch.inference_mode(), stop_after(text.layers[depth - 1]):
-            text(inputs_embeds=embeds, use_cache=False, **(extra if capture else {}))
-        synchronize(device)
+            text(inputs_embeds=embeds, use_cache=False, **extra, **({CAPTURE_KWARG: captured} if capture else {}))
+        synchronize(run.device)
         return (time.perf_counter() - start) * 1000.0
 
     plain, captured = [], []
-    for rep in range(repeats + 1):
-        if rep % 2:
-            captured.append(text_forward_ms(capture=True))
-            plain.append(text_forward_ms(capture=False))
-        else:
-            plain.append(text_forward_ms(capture=False))
-            captured.append(text_forward_ms(capture=True))
+    for rep in range(run.repeats + 1):
+        pair = (True, False) if rep % 2 else (False, True)
+        for capture in pair:
+            (captured if capture else plain).append(text_forward_ms(capture))
     return {
-        "layers_run": depth,
-        "heads": heads,
-        "first_ms": median_after_warmup(first),
-        "further_ms": median_after_warmup(further),
         "plain_text_ms": median_after_warmup(plain),
         "capture_text_ms": median_after_warmup(captured),
         "paired_ratio": statistics.median(c / p for p, c in zip(plain[1:], captured[1:])),
-        "parameters_mb": parameter_mb(model),
-        "peak_mb": peak_memory_mb(device, baseline_kb),
     }
 
 
-def side_reference(shape: str, num_layers: int, device: str, dtype, repeats: int, baseline_kb: int) -> dict:
+def side_reference(run: ShapeRun, baseline_kb: int) -> dict:
     """The paper's path on the full model: eager attention, `output_attentions=True`, every layer, the LM head."""
     import torch
 
     from annotator.lvlm.engine import LvlmEngine
 
-    config = shape_config(shape, num_layers)
-    heads = heads_at_relative_depth(num_layers, config.text_config.num_attention_heads)
-    model = build_model(shape, num_layers, None, device, dtype)
-    inputs = LvlmEngine(model, shape_processor(shape), prefix_cache_size=0)
+    reset_peak_memory(run.device)
+    heads = heads_at_relative_depth(run.layers, shape_config(run).text_config.num_attention_heads)
+    model = build_model(run, None, run_dtype(run))
+    inputs = LvlmEngine(model, shape_processor(run.shape), prefix_cache_size=0)
     model.set_attn_implementation("eager")
     times = []
-    for i, picture in enumerate(images(repeats + 1)):
-        synchronize(device)
+    for i, picture in enumerate(images(run, run.repeats + 1)):
+        synchronize(run.device)
         start = time.perf_counter()
         pixels, _ = inputs.pixel_values(picture)
-        prompt = inputs.prompt(EXPRESSIONS[i % len(EXPRESSIONS)])
+        prompt = inputs.prompt(EXPRESSIONS[i % len(EXPRESSIONS)], run.image_wh)
         with torch.inference_mode():
             ids = torch.tensor([prompt.ids], device=inputs.device)
-            out = model(input_ids=ids, pixel_values=pixels, output_attentions=True)
+            if run.is_qwen:
+                vision = pixels | {"mm_token_type_ids": (ids == model.config.image_token_id).int()}
+            else:
+                vision = {"pixel_values": pixels}
+            out = model(input_ids=ids, output_attentions=True, **vision)
             rows = [out.attentions[layer][0, head, -1, prompt.prefix.image_positions] for layer, head in heads]
             torch.stack(rows).float().cpu()
-        synchronize(device)
+        synchronize(run.device)
         times.append((time.perf_counter() - start) * 1000.0)
     return {
-        "layers_run": num_layers,
+        "layers_run": run.layers,
         "reference_ms": median_after_warmup(times),
         "parameters_mb": parameter_mb(model),
-        "peak_mb": peak_memory_mb(device, baseline_kb),
+        "peak_mb": peak_memory_mb(run.device, baseline_kb),
     }
 
 
@@ -231,14 +192,14 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_side(side: str, shape: str, num_layers: int, device: str, repeats: int) -> dict:
+def run_side(side: str, run: ShapeRun) -> dict:
     """One side in a fresh Python process, so that its peak memory is its own."""
-    request = json.dumps({"side": side, "shape": shape, "layers": num_layers, "device": device, "repeats": repeats})
+    request = json.dumps({"side": side, "run": dataclasses.asdict(run)})
     done = subprocess.run(
         [sys.executable, __file__, "--side", request], capture_output=True, text=True, check=False, cwd=ROOT
     )
     if done.returncode != 0:
-        raise RuntimeError(f"{side} side of {shape} failed:\n{done.stderr[-4000:]}")
+        raise RuntimeError(f"{side} side of {run.shape} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -250,29 +211,14 @@ def side_main(request: str) -> None:
     import annotator.lvlm.engine  # noqa: F401
 
     spec = json.loads(request)
-    if spec["shape"] == "tiny":
+    run = ShapeRun(**spec["run"])
+    if run.shape.endswith("tiny"):
         torch.set_num_threads(1)
     load_average = os.getloadavg()[0]
     baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    dtype = torch.bfloat16 if spec["device"] == "cuda" else torch.float32
-    run = side_ours if spec["side"] == "ours" else side_reference
-    result = run(spec["shape"], spec["layers"], spec["device"], dtype, spec["repeats"], baseline_kb)
+    measure = side_ours if spec["side"] == "ours" else side_reference
+    result = measure(run, baseline_kb)
     print(json.dumps(result | {"threads": torch.get_num_threads(), "load_average": load_average}))
-
-
-def meta_parameter_bytes() -> tuple[int, int]:
-    """Parameter bytes in bf16 of LLaVA-1.5-7B in full and truncated after layer 14, built on the meta device."""
-    import torch
-
-    from annotator.lvlm.checkpoint import grounding_model_class
-
-    sizes = []
-    for truncate in (None, 14):
-        model_class, config = grounding_model_class(shape_config("7b", 32), truncate)
-        with torch.device("meta"):
-            model = model_class(config)
-        sizes.append(sum(p.numel() for p in model.parameters()) * 2)
-    return sizes[0], sizes[1]
 
 
 def machine_lines() -> list[str]:
@@ -290,11 +236,12 @@ def machine_lines() -> list[str]:
     ]
 
 
-def shape_rows(label: str, shape: str, num_layers: int, device: str, repeats: int) -> tuple[list[str], ...]:
+def shape_rows(label: str, run: ShapeRun) -> tuple[list[str], ...]:
     """Markdown rows (speed, capture overhead, memory) for one model shape, both sides measured now."""
-    ours = run_side("ours", shape, num_layers, device, repeats)
-    reference = run_side("reference", shape, num_layers, device, repeats)
+    ours = run_side("ours", run)
+    reference = run_side("reference", run)
     ref_ms = reference["reference_ms"]
+    label = f"{label}, {ours['image_tokens']} image tokens"
     ours_run = f"{ours['threads']} | {ours['load_average']:.1f}"
     speed = [
         f"| {label} | reference: eager, output_attentions, {reference['layers_run']} layers + LM head | "
@@ -304,11 +251,13 @@ def shape_rows(label: str, shape: str, num_layers: int, device: str, repeats: in
         f"| {label} | ours, further expression on the cached image | {ours_run} | {ours['further_ms']:.1f} | "
         f"{ref_ms / ours['further_ms']:.1f}x |",
     ]
-    overhead = 100.0 * (ours["paired_ratio"] - 1.0)
-    capture = [
-        f"| {label} | {ours['layers_run']} | {ours['plain_text_ms']:.1f} | {ours['capture_text_ms']:.1f} | "
-        f"{overhead:+.1f}% |"
-    ]
+    capture = []
+    if run.overhead:
+        overhead = 100.0 * (ours["paired_ratio"] - 1.0)
+        capture.append(
+            f"| {label} | {ours['layers_run']} | {ours['plain_text_ms']:.1f} | {ours['capture_text_ms']:.1f} | "
+            f"{overhead:+.1f}% |"
+        )
     memory = [
         f"| {label} | truncated after layer {ours['layers_run'] - 1}, no LM head (ours) | "
         f"{ours['parameters_mb']:.0f} | {ours['peak_mb']:.0f} |",
@@ -318,10 +267,31 @@ def shape_rows(label: str, shape: str, num_layers: int, device: str, repeats: in
     return speed, capture, memory
 
 
+def parameter_rows() -> list[str]:
+    """The real 7B shapes' parameter bytes in bf16, whole and truncated after their heads' layer (meta device)."""
+    rows = []
+    for name, shape, extra in (
+        ("LLaVA-1.5-7B", "llava-7b", "CLIP ViT-L/14-336 + projector"),
+        ("Qwen2-VL-7B", "qwen-7b", "ViT (32 blocks) + merger"),
+    ):
+        run = ShapeRun(shape, REAL_DEPTH[shape])
+        layer = heads_at_relative_depth(run.layers, 1)[0][0]
+        full, truncated = meta_parameter_bytes(run, None), meta_parameter_bytes(run, layer)
+        rows.append(f"| {name} | full: {run.layers} text layers + LM head + {extra} | {full:,} | {full / 1e9:.2f} |")
+        rows.append(
+            f"| {name} | truncated after layer {layer}: {layer + 1} text layers, no LM head | {truncated:,} | "
+            f"{truncated / 1e9:.2f} |"
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers-7b", type=int, default=2, help="text layers of the 7B-width CPU model")
+    parser.add_argument("--layers-7b", type=int, default=2, help="text layers of the LLaVA-1.5-7B-width CPU model")
+    parser.add_argument("--layers-qwen", type=int, default=2, help="text layers of the Qwen2-VL-7B-width CPU model")
+    parser.add_argument("--vision-blocks-qwen", type=int, default=1, help="vision blocks of the same (of 32)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions after one warm-up")
+    parser.add_argument("--repeats-qwen", type=int, default=1, help="the same for the Qwen2-VL-7B-width CPU model")
     parser.add_argument("--side", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
@@ -334,19 +304,27 @@ def main() -> None:
     print("# Grounding engine speed: ours vs the reference path\n")
     print("\n".join(machine_lines()))
     print(
-        f"- medians of {args.repeats} repetitions ({TINY_REPEATS} for the tiny model) after one warm-up; "
-        f"images {IMAGE_HW[1]} x {IMAGE_HW[0]}; random weights\n"
+        f"- medians of {args.repeats} repetitions ({TINY_REPEATS} for the tiny model, {args.repeats_qwen} for the "
+        f"Qwen2-VL-7B widths on the CPU) after one warm-up; images 640 x 480 (LLaVA) and 1155 x 866 (Qwen2-VL); "
+        f"random weights\n"
     )
+    qwen_label = f"Qwen2-VL-7B widths, {args.layers_qwen} layers, {args.vision_blocks_qwen} of 32 vision blocks, CPU"
     runs = [
-        ("tiny (8 layers, 8x8 grid)", "tiny", 8, "cpu"),
-        (f"7B widths, {args.layers_7b} layers, CPU fp32", "7b", args.layers_7b, "cpu"),
+        ("LLaVA tiny (8 layers, 8x8 grid)", ShapeRun("llava-tiny", 8, "cpu", TINY_REPEATS, overhead=True)),
+        (
+            f"LLaVA-1.5-7B widths, {args.layers_7b} layers, CPU fp32",
+            ShapeRun("llava-7b", args.layers_7b, "cpu", args.repeats, overhead=True),
+        ),
+        (qwen_label, ShapeRun("qwen-7b", args.layers_qwen, "cpu", args.repeats_qwen, args.vision_blocks_qwen)),
     ]
     if torch.cuda.is_available():
-        runs.append(("LLaVA-1.5-7B shape, 32 layers, GPU bf16", "7b", 32, "cuda"))
+        runs += [
+            ("LLaVA-1.5-7B shape, 32 layers, GPU bf16", ShapeRun("llava-7b", 32, "cuda", args.repeats, overhead=True)),
+            ("Qwen2-VL-7B shape, 28 layers, 32 vision blocks, GPU bf16", ShapeRun("qwen-7b", 28, "cuda", args.repeats)),
+        ]
     speed, capture, memory = [], [], []
-    for label, shape, num_layers, device in runs:
-        repeats = max(args.repeats, TINY_REPEATS) if shape == "tiny" else args.repeats
-        s, c, m = shape_rows(label, shape, num_layers, device, repeats)
+    for label, run in runs:
+        s, c, m = shape_rows(label, run)
         speed += s
         capture += c
         memory += m
@@ -365,11 +343,9 @@ def main() -> None:
     print("\n## (c) Memory (CPU: peak RSS above the process's baseline after imports; GPU: peak allocated)\n")
     print("| model | load | parameters MB | peak MB |\n|---|---|---:|---:|")
     print("\n".join(memory))
-    full, truncated = meta_parameter_bytes()
-    print("\n## LLaVA-1.5-7B parameters in bf16, built on the meta device (no memory used)\n")
-    print("| load | parameter bytes | GB |\n|---|---:|---:|")
-    print(f"| full: 32 text layers + LM head + CLIP ViT-L/14-336 + projector | {full:,} | {full / 1e9:.2f} |")
-    print(f"| truncated after layer 14: 15 text layers, no LM head | {truncated:,} | {truncated / 1e9:.2f} |")
+    print("\n## The real 7B models' parameters in bf16, built on the meta device (no memory used)\n")
+    print("| model | load | parameter bytes | GB |\n|---|---|---:|---:|")
+    print("\n".join(parameter_rows()))
     print(f"\nTotal benchmark time: {time.perf_counter() - started:.0f} s")
 
 
