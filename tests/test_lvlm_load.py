@@ -135,3 +135,27 @@ def test_a_model_that_keeps_the_cls_feature_is_refused():
     model.config.vision_feature_select_strategy = "full"
     with pytest.raises(ValueError, match="keeps the CLS feature"):
         LvlmEngine(model, tiny_processor(SPEC_GQA))
+
+
+def test_a_truncated_qwen_checkpoint_in_the_hub_layout_gives_the_whole_models_maps():
+    from annotator.lvlm.engine import LvlmEngine
+    from annotator.synthetic.planted_qwen import PLANTED_QWEN_DIR, PLANTED_QWEN_HEADS
+    from annotator.synthetic.scenes import generate_scenes
+
+    whole = LvlmEngine.load(PLANTED_QWEN_DIR)
+    truncated = LvlmEngine.load(PLANTED_QWEN_DIR, truncate_after_layer=6)
+    assert truncated.num_layers == 7
+    scene = next(iter(generate_scenes(3, 1)))
+    heads = list(PLANTED_QWEN_HEADS.localization)
+    ours = truncated.image_attention(scene.image, scene.expression, heads=heads)
+    np.testing.assert_array_equal(ours, whole.image_attention(scene.image, scene.expression, heads=heads))
+    assert (ours.reshape(len(heads), -1).sum(axis=1) > 0.2).all()  # the localizers look at the image
+
+
+def test_a_truncated_qwen_model_skips_the_layers_above_and_the_lm_head_when_loading(tmp_path):
+    from annotator.lvlm.checkpoint import grounding_model_class
+    from tests.tiny_qwen import QWEN2_VL, tiny_config
+
+    model_class, config = grounding_model_class(tiny_config(QWEN2_VL), truncate_after_layer=1)
+    model = model_class(config)
+    assert len(model.model.language_model.layers) == 2 and not hasattr(model, "lm_head")

@@ -143,6 +143,8 @@ def propose_pending(args: argparse.Namespace, store, plan, work, heads, shards_d
         load_in_4bit=args.load_in_4bit,
         fetch=True,
         progress=byte_progress(),
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
     )
     with closing(Proposer(grounder, segmenter)) as proposer:
         prelabeller = Prelabeller(
@@ -168,6 +170,8 @@ def _propose_on_ray(args: argparse.Namespace, store, plan, work, heads, shards_d
         device=None if args.device == "auto" else args.device,
         dtype=None if args.dtype == "auto" else args.dtype,
         load_in_4bit=args.load_in_4bit,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
         masks=args.masks,
         sam_type=args.sam_type,
         sam_checkpoint=None if args.sam_checkpoint is None else str(args.sam_checkpoint.resolve()),

@@ -98,7 +98,8 @@ class ProposerSpec:
     `model`: hub id, preset name or folder (the same path on every node; a hub model not on a node is downloaded
     there, only the files grounding needs); `heads`: 0-based (layer, head); `device`: None picks CUDA when the actor
     has a GPU; `dtype`: a torch dtype name or None (bf16 on GPU, float32 on CPU); `load_in_4bit`: 4-bit text layers
-    (bitsandbytes, CUDA); `masks`: None, "sam" or "coarse"; `sam_type` and `sam_checkpoint` (None: the user cache of
+    (bitsandbytes, CUDA); `min_pixels` / `max_pixels`: Qwen's pixel budget (None: the checkpoint's); `masks`: None,
+    "sam" or "coarse"; `sam_type` and `sam_checkpoint` (None: the user cache of
     each node) for "sam".
     """
 
@@ -107,6 +108,8 @@ class ProposerSpec:
     device: str | None = None
     dtype: str | None = None
     load_in_4bit: bool = False
+    min_pixels: int | None = None
+    max_pixels: int | None = None
     masks: MaskKind | None = None
     sam_type: str = "vit_h"
     sam_checkpoint: str | None = None
@@ -125,7 +128,14 @@ class ProposerSpec:
 
             segmenter = Segmenter.load(self.sam_type, self.sam_checkpoint, self.device)
         grounder = load_grounder(
-            self.model, self.heads, device=self.device, dtype=dtype, load_in_4bit=self.load_in_4bit, fetch=True
+            self.model,
+            self.heads,
+            device=self.device,
+            dtype=dtype,
+            load_in_4bit=self.load_in_4bit,
+            fetch=True,
+            min_pixels=self.min_pixels,
+            max_pixels=self.max_pixels,
         )
         return Proposer(grounder, segmenter)
 

@@ -200,7 +200,18 @@ def grounding_model_class(config, truncate_after_layer: int | None = None, name:
             return None
 
     Truncated.__name__ = Truncated.__qualname__ = f"Truncated{base.__name__}"
+    _share_weight_renamings(base, Truncated)
     return Truncated, config
+
+
+def _share_weight_renamings(base: type, truncated: type) -> None:
+    """transformers looks a checkpoint's key renamings up by class name (Qwen-VL's hub layout, `model.layers.N`,
+    is renamed only so): give the truncated subclass its base's, or no text weight of such a checkpoint loads."""
+    from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+
+    mapping = get_checkpoint_conversion_mapping(base.__name__)
+    if mapping is not None:
+        register_checkpoint_conversion_mapping(truncated.__name__, mapping, overwrite=True)
 
 
 def four_bit_config(name: str, device: torch.device, dtype: torch.dtype):

@@ -229,9 +229,12 @@ def load_grounder(
     prefix_cache_size: int = 8,
     fetch: bool = False,
     progress: "Progress | None" = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ) -> "Grounder":
-    """LLaVA truncated after the deepest of `heads` (0-based (layer, head)) and its grounder. `ModelUnavailable`
-    when the model is not here (see `model_folder`) or the heads do not fit it (found before the weights load)."""
+    """The model truncated after the deepest of `heads` (0-based (layer, head)) and its grounder. `ModelUnavailable`
+    when the model is not here (see `model_folder`) or the heads do not fit it (found before the weights load).
+    `min_pixels` / `max_pixels`: the native-resolution families' pixel budget (None: the checkpoint's)."""
     from annotator.grounding.grounder import Grounder
     from annotator.lvlm.engine import LvlmEngine
 
@@ -250,6 +253,8 @@ def load_grounder(
         load_in_4bit=load_in_4bit,
         prefix_cache_size=prefix_cache_size,
         model_id=hub_id_of(model) or model,
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
     )
     try:
         return Grounder(engine, heads)

@@ -88,7 +88,7 @@ def missing_downloads(models: ModelSettings, presets: Presets | None = None) -> 
         items.append(
             DownloadItem(
                 lvlm.name,
-                f"{lvlm.description} (only the shards up to layer {lvlm.deepest_head_layer})",
+                f"{lvlm.description} ({_reach(lvlm.deepest_head_layer)})",
                 None,
                 f"Hugging Face cache {constants.HF_HUB_CACHE}",
                 source.fetch,
@@ -328,7 +328,7 @@ class DownloadDialog(QDialog):
         self.accept()
 
     def _choose_local(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose a LLaVA-1.5 folder saved with save_pretrained")
+        folder = QFileDialog.getExistingDirectory(self, "Choose a model folder saved with save_pretrained")
         if folder:
             self.choice, self.local_folder = "local", Path(folder)
             self.accept()
@@ -357,7 +357,7 @@ class DownloadDialog(QDialog):
         )
         return (
             f"{len(self.items)} model(s) are not on this machine: {total}{unknown}.{skipped} Download them, use the "
-            "demo model (runs on any CPU, finds colours), or choose a LLaVA-1.5 folder you already have."
+            "demo model (runs on any CPU, finds colours), or choose a model folder you already have."
         )
 
     def _item_bytes(self, index: int, item: DownloadItem) -> int | None:
@@ -380,3 +380,10 @@ def format_duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def _reach(deepest_head_layer: int | None) -> str:
+    """Which shards a download fetches, in words."""
+    if deepest_head_layer is None:
+        return "every shard: no localization heads are known for it yet"
+    return f"only the shards up to layer {deepest_head_layer}"

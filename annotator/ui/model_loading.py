@@ -19,7 +19,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING
 
 from annotator.errors import ModelUnavailable
-from annotator.grounding.heads import HeadsFile, find_heads_file
+from annotator.grounding.heads import HeadsFile
 from annotator.ui.settings import ModelSettings
 
 if TYPE_CHECKING:
@@ -59,16 +59,17 @@ def resolve_heads(models: ModelSettings) -> HeadsFile:
             return HeadsFile.load(models.heads_file)
         except ValueError as err:
             raise ModelUnavailable(f"the heads file in Settings cannot be used: {err}") from None
-    from annotator.models.loading import hub_id_of
+    from annotator.models.loading import known_heads
 
     try:
-        found = find_heads_file(hub_id_of(models.model) or models.model)
+        found = known_heads(models.model)
     except ValueError as err:
         raise ModelUnavailable(f"the heads file of {models.model} cannot be used: {err}") from None
     if found is None:
         raise ModelUnavailable(
             f"no localization heads are known for {models.model}. Find them once with "
-            f"`annotator find-heads --model {models.model}` and choose the heads file in Settings."
+            f"`annotator find-heads --model {models.model}` and choose the heads file in Settings, or open a folder "
+            f"and use Find heads on this folder."
         )
     return found
 
@@ -113,6 +114,7 @@ def load_models(models: ModelSettings, progress: Callable[[str], None]) -> Loade
         dtype=dtype,
         load_in_4bit=models.load_in_4bit,
         prefix_cache_size=models.prefix_cache_images,
+        max_pixels=models.max_pixels,
     )
     segmenter, sam_note = _load_sam(models, device, progress)
     info = ModelsInfo(

@@ -55,7 +55,7 @@ class SettingsDialog(QDialog):
         self.model.setEditable(True)
         self.model.addItems([*(preset.hub_id for preset in load_presets().lvlm), str(DEMO_MODEL_PATH)])
         self.model.setEditText(models.model)
-        self.model.setToolTip("A Hugging Face hub id or a local LLaVA-1.5, Qwen2-VL or Qwen2.5-VL folder")
+        self.model.setToolTip("A Hugging Face hub id (llava-hf/..., Qwen/...) or a local LLaVA-1.5, Qwen2-VL or Qwen2.5-VL folder")
         self.heads_file = QLineEdit(models.heads_file)
         self.heads_file.setPlaceholderText("automatic: the model folder's heads.json or the known heads")
         self.sam_type = QComboBox()
