@@ -134,7 +134,7 @@ def sections(settings: Settings) -> list[tuple[str, Callable[[], list[str]]]]:
 
 
 def run_sections(settings: Settings, budget_s: float) -> tuple[list[str], list[str]]:
-    """The table's rows and one note per failed section (its traceback's last line)."""
+    """The table's rows, and the traceback of each failed section (for stderr)."""
     started = time.perf_counter()
     rows, notes = [], []
     for name, section in sections(settings):
@@ -162,15 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run and not torch.cuda.is_available():
         print("no GPU: torch sees no CUDA device, so there is nothing to measure (--dry-run checks the script)")
         return 0
-    settings = DRY_RUN if args.dry_run else GPU
+    settings, kind = GPU, "random weights, the grounding models in bf16"
     if args.dry_run:
+        settings, kind = DRY_RUN, "DRY RUN: tiny models on the CPU, figures mean nothing"
         torch.set_num_threads(1)
     from lvlm_shapes import IMAGE_WH
     from lvlm_speed import machine_lines
 
     started = time.perf_counter()
     rows, notes = run_sections(settings, BUDGET_S)
-    kind = "DRY RUN: tiny models on the CPU, figures mean nothing" if args.dry_run else "bf16, random weights"
     print(f"# GPU benchmarks ({kind})\n")
     print("\n".join(machine_lines()))
     for section, (shape, layers) in zip(SECTIONS, (settings.llava, settings.qwen)):

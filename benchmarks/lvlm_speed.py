@@ -13,7 +13,8 @@ depth as LLaVA-1.5-7B's (14, .) in 32 layers (layer floor(14 / 32 * L)). Each si
 peak memory is its own. Where CUDA is available, both 7B shapes also run at their real depth in bf16 on the GPU
 (`benchmarks/gpu.sh` runs only those, with SAM's).
 
-Usage: .venv/bin/python benchmarks/lvlm_speed.py [--layers-7b 2] [--layers-qwen 2] [--repeats 3]
+Usage: .venv/bin/python benchmarks/lvlm_speed.py [--layers-7b 2] [--layers-qwen 2] [--vision-blocks-qwen 1]
+[--repeats 3] [--repeats-qwen 1]
 """
 
 from __future__ import annotations
@@ -30,8 +31,16 @@ import sys
 import time
 from pathlib import Path
 
-from lvlm_shapes import REAL_DEPTH, ShapeRun, build_model, heads_at_relative_depth, images, meta_parameter_bytes
-from lvlm_shapes import shape_config, shape_processor
+from lvlm_shapes import (  # benchmarks/lvlm_shapes.py
+    REAL_DEPTH,
+    ShapeRun,
+    build_model,
+    heads_at_relative_depth,
+    images,
+    meta_parameter_bytes,
+    shape_config,
+    shape_processor,
+)
 from machine import cpu_name  # benchmarks/machine.py: the script's folder is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -308,14 +317,15 @@ def main() -> None:
         f"Qwen2-VL-7B widths on the CPU) after one warm-up; images 640 x 480 (LLaVA) and 1155 x 866 (Qwen2-VL); "
         f"random weights\n"
     )
-    qwen_label = f"Qwen2-VL-7B widths, {args.layers_qwen} layers, {args.vision_blocks_qwen} of 32 vision blocks, CPU"
+    qwen = ShapeRun("qwen-7b", args.layers_qwen, "cpu", args.repeats_qwen, args.vision_blocks_qwen)
+    qwen_label = f"Qwen2-VL-7B widths, {qwen.layers} layers, {qwen.vision_blocks} of 32 vision blocks, CPU fp32"
     runs = [
         ("LLaVA tiny (8 layers, 8x8 grid)", ShapeRun("llava-tiny", 8, "cpu", TINY_REPEATS, overhead=True)),
         (
             f"LLaVA-1.5-7B widths, {args.layers_7b} layers, CPU fp32",
             ShapeRun("llava-7b", args.layers_7b, "cpu", args.repeats, overhead=True),
         ),
-        (qwen_label, ShapeRun("qwen-7b", args.layers_qwen, "cpu", args.repeats_qwen, args.vision_blocks_qwen)),
+        (qwen_label, qwen),
     ]
     if torch.cuda.is_available():
         runs += [
