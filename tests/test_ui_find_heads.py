@@ -91,6 +91,30 @@ def test_finding_heads_on_the_folder_writes_a_heads_file_and_loads_the_model_wit
     assert headless_window.settings.model_settings().heads_file == str(saved)
 
 
+def test_expressions_typed_on_the_folders_images_are_pairs_for_discovery(qtbot, headless_window, tmp_path):
+    folder = tmp_path / "typed"
+    scenes = write_scenes(folder, list(range(200, 200 + MIN_PAIRS)))
+    open_folder(qtbot, headless_window, folder)
+    for name, scene in scenes.items():
+        headless_window.show_image(headless_window.store.image_by_path(name).id)
+        headless_window.run_expression(scene.expression)
+    assert len(headless_window.find_heads.typed()) == MIN_PAIRS
+    with qtbot.waitSignal(headless_window.models_changed, timeout=MODEL_TIMEOUT_MS) as loaded:
+        headless_window.message_bar.button(FIND_BUTTON).click()
+    assert loaded.args[0] is not None and set(loaded.args[0].heads) == set(PLANTED_HEADS.localization)
+    assert HeadsFile.load(folder / ".annotator" / f"{MODEL_NAME}-heads.json").num_samples == MIN_PAIRS
+
+
+def test_expressions_typed_on_another_folder_do_not_count_for_this_one(qtbot, headless_window, tmp_path):
+    first = tmp_path / "first"
+    scenes = write_scenes(first, [300, 301])
+    open_folder(qtbot, headless_window, first)
+    headless_window.run_expression(next(iter(scenes.values())).expression)
+    assert len(headless_window.find_heads.typed()) == 1
+    open_folder(qtbot, headless_window, annotated_folder(tmp_path / "second", 3))
+    assert headless_window.find_heads.typed() == []
+
+
 def test_too_few_annotated_expressions_say_how_many_more_discovery_needs(qtbot, headless_window, tmp_path):
     folder = annotated_folder(tmp_path / "images", 3)
     open_folder(qtbot, headless_window, folder)
@@ -99,6 +123,7 @@ def test_too_few_annotated_expressions_say_how_many_more_discovery_needs(qtbot, 
     assert done.args[0] is None and not headless_window.find_heads.running
     text = headless_window.message_bar.message("find_heads").text
     assert f"needs at least {MIN_PAIRS} image/expression pairs; this folder has 3" in text
+    assert "expressions typed on its images" in text
     assert f"{MIN_PAIRS - 3} more are needed" in text
 
 

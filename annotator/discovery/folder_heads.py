@@ -1,7 +1,8 @@
 """Head discovery on an open folder (the app's "Find heads on this folder"), for a model whose heads are unknown.
 
-The image/expression pairs are the folder project's annotations that carry an expression: discovery needs no
-ground truth, only what an expression names in its image. The model runs whole (nothing can be truncated before
+The image/expression pairs are the folder project's annotations that carry an expression, and the expressions the
+annotator typed on its images while the heads were unknown: discovery needs no ground truth, only what an
+expression names in its image. The model runs whole (nothing can be truncated before
 the heads are known), one image at a time, and the heads file lands beside the project's store
 (`<folder>/.annotator/<model>-heads.json`) in the format `annotator find-heads --out` writes, so the CLI, the app
 and `annotator prelabel --heads` all read it.
@@ -39,20 +40,20 @@ class FoundHeads:
     skipped: tuple[str, ...]
 
 
-def folder_pairs(store: ProjectStore) -> list[CalibrationPair]:
-    """One pair per distinct (image, expression) among the store's annotations with an expression, on images still
-    in the folder, in annotation order."""
+def folder_pairs(store: ProjectStore, typed: Iterable[tuple[int, str]] = ()) -> list[CalibrationPair]:
+    """One pair per distinct (image, expression) among the store's annotations with an expression, then among the
+    `typed` (image id, expression) pairs, on images still in the folder, in that order."""
     present = {record.id: record.path for record in store.images()}
     seen: set[tuple[int, str]] = set()
     pairs = []
-    for annotation in store.annotations():
-        expression = annotation.expression.strip()
-        key = (annotation.image_id, expression)
-        if not expression or annotation.image_id not in present or key in seen:
+    found = [(a.image_id, a.expression, f"annotation {a.id}") for a in store.annotations()]
+    for image_id, text, what in found + [(image_id, text, "typed") for image_id, text in typed]:
+        expression = text.strip()
+        key = (image_id, expression)
+        if not expression or image_id not in present or key in seen:
             continue
         seen.add(key)
-        where = f"{present[annotation.image_id]}: annotation {annotation.id}"
-        pairs.append(CalibrationPair(store.image_path(annotation.image_id), expression, where))
+        pairs.append(CalibrationPair(store.image_path(image_id), expression, f"{present[image_id]}: {what}"))
     return pairs
 
 
@@ -62,8 +63,9 @@ def pairs_shortfall(count: int, minimum: int = MIN_PAIRS) -> str | None:
         return None
     return (
         f"Finding heads needs at least {minimum} image/expression pairs; this folder has {count} (annotations with "
-        f"an expression): {minimum - count} more are needed. Import a COCO or RefCOCO file with expressions (File > "
-        "Import), annotate with a model whose heads are known, or run `annotator find-heads --data FILE`."
+        f"an expression, and expressions typed on its images): {minimum - count} more are needed. Type what you see "
+        "on more images, import a COCO or RefCOCO file with expressions (File > Import), or run `annotator "
+        "find-heads --data FILE`."
     )
 
 

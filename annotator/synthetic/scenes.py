@@ -4,9 +4,10 @@
 A scene is an RGB image with 1-4 non-overlapping shapes (disc, square, triangle, ring) in distinct colours of
 `PALETTE`, each with its exact mask and tight box in original pixels, one of them the target of a referring
 expression made from templates ("the red disc", "red one on the left", "the disc that is red in the image").
-The same seed always gives the same scenes. Object sizes are drawn as fractions of the image's longer side, which
-is the side of the square the model sees, so a fraction f is about f x grid cells wide on the model's grid; on
-non-square images objects are clamped to fit the short side, so they shrink in grid cells.
+The same seed always gives the same scenes. Object sizes are drawn as fractions of the image's longer side. For
+LLaVA-1.5 that is the side of the padded square the model sees, so a fraction f is about f x 24 grid cells wide;
+for Qwen2-VL the grid stretches over the image itself (one cell per 28 px after its resize), so the cells an object
+spans depend on the image's pixel budget. On non-square images objects are clamped to fit the short side.
 
 `python -m annotator.synthetic.scenes --demo-out resources/demo` regenerates the demo folder.
 """
@@ -129,7 +130,7 @@ class SceneObject:
         return self.box_xyxy[3] - self.box_xyxy[1]
 
     def width_cells(self, frame: ImageFrame) -> float:
-        """The object's width in the model's grid cells (the image is padded to a square first)."""
+        """The object's width in the cells of the model's grid `frame` (padded or stretched, as the frame says)."""
         return self.width_px * frame.cells_per_pixel[0]
 
     def height_cells(self, frame: ImageFrame) -> float:

@@ -122,6 +122,18 @@ class FindHeadsFlow(QObject):
         self.thread: QThread | None = None
         self.progress: QProgressDialog | None = None
         self._stopped = False
+        self._typed: dict[Path, dict[tuple[int, str], None]] = {}
+
+    def note_typed(self, image_id: int, expression: str) -> None:
+        """Keep an expression typed on an image of the open folder while the heads are unknown: a discovery pair."""
+        store = self.window.store
+        if self.models is not None and store is not None:
+            self._typed.setdefault(store.path, {})[(image_id, expression.strip())] = None
+
+    def typed(self) -> list[tuple[int, str]]:
+        """The (image id, expression) pairs typed on the open folder's images, in typing order."""
+        store = self.window.store
+        return [] if store is None else list(self._typed.get(store.path, {}))
 
     @property
     def running(self) -> bool:
@@ -135,8 +147,8 @@ class FindHeadsFlow(QObject):
         name = display_name(models.model)
         self.window.message_bar.show_message(
             f"No localization heads are known for {name} yet: find them on this folder first. Discovery runs the "
-            f"model over the folder's images and the expressions of their annotations (at least {MIN_PAIRS} pairs) "
-            "and keeps the heads file beside the folder's project.",
+            "model over the folder's images with the expressions of their annotations and those you type on them "
+            f"(at least {MIN_PAIRS} pairs) and keeps the heads file beside the folder's project.",
             "warning",
             [
                 (FIND_BUTTON, self.start),
@@ -154,9 +166,12 @@ class FindHeadsFlow(QObject):
         if self.running or models is None or self._stopped:
             return
         if window.store is None or window.folder is None:
-            self._refuse("Open a folder of images first (Ctrl+O): discovery runs on its annotations' expressions.")
+            self._refuse(
+                "Open a folder of images first (Ctrl+O): discovery runs on the expressions of its annotations and "
+                "those typed on its images."
+            )
             return
-        pairs = folder_pairs(window.store)
+        pairs = folder_pairs(window.store, self.typed())
         shortfall = pairs_shortfall(len(pairs))
         if shortfall is not None:
             self._refuse(shortfall)
@@ -164,7 +179,7 @@ class FindHeadsFlow(QObject):
         window.message_bar.clear("find_heads")
         name = display_name(models.model)
         out = heads_path(window.store, name)
-        source = f"the app's Find heads on {window.folder}: {len(pairs)} image/expression pairs of its annotations"
+        source = f"the app's Find heads on {window.folder}: {len(pairs)} image/expression pairs (annotations and typed)"
         self.worker = HeadsWorker(models, pairs, out, source)
         self.thread = QThread()
         self.thread.setObjectName("find-heads")

@@ -704,6 +704,7 @@ class MainWindow(QMainWindow):
         )
         self.panel.expression.remember(text)
         self.settings.add_expression(text)
+        self.find_heads.note_typed(self.current_image_id, text)
         waiting = " (the model is still loading)" if self._loading_models is not None else ""
         self.show_status(f"Looking for “{text}”…{waiting}")
         self._update_busy()
