@@ -214,8 +214,9 @@ def _share_weight_renamings(base: type, truncated: type) -> None:
         register_checkpoint_conversion_mapping(truncated.__name__, mapping, overwrite=True)
 
 
-def four_bit_config(name: str, device: torch.device, dtype: torch.dtype):
-    """bitsandbytes' 4-bit (NF4) settings for the text layers, or `ModelUnavailable` saying what is missing."""
+def four_bit_config(name: str, device: torch.device, dtype: torch.dtype, model_type: str = "llava"):
+    """bitsandbytes' 4-bit (NF4) settings for the text layers of a `model_type` checkpoint (its vision side and LM
+    head stay in `dtype`), or `ModelUnavailable` saying what is missing."""
     import importlib.util
 
     from transformers import BitsAndBytesConfig
@@ -228,5 +229,5 @@ def four_bit_config(name: str, device: torch.device, dtype: torch.dtype):
         load_in_4bit=True,
         bnb_4bit_compute_dtype=dtype,
         bnb_4bit_quant_type="nf4",
-        llm_int8_skip_modules=["vision_tower", "multi_modal_projector", "lm_head"],
+        llm_int8_skip_modules=list(family_info(model_type).full_precision_modules),
     )

@@ -177,7 +177,7 @@ class LvlmEngine:
         model_class, config = grounding_model_class(config, truncate_after_layer, name)
         kwargs: dict = {"config": config, "dtype": dtype}
         if load_in_4bit:
-            kwargs["quantization_config"] = four_bit_config(name, device, dtype)
+            kwargs["quantization_config"] = four_bit_config(name, device, dtype, config.model_type)
         if device.type != "cpu":
             kwargs["device_map"] = str(device)
         model = load_weights(model_class, name, **kwargs)

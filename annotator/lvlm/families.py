@@ -12,13 +12,15 @@ from dataclasses import dataclass
 class FamilyInfo:
     """`name`: how messages name the family; `model_types`: config `model_type`s it reads; `model_class`: the
     transformers class that builds it; `adapter`: "module:Class" of its `Family`; `layer_keys`: regex of the
-    checkpoint keys of text layer N (`{layers}` stands for the layer numbers), in every naming transformers loads."""
+    checkpoint keys of text layer N (`{layers}` stands for the layer numbers), in every naming transformers loads;
+    `full_precision_modules`: the modules a 4-bit load keeps in the compute dtype (the vision side, the LM head)."""
 
     name: str
     model_types: tuple[str, ...]
     model_class: str
     adapter: str
     layer_keys: str
+    full_precision_modules: tuple[str, ...]
 
 
 FAMILIES: tuple[FamilyInfo, ...] = (
@@ -28,6 +30,7 @@ FAMILIES: tuple[FamilyInfo, ...] = (
         model_class="LlavaForConditionalGeneration",
         adapter="annotator.lvlm.llava:LlavaFamily",
         layer_keys=r"language_model\.(model\.)?layers\.({layers})\.",
+        full_precision_modules=("vision_tower", "multi_modal_projector", "lm_head"),
     ),
     FamilyInfo(
         name="qwen2-vl",
@@ -35,6 +38,7 @@ FAMILIES: tuple[FamilyInfo, ...] = (
         model_class="Qwen2VLForConditionalGeneration",
         adapter="annotator.lvlm.qwen2_vl:QwenVLFamily",
         layer_keys=r"(^|\.)(language_model\.|model\.)layers\.({layers})\.",
+        full_precision_modules=("visual", "lm_head"),
     ),
     FamilyInfo(
         name="qwen2.5-vl",
@@ -42,6 +46,7 @@ FAMILIES: tuple[FamilyInfo, ...] = (
         model_class="Qwen2_5_VLForConditionalGeneration",
         adapter="annotator.lvlm.qwen2_vl:QwenVLFamily",
         layer_keys=r"(^|\.)(language_model\.|model\.)layers\.({layers})\.",
+        full_precision_modules=("visual", "lm_head"),
     ),
 )
 
