@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pycocotools.coco import COCO
 from PySide6.QtCore import Qt
@@ -13,7 +14,8 @@ from PySide6.QtCore import Qt
 from annotator.cli import main
 from annotator.evaluation import evaluate
 from annotator.evaluation_files import read_ground_truth, read_predictions
-from annotator.synthetic.planted_qwen import PLANTED_QWEN_DIR, PLANTED_QWEN_HEADS
+from annotator.lvlm.qwen2_vl import qwen_layout
+from annotator.synthetic.planted_qwen import MAX_PIXELS, MIN_PIXELS, PLANTED_QWEN_DIR, PLANTED_QWEN_HEADS
 from annotator.synthetic.scene_folder import write_scene_folder
 from annotator.synthetic.scenes import SceneConfig
 from annotator.ui.export_dialog import ExportDialog
@@ -85,3 +87,33 @@ def test_the_app_proposes_with_the_planted_qwen_and_exports_the_accepted_box(qtb
     [annotation] = coco.loadAnns(coco.getAnnIds())
     x, y, w, h = annotation["bbox"]
     assert box_iou((x, y, x + w, y + h), scenes[name].target.box_xyxy) >= 0.5
+
+
+def test_on_a_wide_image_the_heads_panel_shows_qwens_own_grid_and_the_heatmap_lights_the_target(
+    qtbot, make_window, tmp_path
+):
+    settings = AppSettings.at(tmp_path / "settings.ini")
+    settings.set_model_settings(ModelSettings(model=str(PLANTED_QWEN_DIR), sam_type="none"))
+    window = make_window(settings)
+    with qtbot.waitSignal(window.models_changed, timeout=MODEL_TIMEOUT_MS):
+        window.start_models()
+    wide = SceneConfig(long_side=(640, 640), aspect=(2.0, 2.0), target_width=(0.2, 0.25), other_width=(0.1, 0.15))
+    scenes = write_scenes(tmp_path / "wide", [41], wide)
+    open_folder(qtbot, window, tmp_path / "wide")
+    [scene] = scenes.values()
+    assert propose(qtbot, window, scene.expression) == 1
+    qtbot.keyClick(window.canvas, Qt.Key.Key_H)
+    assert window.canvas.overlay_visible and window.canvas.has_overlay
+    overlay = window.canvas.overlay_image
+    width, height = overlay.width(), overlay.height()
+    alpha = np.array([[overlay.pixelColor(x, y).alpha() for x in range(width)] for y in range(height)])
+    row, column = np.unravel_index(np.argmax(alpha), alpha.shape)
+    x0, y0, x1, y1 = scene.target.box_xyxy
+    assert x0 <= (column + 0.5) * scene.width / width <= x1
+    assert y0 <= (row + 0.5) * scene.height / height <= y1
+    grid_h, grid_w = qwen_layout(scene.width, scene.height, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS).grid_hw
+    assert grid_w > 1.8 * grid_h
+    qtbot.waitUntil(lambda: all(label.isVisible() for label in window.heads_panel.map_labels))
+    for label in window.heads_panel.map_labels:
+        pixmap = label.pixmap()
+        assert abs(pixmap.width() / pixmap.height() - grid_w / grid_h) < 0.05
