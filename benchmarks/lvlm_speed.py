@@ -131,7 +131,7 @@ def capture_overhead(engine, run: ShapeRun, heads: list[tuple[int, int]], pictur
     with torch.inference_mode():
         features = engine.family.image_features(picture, layout, engine.device)
         embeds = text.embed_tokens(torch.tensor([prompt.ids], device=engine.device))
-        embeds[0, prompt.prefix.image_positions] = features.to(embeds.dtype)
+        embeds[0, prompt.prefix.image_positions] = features.embeds.to(embeds.dtype)
         positions = engine.family.position_ids(prompt, layout, engine.device)
     extra = {} if positions is None else {"position_ids": positions}
 

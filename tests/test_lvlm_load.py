@@ -159,3 +159,17 @@ def test_a_truncated_qwen_model_skips_the_layers_above_and_the_lm_head_when_load
     model_class, config = grounding_model_class(tiny_config(QWEN2_VL), truncate_after_layer=1)
     model = model_class(config)
     assert len(model.model.language_model.layers) == 2 and not hasattr(model, "lm_head")
+
+
+@pytest.mark.parametrize(
+    "config_class, why",
+    [("MllamaConfig", "cross-attention"), ("Florence2Config", "encoder-decoder"), ("Blip2Config", "Q-Former")],
+)
+def test_a_model_whose_decoder_does_not_read_image_tokens_in_order_is_refused_saying_why(tmp_path, config_class, why):
+    import transformers
+
+    from annotator.lvlm.engine import LvlmEngine
+
+    getattr(transformers, config_class)().save_pretrained(tmp_path)
+    with pytest.raises(ModelUnavailable, match=f"cannot ground with localization heads: .*{why}"):
+        LvlmEngine.load(tmp_path)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from annotator.errors import ModelUnavailable
-from annotator.lvlm.families import family_info, supported_model_types
+from annotator.lvlm.families import family_info, unsupported_reason
 
 if TYPE_CHECKING:
     import torch
@@ -31,10 +31,7 @@ def load_config(name: str):
     except (OSError, ValueError) as exc:
         raise ModelUnavailable(_unavailable_message(name, exc)) from exc
     if family_info(config.model_type) is None:
-        raise ModelUnavailable(
-            f"{name} is a {config.model_type!r} checkpoint; the grounding engine reads "
-            f"{', '.join(repr(t) for t in supported_model_types())} ones"
-        )
+        raise ModelUnavailable(f"{name}: {unsupported_reason(config.model_type)}")
     return config
 
 
@@ -173,7 +170,7 @@ def grounding_model_class(config, truncate_after_layer: int | None = None, name:
 
     info = family_info(config.model_type)
     if info is None:
-        raise ModelUnavailable(f"{name} is a {config.model_type!r} checkpoint, which the grounding engine does not read")
+        raise ModelUnavailable(f"{name}: {unsupported_reason(config.model_type)}")
     base = getattr(transformers, info.model_class)
     if truncate_after_layer is None:
         return base, config

@@ -37,6 +37,7 @@ from annotator.lvlm.capture import (
     register_capture_attention,
     stop_after,
 )
+from annotator.errors import ModelUnavailable
 from annotator.grounding.frame import ImageFrame
 from annotator.lvlm.checkpoint import (
     four_bit_config,
@@ -44,7 +45,7 @@ from annotator.lvlm.checkpoint import (
     load_config_and_processor,
     load_weights,
 )
-from annotator.lvlm.families import adapter_class, family_info, supported_model_types
+from annotator.lvlm.families import adapter_class, family_info, unsupported_reason
 from annotator.lvlm.family import Family
 from annotator.lvlm.layout import TokenLayout
 from annotator.lvlm.model_input import WhitespaceTokens
@@ -123,10 +124,7 @@ class LvlmEngine:
         self.model_id = model_id or getattr(model.config, "_name_or_path", "") or type(model).__name__
         info = family_info(getattr(model.config, "model_type", ""))
         if info is None:
-            raise ValueError(
-                f"{self.model_id}: a {model.config.model_type!r} model; the grounding engine reads "
-                f"{', '.join(supported_model_types())}"
-            )
+            raise ModelUnavailable(f"{self.model_id}: {unsupported_reason(getattr(model.config, 'model_type', ''))}")
         register_capture_attention()
         model.eval()
         self.family: Family = adapter_class(info)(
@@ -316,9 +314,10 @@ class LvlmEngine:
         features = self.family.image_features(image, layout, self.device)
         prefix_ms = self._elapsed_ms(start)
         start = perf_counter()
-        embeds = self._embed(prompt.ids, features, prompt.prefix.image_start)
+        embeds = self._embed(prompt.ids, features.embeds, prompt.prefix.image_start)
         positions = self.family.position_ids(prompt, layout, self.device)
-        self._run_text(embeds, positions, None, depth, capture)
+        extra = self.family.text_kwargs(features, prompt.prefix.image_positions, len(prompt.ids))
+        self._run_text(embeds, positions, None, depth, capture, extra)
         return prefix_ms, self._elapsed_ms(start), False
 
     def _run_with_prefix(
@@ -364,10 +363,11 @@ class LvlmEngine:
 
         prefix = self.family.prompt_prefix(layout)
         features = self.family.image_features(image, layout, self.device)
-        embeds = self._embed(prefix.ids, features, prefix.image_start)
+        embeds = self._embed(prefix.ids, features.embeds, prefix.image_start)
         positions = self.family.position_ids(Prompt(prefix, (), ""), layout, self.device)
+        extra = self.family.text_kwargs(features, prefix.image_positions, len(prefix.ids))
         kv = DynamicCache(config=self._text_model.config)
-        self._run_text(embeds, positions, kv, depth, None)
+        self._run_text(embeds, positions, kv, depth, None, extra)
         return _CachedPrefix(kv=kv, depth=depth, layout=layout)
 
     def _embed(self, ids: Sequence[int], features: torch.Tensor, image_start: int) -> torch.Tensor:
@@ -382,12 +382,16 @@ class LvlmEngine:
         kv: object | None,
         depth: int,
         capture: LastTokenCapture | None,
+        extra: dict | None = None,
     ) -> None:
-        """Run the text model on `embeds` (after `kv`, which grows) and stop right after layer `depth - 1`."""
-        extra = {} if positions is None else {"position_ids": positions}
+        """Run the text model on `embeds` (after `kv`, which grows) and stop right after layer `depth - 1`; `extra`:
+        the family's further arguments (`Family.text_kwargs`)."""
+        kwargs = dict(extra or {})
+        if positions is not None:
+            kwargs["position_ids"] = positions
         with stop_after(self._text_model.layers[depth - 1]):
             self._text_model(
-                inputs_embeds=embeds, past_key_values=kv, use_cache=kv is not None, **extra, **{CAPTURE_KWARG: capture}
+                inputs_embeds=embeds, past_key_values=kv, use_cache=kv is not None, **kwargs, **{CAPTURE_KWARG: capture}
             )
 
     def _elapsed_ms(self, start: float) -> float:

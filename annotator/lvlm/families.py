@@ -51,6 +51,29 @@ FAMILIES: tuple[FamilyInfo, ...] = (
 )
 
 
+NOT_SPATIAL: dict[str, str] = {
+    "mllama": "its text model reads the image through cross-attention layers, not as image tokens in its sequence",
+    "florence2": "it is an encoder-decoder: its decoder reads the image through cross-attention",
+    "blip-2": "its Q-Former pools the image into 32 learned queries that keep no spatial order",
+    "instructblip": "its Q-Former pools the image into 32 learned queries that keep no spatial order",
+    "idefics2": "its perceiver resampler pools the image into 64 learned latents that keep no spatial order",
+    "idefics": "its text model reads the image through cross-attention layers",
+}
+"""Model types the method cannot read, and why: the last token's attention must fall on image tokens laid out in
+the image's spatial order."""
+
+
+def unsupported_reason(model_type: str) -> str:
+    """One line saying why a `model_type` checkpoint cannot be a grounding engine."""
+    why = NOT_SPATIAL.get(model_type)
+    if why is not None:
+        return f"a {model_type!r} model cannot ground with localization heads: {why}"
+    return (
+        f"the grounding engine does not read {model_type!r} checkpoints; it reads "
+        f"{', '.join(repr(t) for t in supported_model_types())}"
+    )
+
+
 def family_info(model_type: str) -> FamilyInfo | None:
     """The family that reads checkpoints of `model_type`, or None."""
     return next((family for family in FAMILIES if model_type in family.model_types), None)

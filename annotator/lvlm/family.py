@@ -5,6 +5,7 @@ the prefix cache. One subclass per family (`llava.LlavaFamily`, `qwen2_vl.QwenVL
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -13,6 +14,16 @@ import torch
 from annotator.lvlm.layout import TokenLayout
 from annotator.lvlm.model_input import WhitespaceTokens
 from annotator.lvlm.prompt import Prompt, PromptPrefix
+
+
+@dataclass(frozen=True, eq=False)
+class VisionFeatures:
+    """What the vision side gives the text model for one image: `embeds`, `[num_tokens, hidden]`, put at the image
+    tokens; `extra`, family-specific tensors a forward over the image tokens also needs (e.g. Qwen3-VL's DeepStack
+    features), turned into text-model arguments by `Family.text_kwargs`."""
+
+    embeds: torch.Tensor
+    extra: tuple[torch.Tensor, ...] = field(default=())
 
 
 class Family(ABC):
@@ -69,8 +80,13 @@ class Family(ABC):
         """What the vision tower reads for the image (its processor's output, on `device`)."""
 
     @abstractmethod
-    def image_features(self, image: np.ndarray, layout: TokenLayout, device: torch.device) -> torch.Tensor:
-        """What the text model receives for the image tokens, `[layout.num_tokens, hidden]`."""
+    def image_features(self, image: np.ndarray, layout: TokenLayout, device: torch.device) -> VisionFeatures:
+        """What the text model receives for the image tokens (`embeds`: `[layout.num_tokens, hidden]`)."""
+
+    def text_kwargs(self, features: VisionFeatures, image_positions: slice, length: int) -> dict:
+        """Further text-model arguments for a forward of `length` tokens holding the image tokens at
+        `image_positions` (none for most families)."""
+        return {}
 
     def position_ids(self, prompt: Prompt, layout: TokenLayout, device: torch.device) -> torch.Tensor | None:
         """The position ids of the whole prompt (`[..., 1, len(prompt.ids)]`), or None for plain 0, 1, 2, ..."""

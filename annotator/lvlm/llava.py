@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from annotator.grounding.frame import ImageFrame
-from annotator.lvlm.family import Family
+from annotator.lvlm.family import Family, VisionFeatures
 from annotator.lvlm.layout import TokenLayout
 from annotator.lvlm.model_input import PromptBuilder, WhitespaceTokens, mean_colour, square_image
 from annotator.lvlm.prompt import Prompt, PromptPrefix
@@ -90,6 +90,6 @@ class LlavaFamily(Family):
             )
         return pixels.to(device=device, dtype=self.model.model.vision_tower.dtype)
 
-    def image_features(self, image: np.ndarray, layout: TokenLayout, device: torch.device) -> torch.Tensor:
+    def image_features(self, image: np.ndarray, layout: TokenLayout, device: torch.device) -> VisionFeatures:
         pixels = self.pixel_values(image, layout, device)
-        return self.model.model.get_image_features(pixel_values=pixels, return_dict=True).pooler_output[0]
+        return VisionFeatures(self.model.model.get_image_features(pixel_values=pixels, return_dict=True).pooler_output[0])

@@ -26,7 +26,7 @@ import torch
 
 from annotator.errors import ModelUnavailable
 from annotator.grounding.frame import ImageFrame
-from annotator.lvlm.family import Family
+from annotator.lvlm.family import Family, VisionFeatures
 from annotator.lvlm.layout import TokenLayout
 from annotator.lvlm.model_input import WhitespaceTokens
 from annotator.lvlm.prompt import Prompt, PromptPrefix, expression_room, stripped_expression, truncated
@@ -210,9 +210,9 @@ class QwenVLFamily(Family):
             "image_grid_thw": grid_thw.to(device),
         }
 
-    def image_features(self, image: np.ndarray, layout: TokenLayout, device: torch.device) -> torch.Tensor:
+    def image_features(self, image: np.ndarray, layout: TokenLayout, device: torch.device) -> VisionFeatures:
         inputs = self.pixel_values(image, layout, device)
-        return self.model.model.get_image_features(**inputs, return_dict=True).pooler_output[0]
+        return VisionFeatures(self.model.model.get_image_features(**inputs, return_dict=True).pooler_output[0])
 
     def position_ids(self, prompt: Prompt, layout: TokenLayout, device: torch.device) -> torch.Tensor:
         """M-RoPE positions `[3, 1, len(prompt.ids)]` from the model's `get_rope_index`."""
