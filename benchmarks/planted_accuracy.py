@@ -1,6 +1,6 @@
 """The honest limits of the localization-head method, measured on the planted models (issues 8 and 17).
 
-First a side-by-side table on the same scenes (photo-sized, 640-1024 px on the long side): the planted LLaVA (a
+First a side-by-side table on the same scenes (photo-sized, 1000-1600 px on the long side): the planted LLaVA (a
 fixed 24 x 24 grid over the padded square) against the planted Qwen2-VL at two `max_pixels` budgets (native
 resolution, one token per 28 x 28 px): Acc@0.5 and mIoU by the target's width in pixels, tokens and milliseconds
 per image. Then, for the planted LLaVA, Markdown tables: Acc@0.5 and mean IoU of the paper's box (three planted heads, 7 x 7 Gaussian with sigma 1,
@@ -35,7 +35,7 @@ from annotator.paths import DEMO_DIR
 
 SWEEP_CONFIG = SceneConfig(aspect=(1 / 3, 3.0), target_width=(0.03, 0.75))
 WIDTH_EDGES = (0, 2, 4, 6, 8, 10, 12, np.inf)
-FAMILIES_CONFIG = SceneConfig(long_side=(640, 1024), target_width=(0.02, 0.5))
+FAMILIES_CONFIG = SceneConfig(long_side=(1000, 1600), target_width=(0.02, 0.5))
 PIXEL_EDGES = (0, 24, 48, 96, 192, np.inf)
 QWEN_BUDGETS_TOKENS = (576, 2304)
 ASPECT_BINS = ((1 / 3, 1 / 2, "1:3 - 1:2"), (1 / 2, 2 / 3, "1:2 - 2:3"), (2 / 3, 1.0, "2:3 - 1:1"),
@@ -97,7 +97,7 @@ def families_table(count: int, seed: int) -> str:
     lines.append("| tokens per image (mean) | | " + " | ".join(f"{t.mean():.0f}" for _, t, _ in results) + " |")
     lines.append("| ms per image (median) | | " + " | ".join(f"{np.median(m):.0f}" for _, _, m in results) + " |")
     return (
-        f"Side by side on the same {count} scenes (seed {seed}): long side 640-1024 px, aspect 1:3 - 3:1, target "
+        f"Side by side on the same {count} scenes (seed {seed}): long side 1000-1600 px, aspect 1:3 - 3:1, target "
         f"2-50 % of the long side; each model with its own three planted heads; first expression on each image "
         f"(prefix computed).\n\n" + "\n".join(lines)
     )
