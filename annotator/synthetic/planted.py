@@ -340,15 +340,19 @@ def planted_heads_file() -> HeadsFile:
     )
 
 
-def save_planted_model(folder: str | Path = PLANTED_MODEL_DIR) -> Path:
-    """Build the planted model and write it, its processor and `heads.json` into `folder` with `save_pretrained`."""
+def save_planted(folder: str | Path, model, processor, heads_file: HeadsFile) -> Path:
+    """Write a planted model, its processor and its `heads.json` into `folder` with `save_pretrained`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model, processor = build_planted_model()
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    planted_heads_file().save(folder / "heads.json")
+    heads_file.save(folder / "heads.json")
     return folder
+
+
+def save_planted_model(folder: str | Path = PLANTED_MODEL_DIR) -> Path:
+    """Build the planted model and write it, its processor and `heads.json` into `folder`."""
+    return save_planted(folder, *build_planted_model(), planted_heads_file())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,7 +34,7 @@ import numpy as np
 
 from annotator.grounding.heads import HeadsFile
 from annotator.paths import MODELS_DIR
-from annotator.synthetic.planted import texture_filters
+from annotator.synthetic.planted import save_planted, texture_filters
 from annotator.synthetic.planted_decoder import (
     CLIP_MEAN,
     CLIP_STD,
@@ -359,14 +359,8 @@ def planted_qwen_heads_file() -> HeadsFile:
 
 
 def save_planted_qwen(folder: str | Path = PLANTED_QWEN_DIR) -> Path:
-    """Build the planted Qwen2-VL and write it, its processor and `heads.json` into `folder` with `save_pretrained`."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    model, processor = build_planted_qwen()
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    planted_qwen_heads_file().save(folder / "heads.json")
-    return folder
+    """Build the planted Qwen2-VL and write it, its processor and `heads.json` into `folder`."""
+    return save_planted(folder, *build_planted_qwen(), planted_qwen_heads_file())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
