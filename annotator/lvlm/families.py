@@ -48,6 +48,14 @@ FAMILIES: tuple[FamilyInfo, ...] = (
         layer_keys=r"(^|\.)(language_model\.|model\.)layers\.({layers})\.",
         full_precision_modules=("visual", "lm_head"),
     ),
+    FamilyInfo(
+        name="qwen3-vl",
+        model_types=("qwen3_vl",),
+        model_class="Qwen3VLForConditionalGeneration",
+        adapter="annotator.lvlm.qwen3_vl:Qwen3VLFamily",
+        layer_keys=r"(^|\.)language_model\.layers\.({layers})\.",
+        full_precision_modules=("visual", "lm_head"),
+    ),
 )
 
 
