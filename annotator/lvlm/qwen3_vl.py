@@ -28,9 +28,11 @@ get exactly the positions of a full forward.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from annotator.lvlm.family import VisionFeatures
+from annotator.lvlm.layout import TokenLayout
 from annotator.lvlm.model_input import WhitespaceTokens
 from annotator.lvlm.qwen2_vl import SYSTEM_TURN, QwenPromptBuilder, QwenVLFamily
 
@@ -87,7 +89,7 @@ class Qwen3VLFamily(QwenVLFamily):
             max_positions=int(config.text_config.max_position_embeddings),
         )
 
-    def image_features(self, image, layout, device: torch.device) -> VisionFeatures:
+    def image_features(self, image: np.ndarray, layout: TokenLayout, device: torch.device) -> VisionFeatures:
         """The merged tokens and the DeepStack features (one `[layout.num_tokens, hidden]` tensor each)."""
         inputs = self.pixel_values(image, layout, device)
         out = self.model.model.get_image_features(**inputs, return_dict=True)
