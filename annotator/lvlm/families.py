@@ -56,6 +56,29 @@ FAMILIES: tuple[FamilyInfo, ...] = (
         layer_keys=r"(^|\.)language_model\.layers\.({layers})\.",
         full_precision_modules=("visual", "lm_head"),
     ),
+    FamilyInfo(
+        name="deepseek-vl",
+        model_types=("deepseek_vl",),
+        model_class="DeepseekVLForConditionalGeneration",
+        adapter="annotator.lvlm.deepseek_vl:DeepseekVLFamily",
+        layer_keys=r"(^|\.)language_model\.(model\.)?layers\.({layers})\.",
+        full_precision_modules=("vision_model", "aligner", "lm_head"),
+    ),
+    FamilyInfo(
+        name="deepseek-vl-hybrid",
+        model_types=("deepseek_vl_hybrid",),
+        model_class="DeepseekVLHybridForConditionalGeneration",
+        adapter="annotator.lvlm.deepseek_vl:DeepseekVLFamily",
+        layer_keys=r"(^|\.)language_model\.(model\.)?layers\.({layers})\.",
+        full_precision_modules=(
+            "vision_model",
+            "high_res_vision_model",
+            "high_res_vision_neck",
+            "high_res_vision_proj",
+            "aligner",
+            "lm_head",
+        ),
+    ),
 )
 
 
