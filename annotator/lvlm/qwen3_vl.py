@@ -55,8 +55,6 @@ class Qwen3VLFamily(QwenVLFamily):
     costs 32 x 32 = 1,024 pixels of it.
     """
 
-    image_size_matters = True
-
     def __init__(
         self,
         model,
