@@ -15,7 +15,7 @@ from PIL import Image
 from annotator.cli import main
 from annotator.evaluation_files import read_predictions
 from annotator.lvlm.qwen2_vl import qwen_layout
-from annotator.lvlm.qwen3_vl import Qwen3PromptBuilder
+from annotator.lvlm.qwen2_vl import QwenPromptBuilder
 from annotator.synthetic.scene_folder import write_scene_folder
 from annotator.synthetic.scenes import SceneConfig
 from annotator.ui.settings import AppSettings, ModelSettings
@@ -314,7 +314,9 @@ def test_the_real_tokenizer_keeps_qwen3s_added_tokens_at_their_ids(real_processo
 def test_the_prompt_is_the_chat_templates_sequence_cut_after_the_expression(real_processor, expression):
     ids, _ = processed(real_processor, expression.strip(), 640, 480)
     assert ids[-2:] == (IM_END, NEWLINE)
-    builder = Qwen3PromptBuilder(real_processor.tokenizer, max_expression_tokens=64, max_positions=262144)
+    builder = QwenPromptBuilder(
+        real_processor.tokenizer, max_expression_tokens=64, max_positions=262144, system_turn=""
+    )
     prompt = builder.build(expression, num_image_tokens=ids.count(IMAGE_PAD))
     assert prompt.ids == ids[:-2]
     assert real_processor.tokenizer.decode(list(prompt.expression_ids)) == expression.strip()

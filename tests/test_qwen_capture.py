@@ -109,3 +109,12 @@ def test_another_image_size_gets_its_own_prefix_and_positions(built):
     np.testing.assert_allclose(
         ours.maps.reshape(engine.num_layers, engine.num_heads, 4, 8), reference_maps(built, wide, "a dog"), atol=1e-5
     )
+
+
+def test_a_budget_in_tokens_caps_the_grid_whatever_a_tokens_pixels():
+    from annotator.lvlm.engine import LvlmEngine
+
+    engine = LvlmEngine(tiny_qwen(QWEN2_VL), tiny_processor(QWEN2_VL), max_image_tokens=8)
+    layout = engine.layout_for(224, 224)  # 8 x 8 tokens natively; the tiny processor allows 64
+    assert layout.num_tokens <= 8 and layout.grid_hw == (2, 2)
+    assert engine.family.max_pixels == 8 * 28 * 28

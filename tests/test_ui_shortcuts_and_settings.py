@@ -98,7 +98,7 @@ def test_applying_the_settings_dialog_writes_them_and_reloads_the_models(qtbot, 
         qtbot.mouseClick(dialog.buttons.button(dialog.buttons.StandardButton.Ok), Qt.MouseButton.LeftButton)
     assert reloaded.args[0] is not None
     assert window.settings.model_settings().prefix_cache_images == 3
-    assert window.settings.model_settings().max_pixels == 2048 * 28 * 28
+    assert window.settings.model_settings().max_image_tokens == 2048
     assert window.settings.polygon_tolerance_px == 1.25
     assert window.settings.shortcut_overrides() == {"fit": ("G",)}
     assert window.actions_by_name["fit"].shortcut().toString() == "G"

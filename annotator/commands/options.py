@@ -105,16 +105,15 @@ def add_model_options(parser: argparse.ArgumentParser, default_model: str | None
         "--max-pixels",
         type=positive_int,
         metavar="N",
-        help="Qwen2-VL/2.5-VL: most pixels an image is resized to (one token per 28 x 28 = 784 px; default: the "
-        "checkpoint's, 12845056 = 16384 tokens for the Qwen releases); more pixels find smaller objects and cost "
-        "more time; LLaVA-1.5's fixed grid ignores it",
+        help="Qwen-VL models: most pixels an image is resized to (one token per 28 x 28 = 784 px for Qwen2-VL/2.5-VL, "
+        "32 x 32 = 1024 px for Qwen3-VL; default: the checkpoint's, 16384 tokens for the Qwen releases); more "
+        "pixels find smaller objects and cost more time; fixed grids (LLaVA-1.5) ignore it",
     )
     group.add_argument(
         "--min-pixels",
         type=positive_int,
         metavar="N",
-        help="Qwen2-VL/2.5-VL: fewest pixels an image is resized to (default: the checkpoint's, 3136 = 4 tokens; "
-        "LLaVA-1.5 ignores it)",
+        help="Qwen-VL models: fewest pixels an image is resized to (default: the checkpoint's); fixed grids ignore it",
     )
     if four_bit:
         group.add_argument(

@@ -104,7 +104,8 @@ class LvlmEngine:
     LLaVA-1.5-7B in bf16 truncated after layer 14). `max_expression_tokens`: longer expressions are truncated.
     `whitespace_tokens`: LLaVA's prompt tokenization, `"official"` or `"keep"` (see `model_input`).
     `min_pixels` / `max_pixels`: the native-resolution families' pixel budget (Qwen2-VL: 784 px per token; default:
-    the processor's).
+    the processor's); `max_image_tokens`: the same budget in tokens, whatever a token's pixels (it sets
+    `max_pixels`); fixed grids ignore both.
     """
 
     def __init__(
@@ -118,6 +119,7 @@ class LvlmEngine:
         whitespace_tokens: WhitespaceTokens = "official",
         min_pixels: int | None = None,
         max_pixels: int | None = None,
+        max_image_tokens: int | None = None,
     ) -> None:
         if prefix_cache_size < 0:
             raise ValueError(f"prefix_cache_size must be >= 0, got {prefix_cache_size}")
@@ -136,6 +138,8 @@ class LvlmEngine:
             max_pixels=max_pixels,
             model_id=self.model_id,
         )
+        if max_image_tokens is not None:
+            self.family.limit_image_tokens(max_image_tokens)
         model.set_attn_implementation(self.family.attn_implementation(CAPTURE_ATTENTION))
         self.model = model
         self.processor = processor
@@ -157,6 +161,7 @@ class LvlmEngine:
         whitespace_tokens: WhitespaceTokens = "official",
         min_pixels: int | None = None,
         max_pixels: int | None = None,
+        max_image_tokens: int | None = None,
     ) -> "LvlmEngine":
         """Load a checkpoint of a supported family (hub id or local folder) with its class's `from_pretrained`.
 
@@ -187,6 +192,7 @@ class LvlmEngine:
             whitespace_tokens=whitespace_tokens,
             min_pixels=min_pixels,
             max_pixels=max_pixels,
+            max_image_tokens=max_image_tokens,
         )
 
     @property

@@ -83,6 +83,10 @@ class Family(ABC):
     def image_features(self, image: np.ndarray, layout: TokenLayout, device: torch.device) -> VisionFeatures:
         """What the text model receives for the image tokens (`embeds`: `[layout.num_tokens, hidden]`)."""
 
+    def limit_image_tokens(self, tokens: int) -> None:
+        """At most `tokens` image tokens per image, for families that read images at their own resolution; fixed
+        grids ignore it."""
+
     def text_kwargs(self, features: VisionFeatures, image_positions: slice, length: int) -> dict:
         """Further text-model arguments for a forward of `length` tokens holding the image tokens at
         `image_positions` (none for most families)."""

@@ -21,6 +21,8 @@ so a cached prefix and the expression after it get exactly the positions of a fu
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 
@@ -64,7 +66,8 @@ def qwen_layout(
 
 
 class QwenPromptBuilder:
-    """Tokenizes Qwen2-VL grounding prompts (see the module docstring) with the model's own tokenizer."""
+    """Tokenizes Qwen2-VL grounding prompts (see the module docstring) with the model's own tokenizer;
+    `system_turn`: the template's default system turn ("" for templates without one, as Qwen3-VL's)."""
 
     def __init__(
         self,
@@ -75,12 +78,13 @@ class QwenPromptBuilder:
         vision_end: str = "<|vision_end|>",
         max_expression_tokens: int = 64,
         max_positions: int = 32768,
+        system_turn: str = SYSTEM_TURN,
     ) -> None:
         self._tokenizer = tokenizer
         self._image_id = self._one_token(image_token)
         self._one_token(vision_start)
         self._one_token(vision_end)
-        self._head_text = SYSTEM_TURN + USER_START + vision_start + image_token + vision_end
+        self._head_text = system_turn + USER_START + vision_start + image_token + vision_end
         self._head = self._ids(self._head_text)
         self._image_start = self._head.index(self._image_id)
         self.max_expression_tokens = max_expression_tokens
@@ -122,7 +126,9 @@ class QwenVLFamily(Family):
     costs 28 x 28 = 784 pixels of it.
     """
 
+    name = "qwen2-vl"
     image_size_matters = True
+    system_turn: ClassVar[str] = SYSTEM_TURN
 
     def __init__(
         self,
@@ -145,7 +151,7 @@ class QwenVLFamily(Family):
             model_id=model_id,
         )
         config = model.config
-        self.name = "qwen2.5-vl" if config.model_type == "qwen2_5_vl" else "qwen2-vl"
+        self.name = "qwen2.5-vl" if config.model_type == "qwen2_5_vl" else self.name
         images = processor.image_processor
         self.patch_size = int(images.patch_size)
         self.merge_size = int(images.merge_size)
@@ -171,11 +177,18 @@ class QwenVLFamily(Family):
             vision_end=tokenizer.convert_ids_to_tokens(int(config.vision_end_token_id)),
             max_expression_tokens=max_expression_tokens,
             max_positions=int(config.text_config.max_position_embeddings),
+            system_turn=self.system_turn,
         )
 
     @property
     def text_model(self) -> torch.nn.Module:
         return self.model.model.language_model
+
+    def limit_image_tokens(self, tokens: int) -> None:
+        """At most `tokens` image tokens per image (`max_pixels` = tokens x the pixels of one token)."""
+        factor = self.patch_size * self.merge_size
+        self.max_pixels = max(1, int(tokens)) * factor * factor
+        self.min_pixels = min(self.min_pixels, self.max_pixels)
 
     def layout_for(self, width: int, height: int) -> TokenLayout:
         return qwen_layout(

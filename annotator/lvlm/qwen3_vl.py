@@ -33,18 +33,7 @@ import torch
 
 from annotator.lvlm.family import VisionFeatures
 from annotator.lvlm.layout import TokenLayout
-from annotator.lvlm.model_input import WhitespaceTokens
-from annotator.lvlm.qwen2_vl import SYSTEM_TURN, QwenPromptBuilder, QwenVLFamily
-
-
-class Qwen3PromptBuilder(QwenPromptBuilder):
-    """Qwen2-VL's prompt builder without the system turn Qwen2-VL's template adds (see the module docstring)."""
-
-    def __init__(self, tokenizer, **kwargs) -> None:
-        super().__init__(tokenizer, **kwargs)
-        self._head_text = self._head_text.removeprefix(SYSTEM_TURN)
-        self._head = self._ids(self._head_text)
-        self._image_start = self._head.index(self._image_id)
+from annotator.lvlm.qwen2_vl import QwenVLFamily
 
 
 class Qwen3VLFamily(QwenVLFamily):
@@ -55,37 +44,8 @@ class Qwen3VLFamily(QwenVLFamily):
     costs 32 x 32 = 1,024 pixels of it.
     """
 
-    def __init__(
-        self,
-        model,
-        processor,
-        *,
-        max_expression_tokens: int,
-        whitespace_tokens: WhitespaceTokens,
-        min_pixels: int | None,
-        max_pixels: int | None,
-        model_id: str,
-    ) -> None:
-        super().__init__(
-            model,
-            processor,
-            max_expression_tokens=max_expression_tokens,
-            whitespace_tokens=whitespace_tokens,
-            min_pixels=min_pixels,
-            max_pixels=max_pixels,
-            model_id=model_id,
-        )
-        self.name = "qwen3-vl"
-        config = model.config
-        tokenizer = processor.tokenizer
-        self._prompts = Qwen3PromptBuilder(
-            tokenizer,
-            image_token=tokenizer.convert_ids_to_tokens(int(config.image_token_id)),
-            vision_start=tokenizer.convert_ids_to_tokens(int(config.vision_start_token_id)),
-            vision_end=tokenizer.convert_ids_to_tokens(int(config.vision_end_token_id)),
-            max_expression_tokens=max_expression_tokens,
-            max_positions=int(config.text_config.max_position_embeddings),
-        )
+    name = "qwen3-vl"
+    system_turn = ""
 
     def image_features(self, image: np.ndarray, layout: TokenLayout, device: torch.device) -> VisionFeatures:
         """The merged tokens and the DeepStack features (one `[layout.num_tokens, hidden]` tensor each)."""

@@ -231,10 +231,12 @@ def load_grounder(
     progress: "Progress | None" = None,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
+    max_image_tokens: int | None = None,
 ) -> "Grounder":
     """The model truncated after the deepest of `heads` (0-based (layer, head)) and its grounder. `ModelUnavailable`
     when the model is not here (see `model_folder`) or the heads do not fit it (found before the weights load).
-    `min_pixels` / `max_pixels`: the native-resolution families' pixel budget (None: the checkpoint's)."""
+    `min_pixels` / `max_pixels` / `max_image_tokens`: the native-resolution families' budget (None: the
+    checkpoint's)."""
     from annotator.grounding.grounder import Grounder
     from annotator.lvlm.engine import LvlmEngine
 
@@ -255,6 +257,7 @@ def load_grounder(
         model_id=hub_id_of(model) or model,
         min_pixels=min_pixels,
         max_pixels=max_pixels,
+        max_image_tokens=max_image_tokens,
     )
     try:
         return Grounder(engine, heads)

@@ -114,7 +114,7 @@ def load_models(models: ModelSettings, progress: Callable[[str], None]) -> Loade
         dtype=dtype,
         load_in_4bit=models.load_in_4bit,
         prefix_cache_size=models.prefix_cache_images,
-        max_pixels=models.max_pixels,
+        max_image_tokens=models.max_image_tokens or None,
     )
     segmenter, sam_note = _load_sam(models, device, progress)
     info = ModelsInfo(

@@ -19,7 +19,6 @@ APPLICATION = "annotator"
 DEFAULT_MODEL = "llava-hf/llava-1.5-7b-hf"
 DEMO_MODEL_PATH = MODELS_DIR / "planted-llava"
 DEFAULT_POLYGON_TOLERANCE_PX = 0.4
-PIXELS_PER_TOKEN = 28 * 28  # Qwen2-VL: one LLM token per 2 x 2 patches of 14 px
 MAX_RECENT_FOLDERS = 10
 MAX_EXPRESSION_HISTORY = 200
 
@@ -32,8 +31,8 @@ class ModelSettings:
     `sam_checkpoint` "" means the user cache's official checkpoint for `sam_type`; `sam_type` "none" means no SAM
     (masks are the heads' coarse regions). `device` and `dtype` "auto" let the engine choose; `load_in_4bit` loads
     the text layers in 4-bit through bitsandbytes (CUDA only; for GPUs with little memory). `max_image_tokens`: the
-    native-resolution families' budget (Qwen2-VL: one token per 28 x 28 px; 0 = the checkpoint's own, 16,384 for the
-    Qwen releases; LLaVA-1.5's fixed grid ignores it). Cache sizes count images.
+    native-resolution families' budget in image tokens (Qwen2-VL: one per 28 x 28 px, Qwen3-VL: 32 x 32; 0 = the
+    checkpoint's own, 16,384 for the Qwen releases; fixed grids ignore it). Cache sizes count images.
     """
 
     model: str = DEFAULT_MODEL
@@ -46,11 +45,6 @@ class ModelSettings:
     prefix_cache_images: int = 8
     sam_cache_images: int = 8
     max_image_tokens: int = 0
-
-    @property
-    def max_pixels(self) -> int | None:
-        """`max_image_tokens` as the engine's `max_pixels` (None: the checkpoint's)."""
-        return self.max_image_tokens * PIXELS_PER_TOKEN if self.max_image_tokens > 0 else None
 
     @property
     def is_demo(self) -> bool:
