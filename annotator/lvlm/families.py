@@ -79,6 +79,22 @@ FAMILIES: tuple[FamilyInfo, ...] = (
             "lm_head",
         ),
     ),
+    FamilyInfo(
+        name="llava-next",
+        model_types=("llava_next",),
+        model_class="LlavaNextForConditionalGeneration",
+        adapter="annotator.lvlm.llava_next:LlavaNextFamily",
+        layer_keys=r"language_model\.(model\.)?layers\.({layers})\.",
+        full_precision_modules=("vision_tower", "multi_modal_projector", "lm_head"),
+    ),
+    FamilyInfo(
+        name="llava-onevision",
+        model_types=("llava_onevision",),
+        model_class="LlavaOnevisionForConditionalGeneration",
+        adapter="annotator.lvlm.llava_next:LlavaNextFamily",
+        layer_keys=r"language_model\.(model\.)?layers\.({layers})\.",
+        full_precision_modules=("vision_tower", "multi_modal_projector", "lm_head"),
+    ),
 )
 
 

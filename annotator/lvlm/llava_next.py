@@ -1,0 +1,205 @@
+"""LLaVA-NeXT (`LlavaNextForConditionalGeneration`: llava-v1.6-mistral-7b, llava-v1.6-vicuna-7b; CLIP ViT-L/14-336)
+and LLaVA-OneVision (`LlavaOnevisionForConditionalGeneration`: llava-onevision-qwen2-*; SigLIP so400m/14-384, Qwen2):
+"anyres" images.
+
+Image: the checkpoint's own image processor (`LlavaNextImageProcessor` / `LlavaOnevisionImageProcessor`) makes a
+base image (the picture stretched to the tower's square) and high-resolution tiles of the best of its
+`image_grid_pinpoints` canvases (the picture resized into it keeping its aspect ratio, centred on padding); the
+model's own `get_image_features` reads them and packs the features (`pack_image_features`: tiles stitched, padding
+cropped by `unpad_image`, OneVision's `anyres_max_N` pooling, a learned newline embedding after every stitched row).
+
+Token layout (`anyres`): the base grid (`n x n`, 24 x 24 for CLIP-336, 27 x 27 for SigLIP-384), then the stitched
+grid, its rows `cols + 1` tokens apart (the newline tokens are no cell). Maps are read from the stitched grid
+(`anyres_grid="stitched"`, the default: the un-padded picture at tile resolution) or from the base grid
+(`anyres_grid="base"`: the whole picture stretched to a square); the attribute `anyres_grid` of the family chooses.
+
+Text: the processor's own chat template for one user turn holding the image then the expression, cut right after
+the expression: no end-of-turn token and no assistant turn, so the sequence ends on the expression's own last token
+(the query token of the method). For llava-v1.6-mistral that is `[INST] <image>\\nEXPRESSION`; for OneVision
+`<|im_start|>user <image>\\nEXPRESSION`. `<image>` stands for all the image tokens; a prompt starting with the BOS
+token is tokenized without another one (as the processor's `apply_chat_template` does).
+
+Positions: plain 0, 1, 2, ... (1-D RoPE of Mistral, Llama and Qwen2).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import numpy as np
+import torch
+
+from annotator.errors import ModelUnavailable
+from annotator.lvlm.anyres import AnyresGeometry
+from annotator.lvlm.family import Family, VisionFeatures
+from annotator.lvlm.layout import TokenLayout
+from annotator.lvlm.model_input import WhitespaceTokens
+from annotator.lvlm.prompt import Prompt, PromptPrefix, expression_room, stripped_expression, truncated
+
+AnyresGrid = Literal["stitched", "base"]
+ANYRES_GRIDS: tuple[AnyresGrid, ...] = get_args(AnyresGrid)
+EXPRESSION_MARK = "ANNOTATOR-EXPRESSION-MARK"
+
+
+class ChatPromptBuilder:
+    """Grounding prompts from a processor's chat template (see the module docstring), tokenized by its tokenizer."""
+
+    def __init__(self, processor, *, max_expression_tokens: int, max_positions: int, model_id: str) -> None:
+        self._tokenizer = processor.tokenizer
+        self._image_token = processor.image_token
+        if not getattr(processor, "chat_template", None):
+            raise ModelUnavailable(
+                f"{model_id}: its processor has no chat template; save the checkpoint's processor with it again"
+            )
+        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": EXPRESSION_MARK}]}]
+        text = processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=False)
+        if text.count(EXPRESSION_MARK) != 1 or text.count(self._image_token) != 1:
+            raise ModelUnavailable(f"{model_id}: its chat template does not put one image and then the text in a turn")
+        self._head_text = text[: text.index(EXPRESSION_MARK)]
+        self._head = self._ids(self._head_text)
+        self._image_id = self._tokenizer.convert_tokens_to_ids(self._image_token)
+        if self._head.count(self._image_id) != 1:
+            raise ValueError(f"the tokenizer does not keep {self._image_token!r} as one token")
+        self._image_start = self._head.index(self._image_id)
+        self.max_expression_tokens = max_expression_tokens
+        self.max_positions = max_positions
+
+    def prefix(self, num_image_tokens: int) -> PromptPrefix:
+        head, start = self._head, self._image_start
+        ids = head[:start] + [self._image_id] * num_image_tokens + head[start + 1 :]
+        return PromptPrefix(ids=tuple(ids), image_start=start, num_image_tokens=num_image_tokens)
+
+    def build(self, expression: str, num_image_tokens: int) -> Prompt:
+        """The prompt for `expression` (stripped) on an image of `num_image_tokens` tokens."""
+        text = stripped_expression(expression)
+        prefix = self.prefix(num_image_tokens)
+        room = expression_room(self.max_expression_tokens, self.max_positions, len(prefix.ids))
+        full = self._ids(self._head_text + text)
+        if full[: len(self._head)] != self._head:
+            raise ValueError(f"the tokenizer merges the expression {text!r} into the prompt before it")
+        tail = full[len(self._head) :]
+        if not tail:
+            raise ValueError(f"the referring expression {text!r} has no tokens")
+        tail = truncated(tail, room, self.max_positions, len(prefix.ids))
+        return Prompt(prefix=prefix, expression_ids=tuple(tail), expression=text)
+
+    def _ids(self, text: str) -> list[int]:
+        bos = self._tokenizer.bos_token
+        add = not (bos is not None and text.startswith(bos))
+        return list(self._tokenizer(text, add_special_tokens=add)["input_ids"])
+
+
+def _side(size, key: str) -> int | None:
+    value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+    return int(value) if value else None
+
+
+class LlavaNextFamily(Family):
+    """LLaVA-NeXT / LLaVA-OneVision: anyres grids (base and stitched), the chat prompt, plain positions
+    (`min_pixels` / `max_pixels` and `whitespace_tokens` are ignored: the canvases are the checkpoint's)."""
+
+    image_size_matters = True
+
+    def __init__(
+        self,
+        model,
+        processor,
+        *,
+        max_expression_tokens: int,
+        whitespace_tokens: WhitespaceTokens,
+        min_pixels: int | None,
+        max_pixels: int | None,
+        model_id: str,
+    ) -> None:
+        super().__init__(
+            model,
+            processor,
+            max_expression_tokens=max_expression_tokens,
+            whitespace_tokens=whitespace_tokens,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+            model_id=model_id,
+        )
+        config = model.config
+        onevision = config.model_type == "llava_onevision"
+        self.name = "llava-onevision" if onevision else "llava-next"
+        self.geometry = _geometry(config, processor.image_processor, model_id, onevision)
+        self._anyres_grid: AnyresGrid = "stitched"
+        self._prompts = ChatPromptBuilder(
+            processor,
+            max_expression_tokens=max_expression_tokens,
+            max_positions=int(config.text_config.max_position_embeddings),
+            model_id=model_id,
+        )
+
+    @property
+    def anyres_grid(self) -> AnyresGrid:
+        """The grid maps are read from: "stitched" (the high-resolution tiles, un-padded) or "base"."""
+        return self._anyres_grid
+
+    @anyres_grid.setter
+    def anyres_grid(self, grid: AnyresGrid) -> None:
+        if grid not in ANYRES_GRIDS:
+            raise ValueError(f"anyres_grid must be one of {ANYRES_GRIDS}, got {grid!r}")
+        self._anyres_grid = grid
+
+    @property
+    def text_model(self) -> torch.nn.Module:
+        return self.model.model.language_model
+
+    def layout_for(self, width: int, height: int) -> TokenLayout:
+        return self.geometry.layout(width, height, map_grid=1 if self._anyres_grid == "stitched" else 0)
+
+    def prompt(self, expression: str, layout: TokenLayout) -> Prompt:
+        return self._prompts.build(expression, layout.num_tokens)
+
+    def prompt_prefix(self, layout: TokenLayout) -> PromptPrefix:
+        return self._prompts.prefix(layout.num_tokens)
+
+    def pixel_values(self, image: np.ndarray, layout: TokenLayout, device: torch.device) -> dict[str, torch.Tensor]:
+        """The processor's `pixel_values` `[1, 1 + tiles, 3, side, side]` and `image_sizes`, checked against the
+        canvas the layout was made for."""
+        inputs = self.processor.image_processor(images=image, return_tensors="pt", input_data_format="channels_last")
+        canvas_h, canvas_w = self.geometry.canvas(image.shape[1], image.shape[0])
+        tiles = (canvas_h // self.geometry.image_size) * (canvas_w // self.geometry.image_size)
+        if inputs["pixel_values"].shape[1] != 1 + tiles:
+            raise ValueError(
+                f"{self.model_id}: the processor makes {inputs['pixel_values'].shape[1]} images, the layout a base "
+                f"image and {tiles} tiles"
+            )
+        return {
+            "pixel_values": inputs["pixel_values"].to(device=device, dtype=self.model.model.vision_tower.dtype),
+            "image_sizes": inputs["image_sizes"].to(device),
+        }
+
+    def image_features(self, image: np.ndarray, layout: TokenLayout, device: torch.device) -> VisionFeatures:
+        inputs = self.pixel_values(image, layout, device)
+        embeds = self.model.model.get_image_features(**inputs, return_dict=True).pooler_output[0]
+        if embeds.shape[0] != layout.num_tokens:
+            raise ValueError(
+                f"{self.model_id}: the model packs {embeds.shape[0]} image features, the layout {layout.num_tokens}"
+            )
+        return VisionFeatures(embeds)
+
+
+def _geometry(config, images, model_id: str, onevision: bool) -> AnyresGeometry:
+    """The tile and canvas sizes of the model and its processor, which must agree."""
+    vision = config.vision_config
+    image_size, patch_size = int(vision.image_size), int(vision.patch_size)
+    tile = _side(images.crop_size, "height") if getattr(images, "crop_size", None) else None
+    base = (_side(images.size, "height"), _side(images.size, "width"))
+    if base[0] is None:
+        base = (_side(images.size, "shortest_edge"),) * 2
+    tile = tile or base[0]
+    pinpoints = tuple(tuple(int(v) for v in p) for p in config.image_grid_pinpoints)
+    processor_pinpoints = tuple(tuple(int(v) for v in p) for p in images.image_grid_pinpoints)
+    if tile != image_size or base != (image_size, image_size) or pinpoints != processor_pinpoints:
+        raise ModelUnavailable(
+            f"{model_id}: the processor cuts {tile} px tiles of a {base[1]} x {base[0]} base image over its own "
+            f"canvases, the model reads {image_size} px squares over the canvases of its config.json; the "
+            f"processor belongs to another checkpoint"
+        )
+    max_tiles = None
+    if onevision:
+        max_tiles = int(str(config.vision_aspect_ratio).removeprefix("anyres_max_"))
+    return AnyresGeometry(image_size, patch_size, base, pinpoints, max_tiles)
