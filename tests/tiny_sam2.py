@@ -1,9 +1,9 @@
-"""Tiny transformers mask models for mechanics tests: SAM 2.1 (`Sam2Model`), random weights.
+"""Tiny transformers mask models for mechanics tests: SAM 2.1 (`Sam2Model`) and SAM-HQ (`SamHQModel`), random weights.
 
-A 128 px input (an 8 x 8 image embedding, 32 x 32 low-res logits) with prompt and decoder width 32 and a 5-block
-Hiera of widths 16-128 (~0.35 M parameters); an embedding takes ~20 ms on the CPU. `ForwardSpy` counts (and can
-hold) a module's forward calls; `plant_box_decoder` makes the decoder answer with the prompt box itself, so where a
-mask lands in the image is known.
+Both take a 128 px input (an 8 x 8 image embedding, 32 x 32 low-res logits) with prompt and decoder width 32:
+SAM 2.1 a 5-block Hiera of widths 16-128 (~0.35 M parameters), SAM-HQ a 2-block ViT of width 32 (~0.1 M); an
+embedding takes ~20 ms on the CPU. `ForwardSpy` counts (and can hold) a module's forward calls; `plant_box_decoder`
+makes the decoder answer with the prompt box itself, so where a mask lands in the image is known.
 """
 
 from __future__ import annotations
@@ -11,9 +11,17 @@ from __future__ import annotations
 import threading
 
 import torch
-from transformers import Sam2Config, Sam2ImageProcessor, Sam2Model
+from transformers import (
+    Sam2Config,
+    Sam2ImageProcessor,
+    Sam2Model,
+    SamHQConfig,
+    SamHQModel,
+    SamImageProcessor,
+)
 
 from annotator.segmentation.sam2 import Sam2Backend
+from annotator.segmentation.sam_hq import SamHQBackend
 
 INPUT = 128
 LOW_RES = 32
@@ -49,6 +57,36 @@ def build_tiny_sam2(seed: int = 0) -> Sam2Backend:
         model = Sam2Model(config)
     processor = Sam2ImageProcessor(size={"height": INPUT, "width": INPUT})
     return Sam2Backend(model.eval(), processor, "SAM 2.1 tiny (random)")
+
+
+def build_tiny_sam_hq(seed: int = 0) -> SamHQBackend:
+    """A SAM-HQ back end on the CPU in eval mode, with weights drawn from `seed`."""
+    config = SamHQConfig(
+        vision_config=dict(
+            hidden_size=WIDTH,
+            output_channels=WIDTH,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=INPUT,
+            patch_size=16,
+            window_size=4,
+            global_attn_indexes=[1],
+            num_pos_feats=16,
+            mlp_dim=64,
+        ),
+        prompt_encoder_config=_PROMPT,
+        mask_decoder_config=dict(_DECODER, vit_dim=WIDTH),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SamHQModel(config)
+    processor = SamImageProcessor(
+        size={"longest_edge": INPUT},
+        pad_size={"height": INPUT, "width": INPUT},
+        mask_size={"longest_edge": LOW_RES},
+        mask_pad_size={"height": LOW_RES, "width": LOW_RES},
+    )
+    return SamHQBackend(model.eval(), processor, "SAM-HQ (random)")
 
 
 class ForwardSpy:

@@ -26,6 +26,7 @@ from annotator.errors import ModelUnavailable
 from annotator.segmentation.backend import ImageEmbedding, MaskBackend, Prompt
 from annotator.segmentation.mask_result import DEFAULT_SPILL_RATIO, BoxXyxy, MaskResult
 from annotator.segmentation.sam2 import SAM2_MODELS, load_sam2
+from annotator.segmentation.sam_hq import SAM_HQ_MODELS, load_sam_hq
 from annotator.segmentation.sam_v1 import (
     SAM_CHECKPOINTS,
     CheckpointSpec,
@@ -52,8 +53,8 @@ __all__ = [
 
 Precision = Literal["float32", "bfloat16"]
 
-MASK_MODELS: tuple[str, ...] = (*SAM_CHECKPOINTS, *SAM2_MODELS)
-"""Every mask model `Segmenter.load` builds: the SAM v1 types, then the SAM 2.1 sizes."""
+MASK_MODELS: tuple[str, ...] = (*SAM_CHECKPOINTS, *SAM2_MODELS, *SAM_HQ_MODELS)
+"""Every mask model `Segmenter.load` builds: the SAM v1 types, the SAM 2.1 sizes, the SAM-HQ sizes."""
 
 
 @dataclass(eq=False)
@@ -112,11 +113,12 @@ class Segmenter:
         cache_size: int = 8,
         spill_ratio: float = DEFAULT_SPILL_RATIO,
     ) -> "Segmenter":
-        """Build mask model `model_type` (one of `MASK_MODELS`: "vit_h", "vit_l", "vit_b", "sam2.1-tiny", ...) and
-        load its weights.
+        """Build mask model `model_type` and load its weights: one of `MASK_MODELS` ("vit_h", "vit_l", "vit_b",
+        "sam2.1-tiny", ..., "sam-hq-vit_b", ...).
 
         `checkpoint` is SAM v1's .pth file or a transformers model's checkpoint folder; it defaults to the
-        downloaded one (SAM v1: `checkpoint_path(model_type)`; SAM 2.1: its snapshot in the Hugging Face cache).
+        downloaded one (SAM v1: `checkpoint_path(model_type)`; SAM 2.1 and SAM-HQ: the snapshot in the Hugging Face
+        cache).
         `device` defaults to CUDA when present, else the CPU. `precision="bfloat16"` (CUDA only) runs the image
         encoder in bf16; weights and the decoder stay float32.
         """
@@ -129,8 +131,10 @@ class Segmenter:
             raise ValueError(f"bfloat16 runs only on CUDA; on {device} the mask model runs in float32")
         if model_type in SAM_CHECKPOINTS:
             backend: MaskBackend = load_sam_v1(model_type, checkpoint, device)
-        else:
+        elif model_type in SAM2_MODELS:
             backend = load_sam2(model_type, checkpoint, device)
+        else:
+            backend = load_sam_hq(model_type, checkpoint, device)
         encoder_dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
         return cls(backend, cache_size=cache_size, spill_ratio=spill_ratio, encoder_dtype=encoder_dtype)
 
