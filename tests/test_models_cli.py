@@ -18,7 +18,15 @@ from tests.network import allow_only_loopback
 from tests.test_download import PAYLOAD, PAYLOAD_SHA256, FileServer
 
 COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
-QWEN = ["Qwen2-VL-2B-Instruct", "Qwen2-VL-7B-Instruct", "Qwen2.5-VL-3B-Instruct", "Qwen2.5-VL-7B-Instruct"]
+QWEN = [
+    "Qwen2-VL-2B-Instruct",
+    "Qwen2-VL-7B-Instruct",
+    "Qwen2.5-VL-3B-Instruct",
+    "Qwen2.5-VL-7B-Instruct",
+    "Qwen3-VL-2B-Instruct",
+    "Qwen3-VL-4B-Instruct",
+    "Qwen3-VL-8B-Instruct",
+]
 
 
 @pytest.fixture
@@ -99,6 +107,9 @@ def test_list_shows_no_truncated_memory_for_models_whose_heads_are_unknown(cache
         "Qwen2-VL-7B-Instruct   16.6 GB / - / -",
         "Qwen2.5-VL-3B-Instruct 7.5 GB / - / -",
         "Qwen2.5-VL-7B-Instruct 16.6 GB / - / -",
+        "Qwen3-VL-2B-Instruct   4.3 GB / - / -",
+        "Qwen3-VL-4B-Instruct   8.9 GB / - / -",
+        "Qwen3-VL-8B-Instruct   17.5 GB / - / -",
     ]
     assert "find them once with 'annotator find-heads --model NAME --data FILE'" in out.split("\n\n")[2]
 

@@ -44,8 +44,13 @@ def test_the_presets_offer_llava_and_qwen_checkpoints_three_sam_sizes_and_two_de
         "Qwen/Qwen2-VL-7B-Instruct",
         "Qwen/Qwen2.5-VL-3B-Instruct",
         "Qwen/Qwen2.5-VL-7B-Instruct",
+        "Qwen/Qwen3-VL-2B-Instruct",
+        "Qwen/Qwen3-VL-4B-Instruct",
+        "Qwen/Qwen3-VL-8B-Instruct",
     ]
-    assert [p.family for p in loaded.lvlm] == ["llava-1.5"] * 2 + ["qwen2-vl"] * 2 + ["qwen2.5-vl"] * 2
+    assert [p.family for p in loaded.lvlm] == (
+        ["llava-1.5"] * 2 + ["qwen2-vl"] * 2 + ["qwen2.5-vl"] * 2 + ["qwen3-vl"] * 3
+    )
     assert [p.model_type for p in loaded.sam] == ["vit_h", "vit_l", "vit_b"]
     assert [d.name for d in loaded.demos] == ["planted-llava", "planted-qwen2-vl"]
     assert loaded.demo.name == "planted-llava"
@@ -53,7 +58,7 @@ def test_the_presets_offer_llava_and_qwen_checkpoints_three_sam_sizes_and_two_de
 
 def test_no_qwen_preset_ships_heads_so_none_is_truncated_and_its_download_is_whole():
     qwen = [preset for preset in load_presets().lvlm if preset.family.startswith("qwen")]
-    assert len(qwen) == 4
+    assert len(qwen) == 7
     for preset in qwen:
         assert preset.heads_file is None and not preset.heads_known
         assert preset.deepest_head_layer is None
