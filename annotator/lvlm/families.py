@@ -95,6 +95,14 @@ FAMILIES: tuple[FamilyInfo, ...] = (
         layer_keys=r"language_model\.(model\.)?layers\.({layers})\.",
         full_precision_modules=("vision_tower", "multi_modal_projector", "lm_head"),
     ),
+    FamilyInfo(
+        name="internvl",
+        model_types=("internvl",),
+        model_class="InternVLForConditionalGeneration",
+        adapter="annotator.lvlm.internvl:InternVLFamily",
+        layer_keys=r"(^|\.)language_model\.(model\.)?layers\.({layers})\.",
+        full_precision_modules=("vision_tower", "multi_modal_projector", "lm_head"),
+    ),
 )
 
 

@@ -14,24 +14,13 @@ import torch
 from transformers import Sam2ImageProcessor, Sam2Model
 
 from annotator.segmentation.backend import ImageEmbedding
+from annotator.segmentation.catalog import SAM2_MODELS
 from annotator.segmentation.transformers_sam import (
-    HubMaskModel,
     TransformersSamBackend,
     cached_folder,
     checked_folder,
     from_pretrained,
 )
-
-SAM2_MODELS: dict[str, HubMaskModel] = {
-    m.name: m
-    for m in (
-        HubMaskModel("sam2.1-tiny", "SAM 2.1 tiny", "facebook/sam2.1-hiera-tiny", "sam2"),
-        HubMaskModel("sam2.1-small", "SAM 2.1 small", "facebook/sam2.1-hiera-small", "sam2"),
-        HubMaskModel("sam2.1-base-plus", "SAM 2.1 base+", "facebook/sam2.1-hiera-base-plus", "sam2"),
-        HubMaskModel("sam2.1-large", "SAM 2.1 large", "facebook/sam2.1-hiera-large", "sam2"),
-    )
-}
-
 
 class Sam2Backend(TransformersSamBackend):
     """A `Sam2Model` with its image processor as a `MaskBackend`."""

@@ -15,23 +15,13 @@ import torch
 from transformers import SamHQModel, SamImageProcessor
 
 from annotator.segmentation.backend import ImageEmbedding
+from annotator.segmentation.catalog import SAM_HQ_MODELS
 from annotator.segmentation.transformers_sam import (
-    HubMaskModel,
     TransformersSamBackend,
     cached_folder,
     checked_folder,
     from_pretrained,
 )
-
-SAM_HQ_MODELS: dict[str, HubMaskModel] = {
-    m.name: m
-    for m in (
-        HubMaskModel("sam-hq-vit_b", "SAM-HQ ViT-B", "syscv-community/sam-hq-vit-base", "sam_hq"),
-        HubMaskModel("sam-hq-vit_l", "SAM-HQ ViT-L", "syscv-community/sam-hq-vit-large", "sam_hq"),
-        HubMaskModel("sam-hq-vit_h", "SAM-HQ ViT-H", "syscv-community/sam-hq-vit-huge", "sam_hq"),
-    )
-}
-
 
 class SamHQBackend(TransformersSamBackend):
     """A `SamHQModel` with its image processor as a `MaskBackend`."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,38 +19,7 @@ from segment_anything.modeling import Sam
 from annotator.download import Progress, download, user_cache_dir
 from annotator.errors import ModelUnavailable
 from annotator.segmentation.backend import Candidates, ImageEmbedding, Prompt
-
-
-@dataclass(frozen=True)
-class CheckpointSpec:
-    """An official SAM checkpoint: its URL, its size in bytes and its SHA-256 (hex)."""
-
-    url: str
-    size_bytes: int
-    sha256: str
-
-    @property
-    def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
-
-
-SAM_CHECKPOINTS: dict[str, CheckpointSpec] = {
-    "vit_h": CheckpointSpec(
-        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
-        2_564_550_879,
-        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
-    ),
-    "vit_l": CheckpointSpec(
-        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
-        1_249_524_607,
-        "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
-    ),
-    "vit_b": CheckpointSpec(
-        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
-        375_042_383,
-        "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
-    ),
-}
+from annotator.segmentation.catalog import SAM_CHECKPOINTS, CheckpointSpec
 
 
 def _spec(model_type: str) -> CheckpointSpec:

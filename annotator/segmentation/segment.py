@@ -24,9 +24,10 @@ from segment_anything.modeling import Sam
 
 from annotator.errors import ModelUnavailable
 from annotator.segmentation.backend import ImageEmbedding, MaskBackend, Prompt
+from annotator.segmentation.catalog import MASK_MODELS, SAM2_MODELS
 from annotator.segmentation.mask_result import DEFAULT_SPILL_RATIO, BoxXyxy, MaskResult
-from annotator.segmentation.sam2 import SAM2_MODELS, load_sam2
-from annotator.segmentation.sam_hq import SAM_HQ_MODELS, load_sam_hq
+from annotator.segmentation.sam2 import load_sam2
+from annotator.segmentation.sam_hq import load_sam_hq
 from annotator.segmentation.sam_v1 import (
     SAM_CHECKPOINTS,
     CheckpointSpec,
@@ -52,10 +53,6 @@ __all__ = [
 ]
 
 Precision = Literal["float32", "bfloat16"]
-
-MASK_MODELS: tuple[str, ...] = (*SAM_CHECKPOINTS, *SAM2_MODELS, *SAM_HQ_MODELS)
-"""Every mask model `Segmenter.load` builds: the SAM v1 types, the SAM 2.1 sizes, the SAM-HQ sizes."""
-
 
 @dataclass(eq=False)
 class _Job:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,19 +21,9 @@ from huggingface_hub import try_to_load_from_cache
 
 from annotator.errors import ModelUnavailable
 from annotator.segmentation.backend import Candidates, ImageEmbedding, Prompt, to_input_frame
+from annotator.segmentation.catalog import HubMaskModel
 
 WEIGHTS_FILE = "model.safetensors"
-
-
-@dataclass(frozen=True)
-class HubMaskModel:
-    """A released transformers mask checkpoint: its name (the preset's), its label in words, its Hub id and the
-    `model_type` its config.json declares."""
-
-    name: str
-    label: str
-    hub_id: str
-    family: str
 
 
 def cached_folder(model: HubMaskModel) -> Path:
