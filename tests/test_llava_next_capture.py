@@ -293,3 +293,134 @@ def test_the_anyres_grid_option_is_checked_and_chooses_the_grid_maps_are_read_fr
     assert family.layout_for(130, 50).grid_hw == (4, 4)
     with pytest.raises(ValueError, match="anyres_grid must be one of"):
         family.anyres_grid = "tiles"
+
+
+def onevision_0_5b_config():
+    """llava-hf/llava-onevision-qwen2-0.5b-ov-hf's config.json, the numbers that size the model."""
+    from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
+
+    text = Qwen2Config(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        vocab_size=152000,
+        max_position_embeddings=32768,
+        tie_word_embeddings=True,
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_hidden_layers=26,
+        num_attention_heads=16,
+        image_size=384,
+        patch_size=14,
+        vision_use_head=False,
+    )
+    return LlavaOnevisionConfig(text_config=text, vision_config=vision, image_token_index=151646)
+
+
+# Qwen2-0.5B: a layer is q (896 x 896 + 896), k and v (896 x 128 + 128 each: 2 key-value heads of 64), o (896 x 896),
+# the MLP (3 x 896 x 4864) and two norms (2 x 896); the embedding 152,000 x 896; the final norm 896
+QWEN2_0_5B_LAYER = 896 * 896 + 896 + 2 * (896 * 128 + 128) + 896 * 896 + 3 * 896 * 4864 + 2 * 896
+QWEN2_0_5B_EMBEDDING = 152000 * 896
+# SigLIP so400m (26 layers of 1152): the patch convolution (3 x 14 x 14 x 1152 + 1152), 729 positions x 1152, per
+# layer 4 x (1152 x 1152 + 1152) attention, 1152 x 4304 + 4304 and 4304 x 1152 + 1152 MLP, 2 norms (2 x 2 x 1152);
+# the post-norm 2 x 1152; the projector 1152 x 896 + 896 and 896 x 896 + 896; the newline embedding 896
+SIGLIP_LAYER = 4 * (1152 * 1152 + 1152) + (1152 * 4304 + 4304) + (4304 * 1152 + 1152) + 4 * 1152
+VISION_AND_PROJECTOR = (
+    3 * 14 * 14 * 1152 + 1152 + 729 * 1152 + 26 * SIGLIP_LAYER + 2 * 1152 + 1152 * 896 + 896 + 896 * 896 + 896 + 896
+)
+
+
+def test_a_truncated_onevision_0_5b_builds_no_parameter_above_the_deepest_head_nor_the_lm_head():
+    from annotator.lvlm.checkpoint import grounding_model_class
+
+    full_class, full_config = grounding_model_class(onevision_0_5b_config())
+    truncated_class, config = grounding_model_class(onevision_0_5b_config(), truncate_after_layer=11)
+    with torch.device("meta"):
+        full, truncated = full_class(full_config), truncated_class(config)
+    count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
+    # 893,675,552 parameters (1.79 GB in bf16, the size of its model.safetensors): the LM head is tied
+    assert count(full) == VISION_AND_PROJECTOR + QWEN2_0_5B_EMBEDDING + 24 * QWEN2_0_5B_LAYER + 896 == 893_675_552
+    assert count(truncated) == VISION_AND_PROJECTOR + QWEN2_0_5B_EMBEDDING + 12 * QWEN2_0_5B_LAYER + 896
+    assert len(truncated.model.language_model.layers) == 12 and not hasattr(truncated, "lm_head")
+
+
+@pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS.keys())
+def test_a_truncated_load_of_a_saved_checkpoint_gives_the_whole_models_maps(spec, tmp_path):
+    from annotator.lvlm.engine import LvlmEngine
+
+    tiny_anyres(spec).save_pretrained(tmp_path)
+    tiny_processor(spec).save_pretrained(tmp_path)
+    whole = LvlmEngine.load(tmp_path)
+    truncated = LvlmEngine.load(tmp_path, truncate_after_layer=1)
+    image = random_image(50, 130, seed=4)
+    heads = [(1, 0), (0, 3)]
+    assert truncated.num_layers == 2 and not hasattr(truncated.model, "lm_head")
+    np.testing.assert_allclose(
+        truncated.image_attention(image, "a red cup", heads=heads),
+        whole.image_attention(image, "a red cup", heads=heads),
+        rtol=0,
+        atol=1e-6,
+    )
+
+
+ONEVISION_ADDED_TOKENS = ["<image>", "<video>"]
+
+
+def real_onevision_processor():
+    """LlavaOnevisionProcessor with the real Qwen2 vocabulary (tests/qwen_tokenizer.py) plus OneVision's own added
+    tokens `<image>` and `<video>`, the released chat template and image processor."""
+    from transformers import LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor
+
+    from tests.qwen_tokenizer import real_qwen_tokenizer
+    from tests.tiny_llava_next import ONEVISION_TEMPLATE
+
+    tokenizer = real_qwen_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ONEVISION_ADDED_TOKENS})
+    return LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(),
+        tokenizer=tokenizer,
+        video_processor=LlavaOnevisionVideoProcessor(),
+        num_image_tokens=729,
+        vision_feature_select_strategy="full",
+        chat_template=ONEVISION_TEMPLATE,
+    )
+
+
+REAL_EXPRESSIONS = ("the man in the 2nd row", "  a red cup ", "猫", "left-most ZEBRA!", "dog\non the sofa")
+
+
+def test_the_onevision_prompt_on_the_real_tokenizer_is_the_processors_sequence_cut_after_the_expression():
+    from annotator.lvlm.llava_next import ChatPromptBuilder
+
+    processor = real_onevision_processor()
+    builder = ChatPromptBuilder(processor, max_expression_tokens=64, max_positions=32768, model_id="onevision")
+    image = random_image(300, 500)
+    for expression in REAL_EXPRESSIONS:
+        text = expression.strip()
+        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+        rendered = processor.apply_chat_template(conversation)
+        assert rendered.endswith(text + "<|im_end|>\n")
+        ids = processor(images=image, text=rendered, return_tensors="pt")["input_ids"][0].tolist()
+        expected = ids[: len(ids) - len(processor.tokenizer("<|im_end|>\n")["input_ids"])]
+        prompt = builder.build(expression, expected.count(processor.image_token_id))
+        assert list(prompt.ids) == expected
+        assert processor.tokenizer.decode(prompt.expression_ids) == text
+        assert processor.tokenizer.decode(prompt.prefix.ids[: prompt.prefix.image_start]) == "<|im_start|>user "
+
+
+def test_a_tiled_frame_that_is_one_affine_map_gives_what_the_stretch_image_frame_gives():
+    from annotator.grounding.frame import ImageFrame
+
+    tiled = LLAVA_NEXT_MISTRAL.base_frame(301, 157)
+    stretch = ImageFrame.for_image(301, 157, 24, 336, fit="stretch")
+    grid_map = np.random.default_rng(0).random((24, 24))
+    polygon = np.array([[2.3, 1.1], [20.5, 3.7], [17.2, 22.9], [4.4, 15.0]])
+    np.testing.assert_allclose(tiled.grid_map_to_pixels(grid_map), stretch.grid_map_to_pixels(grid_map), atol=1e-5)
+    np.testing.assert_array_equal(tiled.convex_polygon_mask(polygon), stretch.convex_polygon_mask(polygon))
+    assert tiled.box_to_pixels((3.0, 4.5, 11.0, 30.0)) == pytest.approx(stretch.box_to_pixels((3.0, 4.5, 11.0, 30.0)))
+    assert tiled.cells_per_pixel == pytest.approx(stretch.cells_per_pixel)
+    assert tiled.resized(602, 314).box_to_grid((0, 0, 301, 157)) == pytest.approx((0, 0, 12, 12))
