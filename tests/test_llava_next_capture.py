@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from annotator.lvlm.anyres import AnyresGeometry
+from tests.test_official_tokens import EXPRESSIONS as OFFICIAL_EXPRESSIONS
+from tests.test_official_tokens import llama_tokenizer  # noqa: F401 (a fixture, found by name)
 from tests.tiny_llava import random_image
 from tests.tiny_llava_next import NEXT, ONEVISION, eager_anyres_attention, tiny_anyres, tiny_processor
 
@@ -424,3 +426,44 @@ def test_a_tiled_frame_that_is_one_affine_map_gives_what_the_stretch_image_frame
     assert tiled.box_to_pixels((3.0, 4.5, 11.0, 30.0)) == pytest.approx(stretch.box_to_pixels((3.0, 4.5, 11.0, 30.0)))
     assert tiled.cells_per_pixel == pytest.approx(stretch.cells_per_pixel)
     assert tiled.resized(602, 314).box_to_grid((0, 0, 301, 157)) == pytest.approx((0, 0, 12, 12))
+
+
+VICUNA_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}{% endif %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+    "{% if message['role'] != 'assistant' %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}{% endfor %}"
+    "{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{% generation %}"
+    "{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+"""llava-v1.6-vicuna-7b-hf's chat template, as its chat_template.json writes it."""
+
+
+def test_the_vicuna_prompt_on_the_real_llama_tokenizer_is_the_processors_sequence_cut_after_the_expression(
+    llama_tokenizer,
+):
+    from transformers import LlavaNextImageProcessor, LlavaNextProcessor
+
+    from annotator.lvlm.llava_next import ChatPromptBuilder
+
+    processor = LlavaNextProcessor(
+        image_processor=LlavaNextImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}),
+        tokenizer=llama_tokenizer,
+        patch_size=14,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=VICUNA_TEMPLATE,
+    )
+    builder = ChatPromptBuilder(processor, max_expression_tokens=64, max_positions=4096, model_id="vicuna")
+    image = random_image(300, 500)
+    for expression in OFFICIAL_EXPRESSIONS:
+        text = expression.strip()
+        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+        ids = processor(images=image, text=processor.apply_chat_template(conversation), return_tensors="pt")
+        ids = ids["input_ids"][0].tolist()
+        prompt = builder.build(expression, ids.count(32000))
+        assert list(prompt.ids) == ids[: len(prompt.ids)], expression
+        assert llama_tokenizer.decode(ids[len(prompt.ids) :]).strip() == ""  # the template's trailing space
+        assert llama_tokenizer.decode(prompt.expression_ids).strip() == text
+        assert prompt.ids[:6] == (1, 3148, 1001, 29901, 29871, 32000)  # <s> USER: <image>
