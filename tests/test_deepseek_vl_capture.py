@@ -95,12 +95,12 @@ def test_the_reference_maps_are_far_from_uniform_so_the_comparison_means_somethi
 
 
 class PatchColour(torch.nn.Module):
-    """SigLIP replaced: hidden states that are each patch's mean colour (0-255) in the first three channels, in the
-    conv + flatten order of the real patch embedding."""
+    """A vision tower replaced: hidden states that are each patch's mean colour (0-255) in the first three channels,
+    in the conv + flatten order of the real patch embedding; `channels_first`: SAM's `[1, C, h, w]` instead."""
 
-    def __init__(self, patch: int, hidden: int) -> None:
+    def __init__(self, patch: int, hidden: int, channels_first: bool = False) -> None:
         super().__init__()
-        self.patch, self.hidden = patch, hidden
+        self.patch, self.hidden, self.channels_first = patch, hidden, channels_first
         self.dtype = torch.float32
 
     def forward(self, pixel_values: torch.Tensor, **kwargs):
@@ -110,32 +110,50 @@ class PatchColour(torch.nn.Module):
         colour = (mean * torch.tensor(CLIP_STD).view(1, 3, 1, 1) + torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) * 255
         states = torch.zeros(1, self.hidden, *colour.shape[-2:])
         states[:, :3] = colour.float()
-        states = states.flatten(2).transpose(1, 2)
+        if not self.channels_first:
+            states = states.flatten(2).transpose(1, 2)
         return BaseModelOutput(last_hidden_state=states, hidden_states=(states,) * 4)
 
 
 class FirstChannels(torch.nn.Module):
-    """The aligner replaced: the first three channels of SigLIP's features, the rest zero."""
+    """The aligner replaced: the first three channels of SigLIP's features (`which=1`: of SAM's), the rest zero."""
 
-    def __init__(self, hidden: int) -> None:
+    def __init__(self, hidden: int, which: int = 0) -> None:
         super().__init__()
-        self.hidden = hidden
+        self.hidden, self.which = hidden, which
 
-    def forward(self, low_res: torch.Tensor, *high_res: torch.Tensor) -> torch.Tensor:
-        x = low_res
+    def forward(self, *encodings: torch.Tensor) -> torch.Tensor:
+        x = encodings[self.which]
         out = torch.zeros(*x.shape[:-1], self.hidden)
         out[..., :3] = x[..., :3]
         return out
 
 
-def colour_engine(spec):
-    """An engine whose image tokens are the mean colours of SigLIP's patches (the hybrid's SAM branch ignored)."""
+class CellMean(torch.nn.Module):
+    """SAM's projection replaced: the mean of the patches each grid cell covers (the real one resizes them and
+    strides two convolutions over them, which blurs across cells); its output order is the real one's."""
+
+    def __init__(self, grid: int) -> None:
+        super().__init__()
+        self.grid = grid
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.adaptive_avg_pool2d(features, self.grid)
+
+
+def colour_engine(spec, branch: str = "siglip"):
+    """An engine whose image tokens are the mean colours of SigLIP's patches (`branch="sam"`: of SAM's)."""
     from annotator.lvlm.engine import LvlmEngine
 
     model = tiny_deepseek_vl(spec)
     inner = model.model
     inner.vision_model = PatchColour(spec.patch_size, spec.vision_hidden_size)
-    inner.aligner = FirstChannels(spec.hidden_size)
+    if branch == "sam":
+        inner.high_res_vision_model = PatchColour(16, spec.hidden_size, channels_first=True)
+        inner.high_res_vision_neck = torch.nn.Identity()
+        inner.high_res_vision_proj = CellMean(spec.grid_size)
+        inner.high_res_vision_alpha.data.zero_()
+    inner.aligner = FirstChannels(spec.hidden_size, which=1 if branch == "sam" else 0)
     return LvlmEngine(model, tiny_processor(spec))
 
 
@@ -150,10 +168,16 @@ def decoder_input_at_image_tokens(engine, image: np.ndarray) -> np.ndarray:
     return seen[0][0, engine.prompt("a dog").prefix.image_positions, :3].numpy()
 
 
-@pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS.keys())
+ORACLES = {"deepseek-vl": (DEEPSEEK_VL, "siglip"), "hybrid-siglip": (DEEPSEEK_VL_HYBRID, "siglip")}
+ORACLES["hybrid-sam"] = (DEEPSEEK_VL_HYBRID, "sam")
+
+
+@pytest.mark.parametrize("spec, branch", ORACLES.values(), ids=ORACLES.keys())
 @pytest.mark.parametrize("width, height", [(120, 60), (50, 150), (200, 90)], ids=["2to1", "1to3", "rounded"])
-def test_every_image_token_carries_the_cell_its_layout_names_and_padding_is_the_mean_colour(spec, width, height):
-    engine = colour_engine(spec)
+def test_every_image_token_carries_the_cell_its_layout_names_and_padding_is_the_mean_colour(
+    spec, branch, width, height
+):
+    engine = colour_engine(spec, branch)
     layout = engine.layout_for(width, height)
     received = decoder_input_at_image_tokens(engine, cell_painted_image(layout.frame))
     cells = layout.cells()
