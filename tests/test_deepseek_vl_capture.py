@@ -271,6 +271,21 @@ def saved_deepseek(tmp_path_factory):
     return folder
 
 
+def test_a_saved_model_loaded_truncated_gives_the_whole_models_maps_without_the_layers_above(saved_deepseek):
+    from annotator.lvlm.engine import LvlmEngine
+
+    whole = LvlmEngine.load(saved_deepseek, device="cpu")
+    truncated = LvlmEngine.load(saved_deepseek, device="cpu", truncate_after_layer=1)
+    names = [name for name, _ in truncated.model.named_parameters()]
+    assert truncated.num_layers == 2 and not hasattr(truncated.model, "lm_head")
+    assert not [name for name in names if "language_model.layers.2." in name or "language_model.layers.3." in name]
+    assert "model.language_model.layers.1.mlp.up_proj.weight" in names
+    image, heads = random_image(*(60, 120), seed=5), [(1, 0), (0, 3)]
+    np.testing.assert_array_equal(
+        truncated.image_attention(image, "a dog", heads=heads), whole.image_attention(image, "a dog", heads=heads)
+    )
+
+
 def test_prelabel_then_eval_run_on_a_saved_deepseek_vl(saved_deepseek, tmp_path, capsys):
     scenes = SceneConfig(long_side=(160, 200), aspect=(0.5, 2.0), target_width=(0.3, 0.5), other_width=(0.1, 0.2))
     ground_truth = write_scene_folder(tmp_path / "scenes", 3, 5, scenes)
