@@ -13,17 +13,19 @@ if TYPE_CHECKING:
 
 MODELS_HELP = """\
 The model presets (resources/models.json): LLaVA-1.5 7B/13B, Qwen2-VL 2B/7B and Qwen2.5-VL 3B/7B from the Hugging
-Face Hub, the SAM checkpoints and the planted demo models. The HEADS column says whether a model's localization
-heads ship with the app or must be found with `annotator find-heads` first. A download fetches only the shards up
-to the deepest localization head unless --full is given (a model whose heads are unknown is fetched whole); it
-goes into the Hugging Face cache (HF_HOME), resumes after a cut connection and checks the free disk space first.
-SAM checkpoints go into the user cache, resumable and SHA-256 checked.
+Face Hub, the mask models (SAM ViT-H/L/B, SAM 2.1 tiny/small/base-plus/large, SAM-HQ ViT-B/L/H) and the planted
+demo models. The HEADS column says whether a model's localization heads ship with the app or must be found with
+`annotator find-heads` first. A download fetches only the shards up to the deepest localization head unless --full
+is given (a model whose heads are unknown is fetched whole); it goes into the Hugging Face cache (HF_HOME), resumes
+after a cut connection and checks the free disk space first. SAM 2.1 and SAM-HQ go the same way; the official SAM
+checkpoints go into the user cache, resumable and SHA-256 checked.
 
 examples:
   annotator models list
   annotator models download llava-1.5-7b
   annotator models download Qwen2-VL-7B-Instruct
   annotator models download sam-vit_h
+  annotator models download sam2.1-tiny
   annotator models verify llava-1.5-7b
   annotator models remove llava-1.5-13b
 """
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     """List, download, verify or remove a preset; the exit code."""
     from annotator.models import hub
     from annotator.download import file_sha256
-    from annotator.models.presets import DemoPreset, SamPreset, download_sam, load_presets, local_copy
+    from annotator.models.presets import DemoPreset, LvlmPreset, SamPreset, download_sam, load_presets, local_copy
 
     presets = load_presets()
     if args.action == "list":
@@ -73,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{preset.name}: ready in {path}")
         return EXIT_OK
     copy = local_copy(preset)
+    official_sam = isinstance(preset, SamPreset) and preset.hub_id is None
     if args.action == "remove":
-        if isinstance(preset, SamPreset):
+        if official_sam:
             freed = 0 if copy is None else copy.size_bytes
             if copy is not None:
                 copy.path.unlink()
@@ -84,12 +87,13 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if copy is None or not copy.complete:
         return fail(args.prog, f"{preset.name} is not downloaded; run 'annotator models download {preset.name}'")
-    if isinstance(preset, SamPreset):
+    if official_sam:
         digest, expected = file_sha256(copy.path), preset.checkpoint.sha256
         problems = [] if digest == expected else [f"{copy.path} has SHA-256 {digest}, expected {expected}"]
         checked = 1
     else:
-        report = hub.verify(hub.require_cached(preset.hub_id, preset.deepest_head_layer, preset.name))
+        layer = preset.deepest_head_layer if isinstance(preset, LvlmPreset) else None
+        report = hub.verify(hub.require_cached(preset.hub_id, layer, preset.name))
         problems, checked = list(report.problems), report.checked
     if problems:
         return fail(args.prog, f"{preset.name} is damaged: {'; '.join(problems)}; remove it and download it again")

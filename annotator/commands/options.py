@@ -30,6 +30,17 @@ def existing_file(text: str) -> Path:
     return path
 
 
+def mask_model_name(text: str) -> str:
+    """A mask model of `segmentation.catalog` by its name or its preset's ("sam-vit_b" is "vit_b")."""
+    from annotator.segmentation.catalog import MASK_MODELS, SAM_CHECKPOINTS
+
+    sam_size = text.removeprefix("sam-")
+    name = sam_size if sam_size in SAM_CHECKPOINTS else text
+    if name not in MASK_MODELS:
+        raise argparse.ArgumentTypeError(f"unknown mask model {text!r}; use one of {', '.join(MASK_MODELS)}")
+    return name
+
+
 def existing_path(text: str) -> Path:
     """A file or a folder that exists."""
     path = Path(text).expanduser()
@@ -136,9 +147,19 @@ def add_proposal_options(parser: argparse.ArgumentParser) -> None:
         choices=("sam", "coarse"),
         help="add masks: 'sam' (default) prompts Segment Anything with the box; 'coarse' keeps the heads' region",
     )
-    parser.add_argument(
-        "--sam-type", choices=("vit_h", "vit_l", "vit_b"), default="vit_h", help="SAM size (default: vit_h)"
+    mask_model = parser.add_mutually_exclusive_group()
+    mask_model.add_argument(
+        "--mask-model",
+        dest="sam_type",
+        type=mask_model_name,
+        metavar="NAME",
+        help="mask model of --masks sam: vit_h, vit_l, vit_b (SAM), sam2.1-tiny, sam2.1-small, sam2.1-base-plus, "
+        "sam2.1-large (SAM 2.1), sam-hq-vit_b, sam-hq-vit_l, sam-hq-vit_h (SAM-HQ) (default: vit_h)",
     )
+    mask_model.add_argument(
+        "--sam-type", dest="sam_type", choices=("vit_h", "vit_l", "vit_b"), help="SAM size: --mask-model for SAM"
+    )
+    parser.set_defaults(sam_type="vit_h")
     parser.add_argument(
         "--sam-checkpoint", type=existing_file, metavar="FILE", help="SAM checkpoint (default: the user cache)"
     )

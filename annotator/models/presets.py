@@ -23,7 +23,7 @@ from annotator.paths import HEADS_DIR, MODELS_DIR, RESOURCES
 
 if TYPE_CHECKING:
     from annotator.download import Progress
-    from annotator.segmentation.segment import CheckpointSpec
+    from annotator.segmentation.catalog import CheckpointSpec
 
 PRESETS_FILE = RESOURCES / "models.json"
 
@@ -77,16 +77,28 @@ class LvlmPreset:
 
 @dataclass(frozen=True)
 class SamPreset:
-    """An official Segment Anything checkpoint of `model_type` (vit_h, vit_l, vit_b)."""
+    """A mask model: an official Segment Anything checkpoint (`model_type` vit_h, vit_l, vit_b: a .pth file in the
+    user cache) or a SAM 2.1 / SAM-HQ checkpoint on the Hugging Face Hub (`model_type` sam2.1-tiny, ...,
+    sam-hq-vit_b, ...: in the Hugging Face cache), as `segmentation.catalog` names them."""
 
     name: str
     model_type: str
     description: str
 
     @property
+    def hub_id(self) -> str | None:
+        """The Hub repository of a SAM 2.1 / SAM-HQ preset (from `catalog`), None for an official SAM checkpoint."""
+        from annotator.segmentation.catalog import MASK_MODELS, hub_model
+
+        if self.model_type not in MASK_MODELS:
+            raise ModelUnavailable(f"SAM preset {self.name} names unknown model type {self.model_type!r}")
+        found = hub_model(self.model_type)
+        return None if found is None else found.hub_id
+
+    @property
     def checkpoint(self) -> "CheckpointSpec":
-        """URL, byte size and SHA-256, from `segment.SAM_CHECKPOINTS`."""
-        from annotator.segmentation.segment import SAM_CHECKPOINTS
+        """URL, byte size and SHA-256 of an official SAM checkpoint, from `catalog.SAM_CHECKPOINTS`."""
+        from annotator.segmentation.catalog import SAM_CHECKPOINTS
 
         if self.model_type not in SAM_CHECKPOINTS:
             raise ModelUnavailable(f"SAM preset {self.name} names unknown model type {self.model_type!r}")
@@ -211,7 +223,7 @@ def local_copy(preset: Preset) -> LocalCopy | None:
     if isinstance(preset, DemoPreset):
         size = sum(p.stat().st_size for p in preset.folder.iterdir() if p.is_file()) if preset.folder.is_dir() else 0
         return LocalCopy(preset.folder, size, True, "ships with the app") if size else None
-    if isinstance(preset, SamPreset):
+    if isinstance(preset, SamPreset) and preset.hub_id is None:
         from annotator.download import partial_path
         from annotator.segmentation.segment import checkpoint_path
 
@@ -224,7 +236,7 @@ def local_copy(preset: Preset) -> LocalCopy | None:
         return None
     from annotator.models import hub
 
-    cached = hub.find_cached(preset.hub_id, preset.deepest_head_layer)
+    cached = hub.find_cached(preset.hub_id, preset.deepest_head_layer if isinstance(preset, LvlmPreset) else None)
     if cached is None:
         partial = hub.partial_bytes(preset.hub_id)
         if partial:
@@ -235,15 +247,19 @@ def local_copy(preset: Preset) -> LocalCopy | None:
 
 
 def download_sam(preset: SamPreset, progress: "Progress | None" = None) -> Path:
-    """The preset's checkpoint in the user's cache, downloaded (resumably, size and SHA-256 checked) when absent;
-    the free disk space is checked before the first byte."""
+    """The preset's checkpoint, downloaded (resumably, checked) when absent; the free disk space is checked before
+    the first byte. An official SAM checkpoint lands in the user's cache (size and SHA-256 checked), a SAM 2.1 or
+    SAM-HQ one in the Hugging Face cache through `hub.plan_download` / `hub.download`."""
     from annotator.download import partial_path
-    from annotator.models.hub import check_free_space
+    from annotator.models import hub
     from annotator.segmentation.segment import checkpoint_path, download_checkpoint
 
+    if preset.hub_id is not None:
+        cached = hub.find_cached(preset.hub_id)
+        return cached.path if cached is not None else hub.download(hub.plan_download(preset.hub_id, None), progress)
     path = checkpoint_path(preset.model_type)
     if path.is_file():
         return path
     part = partial_path(path)
-    check_free_space(preset.checkpoint.size_bytes - (part.stat().st_size if part.is_file() else 0), path.parent)
+    hub.check_free_space(preset.checkpoint.size_bytes - (part.stat().st_size if part.is_file() else 0), path.parent)
     return download_checkpoint(preset.model_type, progress)
