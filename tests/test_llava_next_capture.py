@@ -468,3 +468,24 @@ def test_the_vicuna_prompt_on_the_real_llama_tokenizer_is_the_processors_sequenc
         assert llama_tokenizer.decode(ids[len(prompt.ids) :]).strip() == ""  # the template's trailing space
         assert llama_tokenizer.decode(prompt.expression_ids).strip() == text
         assert prompt.ids[:6] == (1, 3148, 1001, 29901, 29871, 32000)  # <s> USER: <image>
+
+
+@pytest.mark.parametrize("spec, strategy", [(NEXT, "full"), (ONEVISION, "default")], ids=["llava-next", "onevision"])
+def test_a_feature_strategy_that_breaks_the_tile_grids_is_refused_in_one_line(spec, strategy):
+    from annotator.errors import ModelUnavailable
+    from annotator.lvlm.engine import LvlmEngine
+
+    model = tiny_anyres(spec)
+    model.config.vision_feature_select_strategy = strategy
+    with pytest.raises(ModelUnavailable, match=f"vision_feature_select_strategy '{strategy}'"):
+        LvlmEngine(model, tiny_processor(spec))
+
+
+def test_a_processor_of_other_canvases_is_refused_in_one_line():
+    from annotator.errors import ModelUnavailable
+    from annotator.lvlm.engine import LvlmEngine
+
+    processor = tiny_processor(NEXT)
+    processor.image_processor.image_grid_pinpoints = [[56, 56]]
+    with pytest.raises(ModelUnavailable, match="the processor belongs to another checkpoint"):
+        LvlmEngine(tiny_anyres(NEXT), processor)

@@ -90,13 +90,15 @@ class ChatPromptBuilder:
 
 
 def _side(size, key: str) -> int | None:
+    """One entry of a processor's size (a `SizeDict` or a dict), or None."""
     value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
     return int(value) if value else None
 
 
 class LlavaNextFamily(Family):
     """LLaVA-NeXT / LLaVA-OneVision: anyres grids (base and stitched), the chat prompt, plain positions
-    (`min_pixels` / `max_pixels` and `whitespace_tokens` are ignored: the canvases are the checkpoint's)."""
+    (`min_pixels` / `max_pixels`, the image-token budget and `whitespace_tokens` are ignored: the canvases, so the
+    token counts, are the checkpoint's)."""
 
     image_size_matters = True
 
@@ -185,6 +187,13 @@ class LlavaNextFamily(Family):
 def _geometry(config, images, model_id: str, onevision: bool) -> AnyresGeometry:
     """The tile and canvas sizes of the model and its processor, which must agree."""
     vision = config.vision_config
+    strategy = "full" if onevision else "default"
+    if config.vision_feature_select_strategy != strategy:
+        raise ModelUnavailable(
+            f"{model_id}: vision_feature_select_strategy {config.vision_feature_select_strategy!r}, where the "
+            f"{'SigLIP' if onevision else 'CLIP'} tiles of this family are read with {strategy!r}: the tiles would "
+            f"not be square grids of patches"
+        )
     image_size, patch_size = int(vision.image_size), int(vision.patch_size)
     tile = _side(images.crop_size, "height") if getattr(images, "crop_size", None) else None
     base = (_side(images.size, "height"), _side(images.size, "width"))
