@@ -489,3 +489,37 @@ def test_a_processor_of_other_canvases_is_refused_in_one_line():
     processor.image_processor.image_grid_pinpoints = [[56, 56]]
     with pytest.raises(ModelUnavailable, match="the processor belongs to another checkpoint"):
         LvlmEngine(tiny_anyres(NEXT), processor)
+
+
+@pytest.mark.parametrize("family", ["llava_next", "llava_onevision"])
+def test_the_released_geometries_count_the_image_tokens_the_released_processors_expand(family):
+    from transformers import LlavaNextImageProcessor, LlavaNextProcessor, LlavaOnevisionImageProcessor
+    from transformers import LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor
+
+    from tests.tiny_llava_next import tiny_tokenizer
+
+    spec = NEXT if family == "llava_next" else ONEVISION
+    if family == "llava_next":  # llava-v1.6's preprocessor_config.json: 336 px, the class's pinpoints
+        images = LlavaNextImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+        processor = LlavaNextProcessor(
+            image_processor=images,
+            tokenizer=tiny_tokenizer(spec),
+            patch_size=14,
+            vision_feature_select_strategy="default",
+            num_additional_image_tokens=1,
+        )
+        geometry = LLAVA_NEXT_MISTRAL
+    else:  # llava-onevision's: 384 px, the class's pinpoints, 729 tokens a tile, anyres_max_9
+        processor = LlavaOnevisionProcessor(
+            image_processor=LlavaOnevisionImageProcessor(),
+            tokenizer=tiny_tokenizer(spec),
+            video_processor=LlavaOnevisionVideoProcessor(),
+            num_image_tokens=729,
+            vision_feature_select_strategy="full",
+        )
+        geometry = ONEVISION_QWEN2
+    assert [tuple(p) for p in processor.image_processor.image_grid_pinpoints] == list(geometry.pinpoints)
+    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    for width, height in [(1000, 750), (640, 480), (2000, 1500), (3000, 250), (250, 3000), (333, 1001), (97, 101)]:
+        ids = processor(images=random_image(height, width), text="<image>", return_tensors="pt")["input_ids"]
+        assert geometry.layout(width, height, map_grid=1).num_tokens == int((ids == image_id).sum()), (width, height)
