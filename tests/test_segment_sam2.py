@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub import constants
+from safetensors.torch import load_file, save_file
+from transformers import Sam2VideoConfig, Sam2VideoModel
 
 from annotator.errors import ModelUnavailable
 from annotator.project.images import load_image
@@ -154,5 +156,31 @@ def test_a_checkpoint_folder_of_another_family_is_refused_in_one_line(tmp_path):
     with pytest.raises(ModelUnavailable) as error:
         Segmenter.load("sam2.1-tiny", tmp_path, "cpu")
     assert str(error.value) == (
-        f"{tmp_path} holds a 'sam_hq' checkpoint, not SAM 2.1 tiny ('sam2'); choose the mask model that matches it"
+        f"{tmp_path} holds a 'sam_hq' checkpoint, not SAM 2.1 tiny ('sam2' or 'sam2_video'); choose the mask model "
+        "that matches it"
     )
+
+
+def test_a_released_checkpoint_saved_as_the_video_model_loads_its_image_model(backend, tmp_path):
+    config = backend.model.config.to_dict()
+    video_config = Sam2VideoConfig(**{key: config[key] for key in ("vision_config", "prompt_encoder_config",
+                                                                   "mask_decoder_config")})  # fmt: skip
+    video = Sam2VideoModel(video_config).eval()
+    video.save_pretrained(tmp_path)
+    backend.image_processor.save_pretrained(tmp_path)
+    with Segmenter.load("sam2.1-tiny", tmp_path, "cpu") as loaded:
+        result = loaded.segment_box("a", _image(10), BOX)
+        decoder = loaded.backend.model.mask_decoder
+    assert torch.equal(decoder.iou_token.weight, video.mask_decoder.iou_token.weight)
+    assert result.mask.shape == (120, 200)
+
+
+def test_a_checkpoint_missing_weights_is_refused_naming_the_folder_and_what_is_missing(backend, tmp_path):
+    backend.model.save_pretrained(tmp_path)
+    backend.image_processor.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    del weights["mask_decoder.iou_token.weight"]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelUnavailable, match=rf"SAM 2.1 tiny checkpoint {tmp_path} does not fit: 1 weights missing "
+                                               r"\(first: mask_decoder.iou_token.weight\); download it again"):
+        Segmenter.load("sam2.1-tiny", tmp_path, "cpu")

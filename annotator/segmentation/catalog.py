@@ -43,30 +43,33 @@ SAM_CHECKPOINTS: dict[str, CheckpointSpec] = {
 @dataclass(frozen=True)
 class HubMaskModel:
     """A released transformers mask checkpoint: its name (the preset's), its label in words, its Hub id and the
-    `model_type` its config.json declares."""
+    `model_type`s its config.json may declare."""
 
     name: str
     label: str
     hub_id: str
-    family: str
+    families: tuple[str, ...]
 
+
+SAM2_FAMILIES = ("sam2", "sam2_video")
+"""The released SAM 2.1 checkpoints are saved as `Sam2VideoModel` (sam2_video), whose image part `Sam2Model` loads."""
 
 SAM2_MODELS: dict[str, HubMaskModel] = {
     m.name: m
     for m in (
-        HubMaskModel("sam2.1-tiny", "SAM 2.1 tiny", "facebook/sam2.1-hiera-tiny", "sam2"),
-        HubMaskModel("sam2.1-small", "SAM 2.1 small", "facebook/sam2.1-hiera-small", "sam2"),
-        HubMaskModel("sam2.1-base-plus", "SAM 2.1 base+", "facebook/sam2.1-hiera-base-plus", "sam2"),
-        HubMaskModel("sam2.1-large", "SAM 2.1 large", "facebook/sam2.1-hiera-large", "sam2"),
+        HubMaskModel("sam2.1-tiny", "SAM 2.1 tiny", "facebook/sam2.1-hiera-tiny", SAM2_FAMILIES),
+        HubMaskModel("sam2.1-small", "SAM 2.1 small", "facebook/sam2.1-hiera-small", SAM2_FAMILIES),
+        HubMaskModel("sam2.1-base-plus", "SAM 2.1 base+", "facebook/sam2.1-hiera-base-plus", SAM2_FAMILIES),
+        HubMaskModel("sam2.1-large", "SAM 2.1 large", "facebook/sam2.1-hiera-large", SAM2_FAMILIES),
     )
 }
 
 SAM_HQ_MODELS: dict[str, HubMaskModel] = {
     m.name: m
     for m in (
-        HubMaskModel("sam-hq-vit_b", "SAM-HQ ViT-B", "syscv-community/sam-hq-vit-base", "sam_hq"),
-        HubMaskModel("sam-hq-vit_l", "SAM-HQ ViT-L", "syscv-community/sam-hq-vit-large", "sam_hq"),
-        HubMaskModel("sam-hq-vit_h", "SAM-HQ ViT-H", "syscv-community/sam-hq-vit-huge", "sam_hq"),
+        HubMaskModel("sam-hq-vit_b", "SAM-HQ ViT-B", "syscv-community/sam-hq-vit-base", ("sam_hq",)),
+        HubMaskModel("sam-hq-vit_l", "SAM-HQ ViT-L", "syscv-community/sam-hq-vit-large", ("sam_hq",)),
+        HubMaskModel("sam-hq-vit_h", "SAM-HQ ViT-H", "syscv-community/sam-hq-vit-huge", ("sam_hq",)),
     )
 }
 

@@ -20,12 +20,11 @@ from annotator.segmentation.transformers_sam import (
     cached_folder,
     checked_folder,
     from_pretrained,
+    load_weights,
 )
 
 class Sam2Backend(TransformersSamBackend):
     """A `Sam2Model` with its image processor as a `MaskBackend`."""
-
-    family = "sam2"
 
     def _encode(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(self.model.get_image_embeddings(pixel_values))
@@ -44,6 +43,6 @@ def load_sam2(name: str, folder: str | os.PathLike[str] | None, device: torch.de
     """SAM 2.1 `name` (a key of `SAM2_MODELS`) from `folder`, by default its snapshot in the Hugging Face cache."""
     model = SAM2_MODELS[name]
     path = checked_folder(cached_folder(model) if folder is None else folder, model)
-    sam2 = from_pretrained(Sam2Model, path, model)
+    sam2 = load_weights(Sam2Model, path, model)
     processor = from_pretrained(Sam2ImageProcessor, path, model)
     return Sam2Backend(sam2.to(device), processor, model.label)

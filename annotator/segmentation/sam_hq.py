@@ -21,12 +21,11 @@ from annotator.segmentation.transformers_sam import (
     cached_folder,
     checked_folder,
     from_pretrained,
+    load_weights,
 )
 
 class SamHQBackend(TransformersSamBackend):
     """A `SamHQModel` with its image processor as a `MaskBackend`."""
-
-    family = "sam_hq"
 
     def _encode(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         image_embeddings, intermediate_embeddings = self.model.get_image_embeddings(pixel_values)
@@ -52,6 +51,6 @@ def load_sam_hq(name: str, folder: str | os.PathLike[str] | None, device: torch.
     """SAM-HQ `name` (a key of `SAM_HQ_MODELS`) from `folder`, by default its snapshot in the Hugging Face cache."""
     model = SAM_HQ_MODELS[name]
     path = checked_folder(cached_folder(model) if folder is None else folder, model)
-    sam_hq = from_pretrained(SamHQModel, path, model)
+    sam_hq = load_weights(SamHQModel, path, model)
     processor = from_pretrained(SamImageProcessor, path, model)
     return SamHQBackend(sam_hq.to(device), processor, model.label)

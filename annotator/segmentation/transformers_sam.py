@@ -13,7 +13,7 @@ import json
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,16 +38,16 @@ def cached_folder(model: HubMaskModel) -> Path:
 
 
 def checked_folder(folder: str | os.PathLike[str], model: HubMaskModel) -> Path:
-    """`folder` when its config.json declares `model.family`; else `ModelUnavailable` in one line."""
+    """`folder` when its config.json declares one of `model.families`; else `ModelUnavailable` in one line."""
     folder = Path(folder)
     config = folder / "config.json"
     try:
         family = json.loads(config.read_text(encoding="utf-8")).get("model_type")
     except (OSError, ValueError, AttributeError) as exc:
         raise ModelUnavailable(f"{model.label} checkpoint {folder} has no readable config.json ({exc})") from None
-    if family != model.family:
+    if family not in model.families:
         raise ModelUnavailable(
-            f"{folder} holds a {family!r} checkpoint, not {model.label} ({model.family!r}); "
+            f"{folder} holds a {family!r} checkpoint, not {model.label} ({' or '.join(map(repr, model.families))}); "
             f"choose the mask model that matches it"
         )
     if not (folder / WEIGHTS_FILE).is_file():
@@ -55,21 +55,32 @@ def checked_folder(folder: str | os.PathLike[str], model: HubMaskModel) -> Path:
     return folder
 
 
-def from_pretrained(loader: Any, folder: Path, model: HubMaskModel) -> Any:
-    """`loader.from_pretrained(folder)` with any failure as one line naming the folder."""
+def from_pretrained(loader: Any, folder: Path, model: HubMaskModel, **kwargs: Any) -> Any:
+    """`loader.from_pretrained(folder, **kwargs)` with any failure as one line naming the folder."""
     try:
-        return loader.from_pretrained(folder)
+        return loader.from_pretrained(folder, **kwargs)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         text = str(exc).strip().splitlines()
         reason = text[0] if text else type(exc).__name__
         raise ModelUnavailable(f"{model.label} checkpoint {folder} cannot be loaded: {reason}") from exc
 
 
+def load_weights(model_class: Any, folder: Path, model: HubMaskModel) -> torch.nn.Module:
+    """`model_class` with the folder's weights; a checkpoint that leaves any weight of it unset is refused (from
+    that weight on the model would be random)."""
+    loaded, info = from_pretrained(model_class, folder, model, output_loading_info=True)
+    missing = sorted(info["missing_keys"])
+    if missing:
+        raise ModelUnavailable(
+            f"{model.label} checkpoint {folder} does not fit: {len(missing)} weights missing (first: "
+            f"{', '.join(missing[:3])}); download it again"
+        )
+    return loaded
+
+
 class TransformersSamBackend(ABC):
     """A transformers SAM-style model and its image processor as a `MaskBackend`; subclasses say how their
     encoder's outputs are kept and passed back, and how low-res logits return to the image."""
-
-    family: ClassVar[str]
 
     def __init__(self, model: torch.nn.Module, image_processor: Any, label: str) -> None:
         self.model = model.eval()
