@@ -523,3 +523,42 @@ def test_the_released_geometries_count_the_image_tokens_the_released_processors_
     for width, height in [(1000, 750), (640, 480), (2000, 1500), (3000, 250), (250, 3000), (333, 1001), (97, 101)]:
         ids = processor(images=random_image(height, width), text="<image>", return_tensors="pt")["input_ids"]
         assert geometry.layout(width, height, map_grid=1).num_tokens == int((ids == image_id).sum()), (width, height)
+
+
+def hub_original_keys(folder) -> None:
+    """Rename the saved weights to the names the llava-hf checkpoints were uploaded with (`language_model.model.*`,
+    `language_model.lm_head`, `vision_tower`, `multi_modal_projector`, `image_newline` at the top)."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    renamed = {}
+    for key, tensor in load_file(str(path)).items():
+        if key.startswith("model.language_model."):
+            key = "language_model.model." + key.removeprefix("model.language_model.")
+        elif key.startswith("lm_head."):
+            key = "language_model." + key
+        else:
+            key = key.removeprefix("model.")
+        renamed[key] = tensor
+    assert any(k.startswith("language_model.model.layers.2.") for k in renamed)
+    save_file(renamed, str(path), metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS.keys())
+def test_a_truncated_load_of_a_checkpoint_in_the_hubs_original_key_names_gives_the_whole_models_maps(spec, tmp_path):
+    from annotator.lvlm.engine import LvlmEngine
+
+    model = tiny_anyres(spec)
+    model.save_pretrained(tmp_path)
+    tiny_processor(spec).save_pretrained(tmp_path)
+    hub_original_keys(tmp_path)
+    truncated = LvlmEngine.load(tmp_path, truncate_after_layer=1)
+    original = LvlmEngine(model, tiny_processor(spec))
+    image = random_image(170, 60, seed=6)
+    heads = [(1, 2), (0, 0)]
+    np.testing.assert_allclose(
+        truncated.image_attention(image, "a dog", heads=heads),
+        original.image_attention(image, "a dog", heads=heads),
+        rtol=0,
+        atol=1e-6,
+    )
