@@ -261,6 +261,38 @@ def test_the_prompt_is_the_chat_template_up_to_the_expressions_last_token(built)
     assert prompt.prefix.image_start == len(head) - 36
 
 
+def test_a_processor_without_a_chat_template_gets_the_released_templates_prompt(built):
+    from annotator.lvlm.engine import LvlmEngine
+
+    engine, reference = built
+    spec = DEEPSEEK_VL_HYBRID if engine.family.hybrid else DEEPSEEK_VL
+    bare = LvlmEngine(copy.deepcopy(reference), tiny_processor(spec, chat_template=None))
+    assert bare.processor.chat_template is None
+    assert bare.prompt("the red cup").ids == engine.prompt("the red cup").ids
+
+
+def test_the_prompt_follows_the_processors_own_chat_template():
+    from annotator.lvlm.engine import LvlmEngine
+
+    template = "You are a helpful assistant.{% for m in messages %}{% for c in m['content'] %}"
+    template += "{{ c.get('text', ' User: <image_placeholder>') }}{% endfor %}{% endfor %}"
+    engine = LvlmEngine(tiny_deepseek_vl(), tiny_processor(chat_template=template))
+    tokens = engine.processor.tokenizer.convert_ids_to_tokens(list(engine.prompt("a dog").ids))
+    assert tokens == ["<｜begin▁of▁sentence｜>", "You", "are", "a", "helpful", "assistant.", "User:"] + [
+        "<image_placeholder>"
+    ] * 36 + ["a", "dog"]
+
+
+def test_a_chat_template_that_puts_the_text_before_the_image_is_refused_in_one_line():
+    from annotator.errors import ModelUnavailable
+    from annotator.lvlm.engine import LvlmEngine
+
+    template = "{% for m in messages %}{% for c in m['content']|reverse %}{{ c.get('text', '<image_placeholder>') }}"
+    template += "{% endfor %}{% endfor %}"
+    with pytest.raises(ModelUnavailable, match="does not put one image and then the text in a turn"):
+        LvlmEngine(tiny_deepseek_vl(), tiny_processor(chat_template=template), model_id="tiny")
+
+
 @pytest.fixture(scope="module")
 def saved_deepseek(tmp_path_factory):
     """A tiny DeepSeek-VL saved with `save_pretrained`, with a heads file written by hand."""

@@ -265,6 +265,27 @@ def test_the_prompt_with_internvl3s_real_tokenizer_ends_on_the_expressions_last_
     assert prompt.ids[3:5] == (151665, 151667) and prompt.ids[52] == 151666
 
 
+def test_a_processor_without_a_chat_template_gets_the_released_templates_prompt(built):
+    from annotator.lvlm.engine import LvlmEngine
+
+    engine, reference = built
+    bare = LvlmEngine(copy.deepcopy(reference), tiny_processor(chat_template=None))
+    assert bare.processor.chat_template is None
+    assert bare.prompt("the red cup", (224, 112)).ids == engine.prompt("the red cup", (224, 112)).ids
+
+
+def test_the_prompt_follows_the_processors_own_chat_template(built):
+    from annotator.lvlm.engine import LvlmEngine
+    from tests.tiny_internvl import CHAT_TEMPLATE
+
+    engine, reference = built
+    template = "<|im_start|>system\nthe big man<|im_end|>\n" + CHAT_TEMPLATE
+    ours = LvlmEngine(copy.deepcopy(reference), tiny_processor(chat_template=template))
+    tokens = ours.processor.tokenizer.convert_ids_to_tokens(list(ours.prompt("a dog", (100, 100)).ids))
+    head = ["<|im_start|>", "system", "\n", "the", "big", "man", "<|im_end|>", "\n", "<|im_start|>", "user", "\n"]
+    assert tokens == head + ["<img>"] + ["<IMG_CONTEXT>"] * 16 + ["</img>", "\n", "a", "dog"]
+
+
 @pytest.fixture(scope="module")
 def saved_internvl(tmp_path_factory):
     """A tiny InternVL3 saved with `save_pretrained`, with a heads file written by hand."""

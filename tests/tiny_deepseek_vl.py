@@ -19,6 +19,21 @@ BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
 IMAGE_TOKEN = "<image_placeholder>"
 SPECIAL_TOKENS = (BOS, EOS, IMAGE_TOKEN, "<unk>")
+# the chat template of the released checkpoints (as transformers' DeepSeek-VL processor tests write it)
+CHAT_TEMPLATE = (
+    "{% set seps = ['\n\n', '<\uff5cend\u2581of\u2581sentence\uff5c>'] %}{% set i = 0 %}You are a helpful language "
+    "and vision assistant. You are able to understand the visual content that the user provides, and assist the user "
+    "with a variety of tasks using natural language.\n\n{% for message in messages %}{% if message['role']|lower == "
+    "'user' %}User: {% elif message['role']|lower == 'assistant' %}Assistant:{% if not (loop.last and not "
+    "add_generation_prompt and message['content'][0]['type']=='text' and message['content'][0]['text']=='') %} "
+    "{% endif %}{% else %}{{ message['role'].capitalize() }}: {% endif %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}<image_placeholder>{% elif content['type'] == 'text' %}{% set text = "
+    "content['text'] %}{% if loop.first %}{% set text = text.lstrip() %}{% endif %}{% if loop.last %}{% set text = "
+    "text.rstrip() %}{% endif %}{% if not loop.first and message['content'][loop.index0-1]['type'] == 'text' %}"
+    "{{ ' ' + text }}{% else %}{{ text }}{% endif %}{% endif %}{% endfor %}{% if not loop.last or "
+    "add_generation_prompt %}{% if message['role']|lower == 'user' %}{{ seps[0] }}{% else %}{{ seps[1] }}{% endif %}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
 PROMPT_WORDS = (
     "You are a helpful language and vision assistant. You are able to understand the visual content that the user "
     "provides, and assist the user with a variety of tasks using natural language. User:"
@@ -121,8 +136,8 @@ def tiny_config(spec: DeepseekSpec = DEEPSEEK_VL):
     )
 
 
-def tiny_processor(spec: DeepseekSpec = DEEPSEEK_VL):
-    """The family's real processor at the tiny sizes, with the tiny tokenizer."""
+def tiny_processor(spec: DeepseekSpec = DEEPSEEK_VL, chat_template: str | None = CHAT_TEMPLATE):
+    """The family's real processor at the tiny sizes, with the tiny tokenizer and the released chat template."""
     from transformers import (
         DeepseekVLHybridImageProcessor,
         DeepseekVLHybridProcessor,
@@ -133,10 +148,11 @@ def tiny_processor(spec: DeepseekSpec = DEEPSEEK_VL):
     size = {"height": spec.image_size, "width": spec.image_size}
     tokens = spec.grid_size * spec.grid_size
     if not spec.hybrid:
-        return DeepseekVLProcessor(DeepseekVLImageProcessor(size=size), tiny_tokenizer(), num_image_tokens=tokens)
+        images = DeepseekVLImageProcessor(size=size)
+        return DeepseekVLProcessor(images, tiny_tokenizer(), chat_template=chat_template, num_image_tokens=tokens)
     high_res = {"height": spec.high_res_size, "width": spec.high_res_size}
     images = DeepseekVLHybridImageProcessor(size=size, high_res_size=high_res)
-    return DeepseekVLHybridProcessor(images, tiny_tokenizer(), num_image_tokens=tokens)
+    return DeepseekVLHybridProcessor(images, tiny_tokenizer(), chat_template=chat_template, num_image_tokens=tokens)
 
 
 def tiny_deepseek_vl(spec: DeepseekSpec = DEEPSEEK_VL, seed: int = 0):

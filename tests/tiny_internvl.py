@@ -25,6 +25,14 @@ IMAGE_TOKENS = {
     "context_image_token": "<IMG_CONTEXT>",
     "video_token": "<video>",
 }
+# the chat template of the released -hf checkpoints (transformers' InternVL conversion script)
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}{% if message['content'] is string %}"
+    "{{ message['content'] }}{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' %}"
+    "{{ '<IMG_CONTEXT>\n' }}{% elif content['type'] == 'video' %}{{ '<video>\n' }}{% elif content['type'] == "
+    "'text' %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}{{'<|im_end|>\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<|im_start|>assistant\n' }}{% endif %}"
+)
 # Qwen2.5-VL's added tokens after Qwen2-VL's (ids 151657-151664), then InternVL's (151665-151673)
 QWEN2_5_ADDED = (
     "<tool_call>",
@@ -62,7 +70,7 @@ INTERNVL3 = InternVLSpec()
 
 
 def tiny_vocab() -> dict[str, int]:
-    words = list(SPECIAL_TOKENS) + ["\n", "user"] + EXPRESSION_WORDS
+    words = list(SPECIAL_TOKENS) + ["\n", "system", "user"] + EXPRESSION_WORDS
     return {word: i for i, word in enumerate(dict.fromkeys(words))}
 
 
@@ -141,8 +149,9 @@ def tiny_config(spec: InternVLSpec = INTERNVL3, vocab_size: int | None = None, i
     )
 
 
-def tiny_processor(spec: InternVLSpec = INTERNVL3, tokenizer=None):
-    """An `InternVLProcessor` with the real `GotOcr2ImageProcessor` at the tiny tile size."""
+def tiny_processor(spec: InternVLSpec = INTERNVL3, tokenizer=None, chat_template: str | None = CHAT_TEMPLATE):
+    """An `InternVLProcessor` with the real `GotOcr2ImageProcessor` at the tiny tile size and the released chat
+    template."""
     from transformers import GotOcr2ImageProcessor, InternVLProcessor, InternVLVideoProcessor
 
     images = GotOcr2ImageProcessor(
@@ -158,6 +167,7 @@ def tiny_processor(spec: InternVLSpec = INTERNVL3, tokenizer=None):
         tokenizer=tokenizer if tokenizer is not None else tiny_tokenizer(),
         video_processor=InternVLVideoProcessor(),
         image_seq_length=spec.tile_grid**2,
+        chat_template=chat_template,
     )
 
 

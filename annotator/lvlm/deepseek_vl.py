@@ -11,8 +11,10 @@ fixed `24 x 24` grid of 16 px patches (SAM's 64 x 64 patches are resized to 96 x
 is padded (LLaVA pads first), so the grid is placed by the resized size, not the original one: `PaddedSquareFrame`
 is that exact placement (`ImageFrame`'s `"pad"` would be off by the rounding, up to half a pixel of `S`).
 
-Text: the chat template's system text and user turn, the image, then the expression; no `\\n\\n` after it and no
-assistant turn, so the sequence ends on the expression's own last token (the query token of the method):
+Text: the processor's own chat template for one user turn holding the image then the expression, cut right before
+the expression (`chat_head_text`; a processor saved without a template gets the released one's text): the system
+text and the user turn, the image, the expression, and no `\\n\\n` after it and no assistant turn, so the sequence
+ends on the expression's own last token (the query token of the method):
 
     <｜begin▁of▁sentence｜>You are a helpful language and vision assistant. You are able to understand the visual
     content that the user provides, and assist the user with a variety of tasks using natural language.\\n\\nUser:
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from annotator.errors import ModelUnavailable
 from annotator.grounding.frame import ImageFrame
 from annotator.lvlm.family import Family, VisionFeatures
 from annotator.lvlm.layout import TokenLayout
@@ -39,6 +42,7 @@ SYSTEM_TEXT = (
     "provides, and assist the user with a variety of tasks using natural language."
 )
 USER_TURN = "\n\nUser: "
+EXPRESSION_MARK = "ANNOTATOR-EXPRESSION-MARK"
 
 
 @dataclass(frozen=True)
@@ -85,9 +89,24 @@ def padded_square_frame(width: int, height: int, grid_size: int, square: int, mi
     )
 
 
+def chat_head_text(processor, default: str, model_id: str, image_text: str | None = None) -> str:
+    """The text before the expression in one user turn holding the image then the expression: the processor's chat
+    template rendered so and cut right before the expression, its image placeholder replaced by `image_text` (what
+    the processor expands it to, when that is more than the image tokens); `default` when there is no template."""
+    if not getattr(processor, "chat_template", None):
+        return default
+    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": EXPRESSION_MARK}]}]
+    text = processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=False)
+    image = processor.image_token
+    if text.count(EXPRESSION_MARK) != 1 or text.count(image) != 1 or text.index(image) > text.index(EXPRESSION_MARK):
+        raise ModelUnavailable(f"{model_id}: its chat template does not put one image and then the text in a turn")
+    head = text[: text.index(EXPRESSION_MARK)]
+    return head if image_text is None else head.replace(image, image_text)
+
+
 class ChatPromptBuilder:
     """Tokenizes prompts `head_text + expression`, `head_text` holding one `image_token` that stands for the image's
-    run of image tokens, with the model's own tokenizer (`add_special_tokens`: its BOS where it adds one)."""
+    run of image tokens, with the model's own tokenizer as its processor calls it (its BOS, where it adds one)."""
 
     def __init__(
         self,
@@ -95,12 +114,10 @@ class ChatPromptBuilder:
         head_text: str,
         image_token: str,
         *,
-        add_special_tokens: bool,
         max_expression_tokens: int,
         max_positions: int,
     ) -> None:
         self._tokenizer = tokenizer
-        self._add_special_tokens = add_special_tokens
         self._head_text = head_text
         image_id = tokenizer.convert_tokens_to_ids(image_token)
         self._head = self._ids(head_text)
@@ -132,9 +149,9 @@ class ChatPromptBuilder:
 
     def _ids(self, text: str) -> list[int]:
         """Token ids of `text`, a trailing EOS the tokenizer adds dropped."""
-        ids = list(self._tokenizer(text, add_special_tokens=self._add_special_tokens)["input_ids"])
+        ids = list(self._tokenizer(text, add_special_tokens=True)["input_ids"])
         eos = self._tokenizer.eos_token_id
-        if self._add_special_tokens and eos is not None and ids and ids[-1] == eos:
+        if eos is not None and ids and ids[-1] == eos:
             ids.pop()
         return ids
 
@@ -186,9 +203,8 @@ class DeepseekVLFamily(Family):
             )
         self._prompts = ChatPromptBuilder(
             processor.tokenizer,
-            SYSTEM_TEXT + USER_TURN + processor.image_token,
+            chat_head_text(processor, SYSTEM_TEXT + USER_TURN + processor.image_token, model_id),
             processor.image_token,
-            add_special_tokens=True,
             max_expression_tokens=max_expression_tokens,
             max_positions=int(config.text_config.max_position_embeddings),
         )

@@ -18,8 +18,10 @@ what the LLM reads at full resolution, `cols x rows` times finer than the thumbn
 "thumbnail"` reads the thumbnail instead (a single-tile image has no thumbnail: both read its one grid). Both grids
 stretch the image (`ImageFrame(fit="stretch")`), no padding.
 
-Text: the `-hf` chat template's user turn (it writes no system turn), the image first, then the expression, and no
-`<|im_end|>` and no assistant turn, so the sequence ends on the expression's own last token:
+Text: the processor's own chat template for one user turn holding the image then the expression, cut right before
+the expression, its `<IMG_CONTEXT>` written as the processor expands it (`deepseek_vl.chat_head_text`; a processor
+saved without a template gets the released `-hf` one's text, which writes no system turn): no `<|im_end|>` and no
+assistant turn, so the sequence ends on the expression's own last token:
 
     <|im_start|>user\\n<img><IMG_CONTEXT> x tokens </img>\\nEXPRESSION
 
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 
 from annotator.grounding.frame import ImageFrame
-from annotator.lvlm.deepseek_vl import ChatPromptBuilder
+from annotator.lvlm.deepseek_vl import ChatPromptBuilder, chat_head_text
 from annotator.lvlm.family import Family, VisionFeatures
 from annotator.lvlm.layout import GridPlacement, TokenLayout
 from annotator.lvlm.model_input import WhitespaceTokens
@@ -148,11 +150,11 @@ class InternVLFamily(Family):
                 f"model makes {self.tile_grid} x {self.tile_grid}"
             )
         self.min_tiles, self.max_tiles = int(images.min_patches), int(images.max_patches)
+        image_text = processor.start_image_token + processor.image_token + processor.end_image_token
         self._prompts = ChatPromptBuilder(
             processor.tokenizer,
-            USER_TURN + processor.start_image_token + processor.image_token + processor.end_image_token + "\n",
+            chat_head_text(processor, USER_TURN + image_text + "\n", model_id, image_text),
             processor.image_token,
-            add_special_tokens=False,
             max_expression_tokens=max_expression_tokens,
             max_positions=int(config.text_config.max_position_embeddings),
         )
