@@ -17,9 +17,8 @@ from annotator.segmentation.segment import Segmenter
 from annotator.synthetic.planted import PLANTED_MODEL_DIR
 from annotator.synthetic.scene_folder import write_scene_folder
 from tests.fake_hub import COMMIT, FakeHub
-from tests.tiny_sam2 import build_tiny_sam2
+from tests.tiny_sam2 import SAM2_TINY, build_tiny_sam2, cache_tiny_sam2, hub_cache  # noqa: F401 (fixture)
 
-SAM2_TINY = "facebook/sam2.1-hiera-tiny"
 MASK_PRESETS = [
     {"name": "sam2.1-tiny", "model_type": "sam2.1-tiny", "description": "SAM 2.1 tiny"},
     {"name": "sam-hq-vit_b", "model_type": "sam-hq-vit_b", "description": "SAM-HQ ViT-B"},
@@ -36,27 +35,6 @@ def mask_presets(tmp_path, monkeypatch):
     load = presets.load_presets
     monkeypatch.setattr(presets, "load_presets", lambda path=path: load(path))
     return path
-
-
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    folder = tmp_path / "hf" / "hub"
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(folder))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
-    return folder
-
-
-def cache_tiny_sam2(hub_cache, backend) -> None:
-    """`backend`'s model saved in the Hugging Face cache as facebook/sam2.1-hiera-tiny at COMMIT."""
-    repo = hub_cache / f"models--{SAM2_TINY.replace('/', '--')}"
-    snapshot = repo / "snapshots" / COMMIT
-    backend.model.save_pretrained(snapshot)
-    backend.image_processor.save_pretrained(snapshot)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(COMMIT)
 
 
 def _image(seed: int) -> np.ndarray:

@@ -3,13 +3,16 @@
 Both take a 128 px input (an 8 x 8 image embedding, 32 x 32 low-res logits) with prompt and decoder width 32:
 SAM 2.1 a 5-block Hiera of widths 16-128 (~0.35 M parameters), SAM-HQ a 2-block ViT of width 32 (~0.1 M); an
 embedding takes ~20 ms on the CPU. `ForwardSpy` counts (and can hold) a module's forward calls; `plant_box_decoder`
-makes the decoder answer with the prompt box itself, so where a mask lands in the image is known.
+makes the decoder answer with the prompt box itself, so where a mask lands in the image is known; `cache_tiny_sam2`
+puts the tiny SAM 2.1 where SAM 2.1 tiny's download lands (the `hub_cache` fixture: an empty offline cache).
 """
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
+import pytest
 import torch
 from transformers import (
     Sam2Config,
@@ -22,7 +25,10 @@ from transformers import (
 
 from annotator.segmentation.sam2 import Sam2Backend
 from annotator.segmentation.sam_hq import SamHQBackend
+from tests.fake_hub import COMMIT
 
+SAM2_TINY = "facebook/sam2.1-hiera-tiny"
+"""SAM 2.1 tiny's Hub repository, where `cache_tiny_sam2` puts the tiny model."""
 INPUT = 128
 LOW_RES = 32
 WIDTH = 32
@@ -136,3 +142,26 @@ def plant_box_decoder(model: torch.nn.Module, monkeypatch) -> None:
         return (planted_masks, planted_scores, *outputs[2:])
 
     monkeypatch.setattr(model.mask_decoder, "forward", planted)
+
+
+def cache_tiny_sam2(hub_cache: Path, backend: Sam2Backend) -> None:
+    """`backend`'s model and image processor in the Hugging Face cache folder `hub_cache` as SAM 2.1 tiny's Hub
+    repository at `tests.fake_hub.COMMIT` (its `main`)."""
+    repo = hub_cache / f"models--{SAM2_TINY.replace('/', '--')}"
+    snapshot = repo / "snapshots" / COMMIT
+    backend.model.save_pretrained(snapshot)
+    backend.image_processor.save_pretrained(snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hugging Face cache (offline) and user cache under tmp_path; returns the Hub cache folder."""
+    from huggingface_hub import constants
+
+    folder = tmp_path / "hf" / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(folder))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    return folder

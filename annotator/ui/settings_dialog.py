@@ -31,11 +31,14 @@ from PySide6.QtWidgets import (
 )
 
 from annotator.models.presets import load_presets
+from annotator.segmentation.catalog import MASK_MODELS, hub_model, mask_model_label
 from annotator.ui.settings import DEFAULT_MODEL, DEMO_MODEL_PATH, AppSettings, ModelSettings
 from annotator.ui.shortcuts import SHORTCUTS, SHORTCUTS_BY_ACTION
 from annotator.ui.shortcuts_dialog import display_text
 
-SAM_TYPES = ("vit_h", "vit_l", "vit_b", "none")
+SAM_TYPES = (*MASK_MODELS, "none")
+"""The mask models Settings offers (SAM, SAM 2.1, SAM-HQ, `segmentation.catalog`), and "none" for the heads' coarse
+masks."""
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -60,9 +63,13 @@ class SettingsDialog(QDialog):
         self.heads_file.setPlaceholderText("automatic: the model folder's heads.json or the known heads")
         self.sam_type = QComboBox()
         self.sam_type.addItems(list(SAM_TYPES))
+        for index, name in enumerate(MASK_MODELS):
+            self.sam_type.setItemData(index, mask_model_label(name), Qt.ItemDataRole.ToolTipRole)
         self.sam_type.setCurrentText(models.sam_type)
         self.sam_checkpoint = QLineEdit(models.sam_checkpoint)
-        self.sam_checkpoint.setPlaceholderText("automatic: the downloaded official checkpoint")
+        self.sam_checkpoint.setPlaceholderText(
+            "automatic: the downloaded checkpoint (SAM: a .pth file; SAM 2.1, SAM-HQ: a checkpoint folder)"
+        )
         self.device = QComboBox()
         self.device.setEditable(True)
         self.device.addItems(list(DEVICES))
@@ -96,8 +103,8 @@ class SettingsDialog(QDialog):
         form = QFormLayout(models_page)
         form.addRow("Vision-language model", _with_browse(self.model, self._browse_model))
         form.addRow("Heads file", _with_browse(self.heads_file, self._browse_heads))
-        form.addRow("SAM model", self.sam_type)
-        form.addRow("SAM checkpoint", _with_browse(self.sam_checkpoint, self._browse_checkpoint))
+        form.addRow("Mask model", self.sam_type)
+        form.addRow("Mask checkpoint", _with_browse(self.sam_checkpoint, self._browse_checkpoint))
         form.addRow("Device", self.device)
         form.addRow("Weights dtype", self.dtype)
         form.addRow("", self.load_in_4bit)
@@ -229,7 +236,13 @@ class SettingsDialog(QDialog):
 
     def _browse_checkpoint(self) -> None:
         start = self.sam_checkpoint.text() or str(Path.home())
-        chosen, _ = QFileDialog.getOpenFileName(self, "SAM checkpoint", start, "PyTorch checkpoints (*.pth *.pt)")
+        label = mask_model_label(self.sam_type.currentText())
+        if hub_model(self.sam_type.currentText()) is not None:
+            chosen = QFileDialog.getExistingDirectory(self, f"{label} checkpoint folder", start)
+        else:
+            chosen, _ = QFileDialog.getOpenFileName(
+                self, f"{label} checkpoint", start, "PyTorch checkpoints (*.pth *.pt)"
+            )
         if chosen:
             self.sam_checkpoint.setText(chosen)
 
