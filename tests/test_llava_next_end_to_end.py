@@ -8,9 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
+from PySide6.QtCore import Qt
 
 from annotator.cli import main
 from annotator.evaluation_files import read_predictions
+from annotator.lvlm.engine import LvlmEngine
 from annotator.synthetic.scene_folder import write_scene_folder
 from annotator.synthetic.scenes import SceneConfig
 from annotator.ui.settings import AppSettings, ModelSettings
@@ -64,6 +66,13 @@ def test_the_app_loads_a_saved_onevision_checkpoint_with_its_heads_and_proposes(
     assert loaded.args[0] is not None, window.message_bar.text
     assert list(loaded.args[0].heads) == [(1, 0), (2, 3)]
     folder = tmp_path / "images"
-    write_scenes(folder, [3], SCENES)
+    [scene] = write_scenes(folder, [3], SCENES).values()
     open_folder(qtbot, window, folder)
     assert propose(qtbot, window, "the red cup") == 1
+    qtbot.keyClick(window.canvas, Qt.Key.Key_H)
+    assert window.canvas.overlay_visible and window.canvas.has_overlay
+    grid_h, grid_w = LvlmEngine.load(model).layout_for(scene.width, scene.height).grid_hw
+    assert grid_h != grid_w
+    qtbot.waitUntil(lambda: all(label.isVisible() for label in window.heads_panel.map_labels))
+    for label in window.heads_panel.map_labels:  # the stitched grid, not the square base grid
+        assert abs(label.pixmap().width() / label.pixmap().height() - grid_w / grid_h) < 0.05
