@@ -297,8 +297,12 @@ def saved_internvl(tmp_path_factory):
 
 
 def test_a_saved_model_loaded_truncated_gives_the_whole_models_maps_without_the_layers_above(saved_internvl):
+    from safetensors import safe_open
+
     from annotator.lvlm.engine import LvlmEngine
 
+    with safe_open(str(saved_internvl / "model.safetensors"), framework="pt") as weights:
+        assert "language_model.model.layers.3.mlp.up_proj.weight" in weights.keys()  # the hub's key names
     whole = LvlmEngine.load(saved_internvl, device="cpu")
     truncated = LvlmEngine.load(saved_internvl, device="cpu", truncate_after_layer=1)
     names = [name for name, _ in truncated.model.named_parameters()]
