@@ -71,11 +71,6 @@ class PaddedSquareFrame(ImageFrame):
             self.grid_h * self.resized_h / (self.square * self.height),
         )
 
-    @property
-    def span(self) -> tuple[float, float]:
-        sx, sy = self.cells_per_pixel
-        return self.grid_w / sx, self.grid_h / sy
-
     def pad(self, image: np.ndarray, fill) -> np.ndarray:
         raise ValueError("a DeepSeek-VL image is padded by its processor, after resizing")
 
