@@ -118,6 +118,17 @@ def test_the_anyres_grid_option_is_checked_and_chooses_the_grid_maps_are_read_fr
         family.anyres_grid = "tiles"
 
 
+def test_the_engine_takes_the_anyres_grid_option_and_other_families_refuse_it():
+    from annotator.lvlm.engine import LvlmEngine
+    from tests.tiny_llava import tiny_llava
+    from tests.tiny_llava import tiny_processor as llava_processor
+
+    engine = LvlmEngine(tiny_anyres(NEXT), tiny_processor(NEXT), anyres_grid="base")
+    assert engine.layout_for(130, 50).grid_hw == (4, 4)
+    with pytest.raises(ValueError, match="anyres_grid applies to LLaVA-NeXT and LLaVA-OneVision only"):
+        LvlmEngine(tiny_llava(), llava_processor(), anyres_grid="base")
+
+
 @pytest.mark.parametrize("spec, strategy", [(NEXT, "full"), (ONEVISION, "default")], ids=["llava-next", "onevision"])
 def test_a_feature_strategy_that_breaks_the_tile_grids_is_refused_in_one_line(spec, strategy):
     from annotator.errors import ModelUnavailable

@@ -105,7 +105,8 @@ class LvlmEngine:
     `whitespace_tokens`: LLaVA's prompt tokenization, `"official"` or `"keep"` (see `model_input`).
     `min_pixels` / `max_pixels`: the native-resolution families' pixel budget (Qwen2-VL: 784 px per token; default:
     the processor's); `max_image_tokens`: the same budget in tokens, whatever a token's pixels (it sets
-    `max_pixels`); fixed grids ignore both.
+    `max_pixels`); fixed grids ignore both. `anyres_grid`: LLaVA-NeXT / OneVision, the grid maps are read from:
+    "stitched" (default: the high-resolution tiles, un-padded) or "base" (the whole image stretched to one tile).
     """
 
     def __init__(
@@ -120,6 +121,7 @@ class LvlmEngine:
         min_pixels: int | None = None,
         max_pixels: int | None = None,
         max_image_tokens: int | None = None,
+        anyres_grid: str | None = None,
     ) -> None:
         if prefix_cache_size < 0:
             raise ValueError(f"prefix_cache_size must be >= 0, got {prefix_cache_size}")
@@ -140,6 +142,10 @@ class LvlmEngine:
         )
         if max_image_tokens is not None:
             self.family.limit_image_tokens(max_image_tokens)
+        if anyres_grid is not None:
+            if not hasattr(self.family, "anyres_grid"):
+                raise ValueError(f"{self.model_id}: anyres_grid applies to LLaVA-NeXT and LLaVA-OneVision only")
+            self.family.anyres_grid = anyres_grid
         model.set_attn_implementation(self.family.attn_implementation(CAPTURE_ATTENTION))
         self.model = model
         self.processor = processor
@@ -162,6 +168,7 @@ class LvlmEngine:
         min_pixels: int | None = None,
         max_pixels: int | None = None,
         max_image_tokens: int | None = None,
+        anyres_grid: str | None = None,
     ) -> "LvlmEngine":
         """Load a checkpoint of a supported family (hub id or local folder) with its class's `from_pretrained`.
 
@@ -193,6 +200,7 @@ class LvlmEngine:
             min_pixels=min_pixels,
             max_pixels=max_pixels,
             max_image_tokens=max_image_tokens,
+            anyres_grid=anyres_grid,
         )
 
     @property
@@ -397,7 +405,7 @@ class LvlmEngine:
             kwargs["position_ids"] = positions
         with stop_after(self._text_model.layers[depth - 1]):
             self._text_model(
-                inputs_embeds=embeds, past_key_values=kv, use_cache=kv is not None, **kwargs, **{CAPTURE_KWARG: capture}
+                inputs_embeds=embeds, cache=kv, use_cache=kv is not None, **kwargs, **{CAPTURE_KWARG: capture}
             )
 
     def _elapsed_ms(self, start: float) -> float:
