@@ -13,7 +13,7 @@ from annotator.cli import main
 from annotator.commands.prelabel_command import build_parser
 from annotator.models import hub, presets
 from annotator.paths import RESOURCES
-from annotator.segmentation.segment import Segmenter
+from annotator.segmentation.segment import Segmenter, resolve_mask_model
 from annotator.synthetic.planted import PLANTED_MODEL_DIR
 from annotator.synthetic.scene_folder import write_scene_folder
 from tests.fake_hub import COMMIT, FakeHub
@@ -44,7 +44,7 @@ def _image(seed: int) -> np.ndarray:
 def test_mask_model_takes_every_mask_model_and_sam_type_stays_the_sam_alias(tmp_path):
     parse = build_parser().parse_args
     base = [str(tmp_path), "--expression", "the dog"]
-    assert parse(base).sam_type == "vit_h"
+    assert parse(base).sam_type == "auto"
     assert parse([*base, "--mask-model", "sam2.1-tiny"]).sam_type == "sam2.1-tiny"
     assert parse([*base, "--mask-model", "sam-hq-vit_l"]).sam_type == "sam-hq-vit_l"
     assert parse([*base, "--mask-model", "sam-vit_b"]).sam_type == "vit_b"
@@ -56,6 +56,17 @@ def test_an_unknown_mask_model_is_one_line_listing_the_mask_models(tmp_path, cap
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "unknown mask model 'sam3'; use one of vit_h, vit_l, vit_b, sam2.1-tiny," in err
+
+
+def test_auto_is_sam2_tiny_on_a_cpu_and_sam2_large_on_a_gpu():
+    assert resolve_mask_model("auto", "cpu") == "sam2.1-tiny"
+    assert resolve_mask_model("auto", "cuda:0") == "sam2.1-large"
+    assert resolve_mask_model("sam-hq-vit_b", "cpu") == "sam-hq-vit_b"
+
+
+def test_a_mask_model_the_presets_file_does_not_list_is_still_handled_by_its_name(hub_cache, capsys):
+    assert main(["models", "verify", "sam2.1-small"]) == 2
+    assert "sam2.1-small is not downloaded; run 'annotator models download sam2.1-small'" in capsys.readouterr().err
 
 
 def test_a_sam2_preset_downloads_through_the_hub_code_and_then_loads_from_the_cache(
@@ -117,3 +128,15 @@ def test_prelabel_with_mask_model_sam2_tiny_stores_sam_masks(hub_cache, tmp_path
             assert annotation.extra["mask_kind"] == "sam" and annotation.box_xyxy == annotation.rle.box_xyxy
         else:
             assert annotation.extra["mask_note"]
+
+
+def test_prelabel_by_default_runs_sam2_tiny_on_the_cpu_and_says_so(hub_cache, tmp_path, capsys):
+    cache_tiny_sam2(hub_cache, build_tiny_sam2())
+    folder = tmp_path / "images"
+    ground_truth = write_scene_folder(folder, 1, seed=4)
+    command = [
+        "prelabel", str(folder), "--expressions", str(ground_truth), "--model", str(PLANTED_MODEL_DIR),
+        "--device", "cpu", "--masks", "--out", str(tmp_path / "out.json"),
+    ]  # fmt: skip
+    assert main(command) == 0
+    assert "masks: SAM 2.1 tiny on cpu" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from tests.ui_fixtures import app_settings, isolated_qsettings, planted_model_pa
 def test_settings_offer_every_mask_model_and_keep_the_chosen_one(qtbot, app_settings):
     dialog = SettingsDialog(app_settings)
     qtbot.addWidget(dialog)
-    assert [dialog.sam_type.itemText(i) for i in range(dialog.sam_type.count())] == [*MASK_MODELS, "none"]
+    assert [dialog.sam_type.itemText(i) for i in range(dialog.sam_type.count())] == ["auto", *MASK_MODELS, "none"]
     dialog.sam_type.setCurrentText("sam2.1-tiny")
     assert dialog.apply()
     assert app_settings.model_settings().sam_type == "sam2.1-tiny"
@@ -32,6 +32,15 @@ def test_loading_with_sam2_tiny_builds_it_from_the_hugging_face_cache(hub_cache,
     assert "Loading SAM 2.1 tiny…" in messages
     assert loaded.info.sam_type == "sam2.1-tiny" and loaded.info.sam_note == ""
     assert mask.shape == (40, 60)
+
+
+def test_the_auto_mask_model_loads_sam2_tiny_on_the_cpu(hub_cache, planted_model_path):
+    cache_tiny_sam2(hub_cache, build_tiny_sam2())
+    messages = []
+    loaded = load_models(ModelSettings(model=str(planted_model_path), sam_type="auto", device="cpu"), messages.append)
+    loaded.segmenter.close()
+    assert "Loading SAM 2.1 tiny…" in messages
+    assert loaded.segmenter.label == "SAM 2.1 tiny"
 
 
 def test_a_sam_hq_model_not_downloaded_leaves_coarse_masks_and_a_note_saying_how_to_get_it(

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         _print_list(presets)
         return EXIT_OK
-    preset = presets.get(args.name)
+    preset = _preset(presets, args.name)
     if isinstance(preset, DemoPreset):
         if args.action == "remove":
             return fail(args.prog, f"{preset.name} ships with the app in {preset.folder} and is not removed")
@@ -102,6 +102,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"{preset.name}: {checked} weight file(s) match their SHA-256 ({copy.path})")
     return EXIT_OK
+
+
+def _preset(presets: "Presets", name: str) -> "Preset":
+    """The preset called `name`; a SAM 2.1 or SAM-HQ model the presets file does not list is found by its
+    `segmentation.catalog` name, so every mask model can be downloaded, verified and removed."""
+    from annotator.errors import ModelUnavailable
+    from annotator.models.presets import SamPreset
+    from annotator.segmentation.catalog import hub_model
+
+    try:
+        return presets.get(name)
+    except ModelUnavailable:
+        found = hub_model(name)
+        if found is None:
+            raise
+        return SamPreset(found.name, found.name, found.label)
 
 
 HEADS_SHIPPED = "shipped"

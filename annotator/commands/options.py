@@ -31,13 +31,13 @@ def existing_file(text: str) -> Path:
 
 
 def mask_model_name(text: str) -> str:
-    """A mask model of `segmentation.catalog` by its name or its preset's ("sam-vit_b" is "vit_b")."""
-    from annotator.segmentation.catalog import MASK_MODELS, SAM_CHECKPOINTS
+    """A mask model of `segmentation.catalog` by its name or its preset's ("sam-vit_b" is "vit_b"), or "auto"."""
+    from annotator.segmentation.catalog import AUTO, MASK_MODELS, SAM_CHECKPOINTS
 
     sam_size = text.removeprefix("sam-")
     name = sam_size if sam_size in SAM_CHECKPOINTS else text
-    if name not in MASK_MODELS:
-        raise argparse.ArgumentTypeError(f"unknown mask model {text!r}; use one of {', '.join(MASK_MODELS)}")
+    if name not in (*MASK_MODELS, AUTO):
+        raise argparse.ArgumentTypeError(f"unknown mask model {text!r}; use one of {', '.join(MASK_MODELS)}, {AUTO}")
     return name
 
 
@@ -154,12 +154,13 @@ def add_proposal_options(parser: argparse.ArgumentParser) -> None:
         type=mask_model_name,
         metavar="NAME",
         help="mask model of --masks sam: vit_h, vit_l, vit_b (SAM), sam2.1-tiny, sam2.1-small, sam2.1-base-plus, "
-        "sam2.1-large (SAM 2.1), sam-hq-vit_b, sam-hq-vit_l, sam-hq-vit_h (SAM-HQ) (default: vit_h)",
+        "sam2.1-large (SAM 2.1), sam-hq-vit_b, sam-hq-vit_l, sam-hq-vit_h (SAM-HQ), or auto: the one that fits the "
+        "device (default: auto, sam2.1-tiny on a CPU, sam2.1-large on a GPU)",
     )
     mask_model.add_argument(
         "--sam-type", dest="sam_type", choices=("vit_h", "vit_l", "vit_b"), help="SAM size: --mask-model for SAM"
     )
-    parser.set_defaults(sam_type="vit_h")
+    parser.set_defaults(sam_type="auto")
     parser.add_argument(
         "--sam-checkpoint", type=existing_file, metavar="FILE", help="SAM checkpoint (default: the user cache)"
     )

@@ -135,6 +135,7 @@ def propose_pending(args: argparse.Namespace, store, plan, work, heads, shards_d
         from annotator.segmentation.segment import Segmenter
 
         segmenter = Segmenter.load(args.sam_type, args.sam_checkpoint, device)
+        print(f"masks: {segmenter.label} on {segmenter.device}", file=sys.stderr)
     grounder = load_grounder(
         args.model,
         heads,

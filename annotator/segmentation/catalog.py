@@ -77,12 +77,29 @@ MASK_MODELS: tuple[str, ...] = (*SAM_CHECKPOINTS, *SAM2_MODELS, *SAM_HQ_MODELS)
 """Every mask model name `Segmenter.load` builds: the SAM v1 types, the SAM 2.1 sizes, the SAM-HQ sizes."""
 
 
+AUTO = "auto"
+"""The mask model that fits the machine: `default_mask_model` of the device it runs on."""
+
+CPU_DEFAULT = "sam2.1-tiny"
+GPU_DEFAULT = "sam2.1-large"
+
+
+def default_mask_model(device_type: str) -> str:
+    """The mask model `auto` stands for on a device of `device_type` ("cpu", "cuda", ...): SAM 2.1 tiny on a CPU
+    (its image embedding is several times faster than SAM ViT-B's there, benchmarks/sam_speed.py), SAM 2.1 large
+    on an accelerator (SAM 2's paper: more accurate than SAM ViT-H at a fraction of its embedding time)."""
+    return CPU_DEFAULT if device_type == "cpu" else GPU_DEFAULT
+
+
 def hub_model(name: str) -> HubMaskModel | None:
     """The Hub checkpoint of mask model `name`, or None for SAM v1 (an official .pth file) or an unknown name."""
     return SAM2_MODELS.get(name) or SAM_HQ_MODELS.get(name)
 
 
 def mask_model_label(name: str) -> str:
-    """Mask model `name` in words: "SAM vit_b", "SAM 2.1 tiny", "SAM-HQ ViT-B"."""
+    """Mask model `name` in words: "SAM vit_b", "SAM 2.1 tiny", "SAM-HQ ViT-B", "the default mask model"."""
+    if name == AUTO:
+        cpu, gpu = mask_model_label(CPU_DEFAULT), mask_model_label(GPU_DEFAULT)
+        return f"the default mask model ({cpu} on a CPU, {gpu} on a GPU)"
     found = hub_model(name)
     return found.label if found is not None else f"SAM {name}"

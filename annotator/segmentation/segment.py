@@ -24,7 +24,7 @@ from segment_anything.modeling import Sam
 
 from annotator.errors import ModelUnavailable
 from annotator.segmentation.backend import ImageEmbedding, MaskBackend, Prompt
-from annotator.segmentation.catalog import MASK_MODELS, SAM2_MODELS
+from annotator.segmentation.catalog import AUTO, MASK_MODELS, SAM2_MODELS, default_mask_model
 from annotator.segmentation.mask_result import DEFAULT_SPILL_RATIO, BoxXyxy, MaskResult
 from annotator.segmentation.sam2 import load_sam2
 from annotator.segmentation.sam_hq import load_sam_hq
@@ -50,6 +50,7 @@ __all__ = [
     "checkpoint_path",
     "download_checkpoint",
     "load_checkpoint",
+    "resolve_mask_model",
 ]
 
 Precision = Literal["float32", "bfloat16"]
@@ -111,7 +112,7 @@ class Segmenter:
         spill_ratio: float = DEFAULT_SPILL_RATIO,
     ) -> "Segmenter":
         """Build mask model `model_type` and load its weights: one of `MASK_MODELS` ("vit_h", "vit_l", "vit_b",
-        "sam2.1-tiny", ..., "sam-hq-vit_b", ...).
+        "sam2.1-tiny", ..., "sam-hq-vit_b", ...), or "auto" for the one that fits the device (`default_mask_model`).
 
         `checkpoint` is SAM v1's .pth file or a transformers model's checkpoint folder; it defaults to the
         downloaded one (SAM v1: `checkpoint_path(model_type)`; SAM 2.1 and SAM-HQ: the snapshot in the Hugging Face
@@ -119,11 +120,10 @@ class Segmenter:
         `device` defaults to CUDA when present, else the CPU. `precision="bfloat16"` (CUDA only) runs the image
         encoder in bf16; weights and the decoder stay float32.
         """
-        if model_type not in MASK_MODELS:
-            raise ModelUnavailable(f"unknown SAM model type {model_type!r}; use one of {', '.join(MASK_MODELS)}")
+        device = torch.device(device) if device is not None else _default_device()
+        model_type = resolve_mask_model(model_type, device)
         if precision not in ("float32", "bfloat16"):
             raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
-        device = torch.device(device) if device is not None else _default_device()
         if precision == "bfloat16" and device.type != "cuda":
             raise ValueError(f"bfloat16 runs only on CUDA; on {device} the mask model runs in float32")
         if model_type in SAM_CHECKPOINTS:
@@ -322,6 +322,16 @@ class Segmenter:
             prompt.box,
             self.spill_ratio,
         )
+
+
+def resolve_mask_model(model_type: str, device: str | torch.device | None = None) -> str:
+    """`model_type`, or for "auto" the default mask model of `device` (default: CUDA when present, else the CPU);
+    `ModelUnavailable` listing the names for an unknown one."""
+    if model_type == AUTO:
+        return default_mask_model(torch.device(device).type if device is not None else _default_device().type)
+    if model_type not in MASK_MODELS:
+        raise ModelUnavailable(f"unknown SAM model type {model_type!r}; use one of {', '.join(MASK_MODELS)}, {AUTO}")
+    return model_type
 
 
 def _default_device() -> torch.device:

@@ -137,25 +137,27 @@ def _load_sam(
         note = "" if models.is_demo else "SAM is switched off in Settings: masks are the heads' coarse regions."
         return None, note
     from annotator.segmentation.catalog import hub_model, mask_model_label
-    from annotator.segmentation.segment import SAM_CHECKPOINTS, Segmenter, checkpoint_path
+    from annotator.segmentation.segment import SAM_CHECKPOINTS, Segmenter, checkpoint_path, resolve_mask_model
 
-    label = mask_model_label(models.sam_type)
-    if hub_model(models.sam_type) is not None:
+    try:
+        name = resolve_mask_model(models.sam_type, device)
+    except ModelUnavailable as err:
+        return None, f"The mask model in Settings cannot be used ({err}): masks are the heads' coarse regions."
+    label = mask_model_label(name)
+    if hub_model(name) is not None:
         checkpoint = Path(models.sam_checkpoint) if models.sam_checkpoint else None
     else:
-        checkpoint = Path(models.sam_checkpoint) if models.sam_checkpoint else checkpoint_path(models.sam_type)
+        checkpoint = Path(models.sam_checkpoint) if models.sam_checkpoint else checkpoint_path(name)
         if not checkpoint.is_file():
-            spec = SAM_CHECKPOINTS.get(models.sam_type)
+            spec = SAM_CHECKPOINTS.get(name)
             where = f" (download {spec.url}, {spec.size_bytes / 1e9:.1f} GB)" if spec is not None else ""
             return None, (
-                f"No SAM {models.sam_type} checkpoint at {checkpoint}{where}: masks are the heads' coarse regions "
+                f"No SAM {name} checkpoint at {checkpoint}{where}: masks are the heads' coarse regions "
                 "until one is there; choose it in Settings."
             )
     progress(f"Loading {label}…")
     try:
-        segmenter = Segmenter.load(
-            models.sam_type, checkpoint=checkpoint, device=device, cache_size=models.sam_cache_images
-        )
+        segmenter = Segmenter.load(name, checkpoint=checkpoint, device=device, cache_size=models.sam_cache_images)
     except ModelUnavailable as err:
         return None, f"{label} could not be loaded ({err}): masks are the heads' coarse regions."
     return segmenter, ""

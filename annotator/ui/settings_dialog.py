@@ -31,14 +31,14 @@ from PySide6.QtWidgets import (
 )
 
 from annotator.models.presets import load_presets
-from annotator.segmentation.catalog import MASK_MODELS, hub_model, mask_model_label
+from annotator.segmentation.catalog import AUTO, MASK_MODELS, hub_model, mask_model_label
 from annotator.ui.settings import DEFAULT_MODEL, DEMO_MODEL_PATH, AppSettings, ModelSettings
 from annotator.ui.shortcuts import SHORTCUTS, SHORTCUTS_BY_ACTION
 from annotator.ui.shortcuts_dialog import display_text
 
-SAM_TYPES = (*MASK_MODELS, "none")
-"""The mask models Settings offers (SAM, SAM 2.1, SAM-HQ, `segmentation.catalog`), and "none" for the heads' coarse
-masks."""
+SAM_TYPES = (AUTO, *MASK_MODELS, "none")
+"""The mask models Settings offers: "auto" (the one that fits the device), SAM, SAM 2.1 and SAM-HQ
+(`segmentation.catalog`), and "none" for the heads' coarse masks."""
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -63,7 +63,7 @@ class SettingsDialog(QDialog):
         self.heads_file.setPlaceholderText("automatic: the model folder's heads.json or the known heads")
         self.sam_type = QComboBox()
         self.sam_type.addItems(list(SAM_TYPES))
-        for index, name in enumerate(MASK_MODELS):
+        for index, name in enumerate(SAM_TYPES[:-1]):
             self.sam_type.setItemData(index, mask_model_label(name), Qt.ItemDataRole.ToolTipRole)
         self.sam_type.setCurrentText(models.sam_type)
         self.sam_checkpoint = QLineEdit(models.sam_checkpoint)
