@@ -116,10 +116,10 @@ REAL_EXPRESSIONS = ("the man in the 2nd row", "  a red cup ", "猫", "left-most 
 
 
 def test_the_onevision_prompt_on_the_real_tokenizer_is_the_processors_sequence_cut_after_the_expression():
-    from annotator.lvlm.llava_next import ChatPromptBuilder
+    from annotator.lvlm.llava_next import chat_prompt_builder
 
     processor = real_onevision_processor()
-    builder = ChatPromptBuilder(processor, max_expression_tokens=64, max_positions=32768, model_id="onevision")
+    builder = chat_prompt_builder(processor, max_expression_tokens=64, max_positions=32768, model_id="onevision")
     image = random_image(300, 500)
     for expression in REAL_EXPRESSIONS:
         text = expression.strip()
@@ -152,7 +152,7 @@ def test_the_vicuna_prompt_on_the_real_llama_tokenizer_is_the_processors_sequenc
 ):
     from transformers import LlavaNextImageProcessor, LlavaNextProcessor
 
-    from annotator.lvlm.llava_next import ChatPromptBuilder
+    from annotator.lvlm.llava_next import chat_prompt_builder
 
     processor = LlavaNextProcessor(
         image_processor=LlavaNextImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}),
@@ -162,7 +162,7 @@ def test_the_vicuna_prompt_on_the_real_llama_tokenizer_is_the_processors_sequenc
         num_additional_image_tokens=1,
         chat_template=VICUNA_TEMPLATE,
     )
-    builder = ChatPromptBuilder(processor, max_expression_tokens=64, max_positions=4096, model_id="vicuna")
+    builder = chat_prompt_builder(processor, max_expression_tokens=64, max_positions=4096, model_id="vicuna")
     image = random_image(300, 500)
     for expression in OFFICIAL_EXPRESSIONS:
         text = expression.strip()

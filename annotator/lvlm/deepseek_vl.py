@@ -35,14 +35,13 @@ from annotator.grounding.frame import ImageFrame
 from annotator.lvlm.family import Family, VisionFeatures
 from annotator.lvlm.layout import TokenLayout
 from annotator.lvlm.model_input import WhitespaceTokens
-from annotator.lvlm.prompt import Prompt, PromptPrefix, expression_room, stripped_expression, truncated
+from annotator.lvlm.prompt import Prompt, PromptPrefix, TemplatePromptBuilder, chat_head_text
 
 SYSTEM_TEXT = (
     "You are a helpful language and vision assistant. You are able to understand the visual content that the user "
     "provides, and assist the user with a variety of tasks using natural language."
 )
 USER_TURN = "\n\nUser: "
-EXPRESSION_MARK = "ANNOTATOR-EXPRESSION-MARK"
 
 
 @dataclass(frozen=True)
@@ -82,73 +81,6 @@ def padded_square_frame(width: int, height: int, grid_size: int, square: int, mi
     return PaddedSquareFrame(
         int(width), int(height), grid_size, grid_size, square, "pad", square, int(resized_w), int(resized_h)
     )
-
-
-def chat_head_text(processor, default: str, model_id: str, image_text: str | None = None) -> str:
-    """The text before the expression in one user turn holding the image then the expression: the processor's chat
-    template rendered so and cut right before the expression, its image placeholder replaced by `image_text` (what
-    the processor expands it to, when that is more than the image tokens); `default` when there is no template."""
-    if not getattr(processor, "chat_template", None):
-        return default
-    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": EXPRESSION_MARK}]}]
-    text = processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=False)
-    image = processor.image_token
-    if text.count(EXPRESSION_MARK) != 1 or text.count(image) != 1 or text.index(image) > text.index(EXPRESSION_MARK):
-        raise ModelUnavailable(f"{model_id}: its chat template does not put one image and then the text in a turn")
-    head = text[: text.index(EXPRESSION_MARK)]
-    return head if image_text is None else head.replace(image, image_text)
-
-
-class ChatPromptBuilder:
-    """Tokenizes prompts `head_text + expression`, `head_text` holding one `image_token` that stands for the image's
-    run of image tokens, with the model's own tokenizer as its processor calls it (its BOS, where it adds one)."""
-
-    def __init__(
-        self,
-        tokenizer,
-        head_text: str,
-        image_token: str,
-        *,
-        max_expression_tokens: int,
-        max_positions: int,
-    ) -> None:
-        self._tokenizer = tokenizer
-        self._head_text = head_text
-        image_id = tokenizer.convert_tokens_to_ids(image_token)
-        self._head = self._ids(head_text)
-        if image_id is None or image_id == tokenizer.unk_token_id or self._head.count(image_id) != 1:
-            raise ValueError(f"the tokenizer does not keep {image_token!r} as one token")
-        self._image_id = image_id
-        self._image_start = self._head.index(image_id)
-        self.max_expression_tokens = max_expression_tokens
-        self.max_positions = max_positions
-
-    def prefix(self, num_image_tokens: int) -> PromptPrefix:
-        head, start = self._head, self._image_start
-        ids = head[:start] + [self._image_id] * num_image_tokens + head[start + 1 :]
-        return PromptPrefix(ids=tuple(ids), image_start=start, num_image_tokens=num_image_tokens)
-
-    def build(self, expression: str, num_image_tokens: int) -> Prompt:
-        """The prompt for `expression` (stripped) on an image of `num_image_tokens` tokens."""
-        text = stripped_expression(expression)
-        prefix = self.prefix(num_image_tokens)
-        room = expression_room(self.max_expression_tokens, self.max_positions, len(prefix.ids))
-        full = self._ids(self._head_text + text)
-        if full[: len(self._head)] != self._head:
-            raise ValueError(f"the tokenizer merges the expression {text!r} into the prompt before it")
-        tail = full[len(self._head) :]
-        if not tail:
-            raise ValueError(f"the referring expression {text!r} has no tokens")
-        tail = truncated(tail, room, self.max_positions, len(prefix.ids))
-        return Prompt(prefix=prefix, expression_ids=tuple(tail), expression=text)
-
-    def _ids(self, text: str) -> list[int]:
-        """Token ids of `text`, a trailing EOS the tokenizer adds dropped."""
-        ids = list(self._tokenizer(text, add_special_tokens=True)["input_ids"])
-        eos = self._tokenizer.eos_token_id
-        if eos is not None and ids and ids[-1] == eos:
-            ids.pop()
-        return ids
 
 
 class DeepseekVLFamily(Family):
@@ -196,7 +128,7 @@ class DeepseekVLFamily(Family):
                 f"{model_id}: the processor puts {processor.num_image_tokens} image tokens in the prompt, the vision "
                 f"tower makes a {self.grid_size} x {self.grid_size} grid ({tokens})"
             )
-        self._prompts = ChatPromptBuilder(
+        self._prompts = TemplatePromptBuilder(
             processor.tokenizer,
             chat_head_text(processor, SYSTEM_TEXT + USER_TURN + processor.image_token, model_id),
             processor.image_token,

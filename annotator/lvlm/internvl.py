@@ -19,7 +19,7 @@ what the LLM reads at full resolution, `cols x rows` times finer than the thumbn
 stretch the image (`ImageFrame(fit="stretch")`), no padding.
 
 Text: the processor's own chat template for one user turn holding the image then the expression, cut right before
-the expression, its `<IMG_CONTEXT>` written as the processor expands it (`deepseek_vl.chat_head_text`; a processor
+the expression, its `<IMG_CONTEXT>` written as the processor expands it (`prompt.chat_head_text`; a processor
 saved without a template gets the released `-hf` one's text, which writes no system turn): no `<|im_end|>` and no
 assistant turn, so the sequence ends on the expression's own last token:
 
@@ -37,11 +37,10 @@ import numpy as np
 import torch
 
 from annotator.grounding.frame import ImageFrame
-from annotator.lvlm.deepseek_vl import ChatPromptBuilder, chat_head_text
 from annotator.lvlm.family import Family, VisionFeatures
 from annotator.lvlm.layout import GridPlacement, TokenLayout
 from annotator.lvlm.model_input import WhitespaceTokens
-from annotator.lvlm.prompt import Prompt, PromptPrefix
+from annotator.lvlm.prompt import Prompt, PromptPrefix, TemplatePromptBuilder, chat_head_text
 
 USER_TURN = "<|im_start|>user\n"
 MapSource = Literal["tiles", "thumbnail"]
@@ -151,7 +150,7 @@ class InternVLFamily(Family):
             )
         self.min_tiles, self.max_tiles = int(images.min_patches), int(images.max_patches)
         image_text = processor.start_image_token + processor.image_token + processor.end_image_token
-        self._prompts = ChatPromptBuilder(
+        self._prompts = TemplatePromptBuilder(
             processor.tokenizer,
             chat_head_text(processor, USER_TURN + image_text + "\n", model_id, image_text),
             processor.image_token,

@@ -34,59 +34,21 @@ from annotator.lvlm.anyres import AnyresGeometry
 from annotator.lvlm.family import Family, VisionFeatures
 from annotator.lvlm.layout import TokenLayout
 from annotator.lvlm.model_input import WhitespaceTokens
-from annotator.lvlm.prompt import Prompt, PromptPrefix, expression_room, stripped_expression, truncated
+from annotator.lvlm.prompt import Prompt, PromptPrefix, TemplatePromptBuilder, chat_head_text
 
 AnyresGrid = Literal["stitched", "base"]
 ANYRES_GRIDS: tuple[AnyresGrid, ...] = get_args(AnyresGrid)
-EXPRESSION_MARK = "ANNOTATOR-EXPRESSION-MARK"
 
 
-class ChatPromptBuilder:
-    """Grounding prompts from a processor's chat template (see the module docstring), tokenized by its tokenizer."""
-
-    def __init__(self, processor, *, max_expression_tokens: int, max_positions: int, model_id: str) -> None:
-        self._tokenizer = processor.tokenizer
-        self._image_token = processor.image_token
-        if not getattr(processor, "chat_template", None):
-            raise ModelUnavailable(
-                f"{model_id}: its processor has no chat template; save the checkpoint's processor with it again"
-            )
-        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": EXPRESSION_MARK}]}]
-        text = processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=False)
-        if text.count(EXPRESSION_MARK) != 1 or text.count(self._image_token) != 1:
-            raise ModelUnavailable(f"{model_id}: its chat template does not put one image and then the text in a turn")
-        self._head_text = text[: text.index(EXPRESSION_MARK)]
-        self._head = self._ids(self._head_text)
-        self._image_id = self._tokenizer.convert_tokens_to_ids(self._image_token)
-        if self._head.count(self._image_id) != 1:
-            raise ValueError(f"the tokenizer does not keep {self._image_token!r} as one token")
-        self._image_start = self._head.index(self._image_id)
-        self.max_expression_tokens = max_expression_tokens
-        self.max_positions = max_positions
-
-    def prefix(self, num_image_tokens: int) -> PromptPrefix:
-        head, start = self._head, self._image_start
-        ids = head[:start] + [self._image_id] * num_image_tokens + head[start + 1 :]
-        return PromptPrefix(ids=tuple(ids), image_start=start, num_image_tokens=num_image_tokens)
-
-    def build(self, expression: str, num_image_tokens: int) -> Prompt:
-        """The prompt for `expression` (stripped) on an image of `num_image_tokens` tokens."""
-        text = stripped_expression(expression)
-        prefix = self.prefix(num_image_tokens)
-        room = expression_room(self.max_expression_tokens, self.max_positions, len(prefix.ids))
-        full = self._ids(self._head_text + text)
-        if full[: len(self._head)] != self._head:
-            raise ValueError(f"the tokenizer merges the expression {text!r} into the prompt before it")
-        tail = full[len(self._head) :]
-        if not tail:
-            raise ValueError(f"the referring expression {text!r} has no tokens")
-        tail = truncated(tail, room, self.max_positions, len(prefix.ids))
-        return Prompt(prefix=prefix, expression_ids=tuple(tail), expression=text)
-
-    def _ids(self, text: str) -> list[int]:
-        bos = self._tokenizer.bos_token
-        add = not (bos is not None and text.startswith(bos))
-        return list(self._tokenizer(text, add_special_tokens=add)["input_ids"])
+def chat_prompt_builder(processor, *, max_expression_tokens: int, max_positions: int, model_id: str):
+    """The grounding prompts of the processor's own chat template (see the module docstring)."""
+    return TemplatePromptBuilder(
+        processor.tokenizer,
+        chat_head_text(processor, None, model_id),
+        processor.image_token,
+        max_expression_tokens=max_expression_tokens,
+        max_positions=max_positions,
+    )
 
 
 def _side(size, key: str) -> int | None:
@@ -127,7 +89,7 @@ class LlavaNextFamily(Family):
         self.name = "llava-onevision" if onevision else "llava-next"
         self.geometry = _geometry(config, processor.image_processor, model_id, onevision)
         self._anyres_grid: AnyresGrid = "stitched"
-        self._prompts = ChatPromptBuilder(
+        self._prompts = chat_prompt_builder(
             processor,
             max_expression_tokens=max_expression_tokens,
             max_positions=int(config.text_config.max_position_embeddings),

@@ -31,7 +31,7 @@ from annotator.grounding.frame import ImageFrame
 from annotator.lvlm.family import Family, VisionFeatures
 from annotator.lvlm.layout import TokenLayout
 from annotator.lvlm.model_input import WhitespaceTokens
-from annotator.lvlm.prompt import Prompt, PromptPrefix, expression_room, stripped_expression, truncated
+from annotator.lvlm.prompt import Prompt, PromptPrefix, TemplatePromptBuilder
 
 SYSTEM_TURN = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
 USER_START = "<|im_start|>user\n"
@@ -65,8 +65,8 @@ def qwen_layout(
     return TokenLayout.single(frame)
 
 
-class QwenPromptBuilder:
-    """Tokenizes Qwen2-VL grounding prompts (see the module docstring) with the model's own tokenizer;
+class QwenPromptBuilder(TemplatePromptBuilder):
+    """Tokenizes Qwen-VL grounding prompts (see the module docstring) with the model's own tokenizer;
     `system_turn`: the template's default system turn ("" for templates without one, as Qwen3-VL's)."""
 
     def __init__(
@@ -80,43 +80,17 @@ class QwenPromptBuilder:
         max_positions: int = 32768,
         system_turn: str = SYSTEM_TURN,
     ) -> None:
-        self._tokenizer = tokenizer
-        self._image_id = self._one_token(image_token)
-        self._one_token(vision_start)
-        self._one_token(vision_end)
-        self._head_text = system_turn + USER_START + vision_start + image_token + vision_end
-        self._head = self._ids(self._head_text)
-        self._image_start = self._head.index(self._image_id)
-        self.max_expression_tokens = max_expression_tokens
-        self.max_positions = max_positions
-
-    def prefix(self, num_image_tokens: int) -> PromptPrefix:
-        head, start = self._head, self._image_start
-        ids = head[:start] + [self._image_id] * num_image_tokens + head[start + 1 :]
-        return PromptPrefix(ids=tuple(ids), image_start=start, num_image_tokens=num_image_tokens)
-
-    def build(self, expression: str, num_image_tokens: int) -> Prompt:
-        """The prompt for `expression` (stripped) on an image of `num_image_tokens` tokens."""
-        text = stripped_expression(expression)
-        prefix = self.prefix(num_image_tokens)
-        room = expression_room(self.max_expression_tokens, self.max_positions, len(prefix.ids))
-        full = self._ids(self._head_text + text)
-        if full[: len(self._head)] != self._head:
-            raise ValueError(f"the tokenizer merges the expression {text!r} into the prompt before it")
-        tail = full[len(self._head) :]
-        if not tail:
-            raise ValueError(f"the referring expression {text!r} has no tokens")
-        tail = truncated(tail, room, self.max_positions, len(prefix.ids))
-        return Prompt(prefix=prefix, expression_ids=tuple(tail), expression=text)
-
-    def _ids(self, text: str) -> list[int]:
-        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def _one_token(self, token: str) -> int:
-        ids = self._ids(token)
-        if len(ids) != 1 or ids[0] == self._tokenizer.unk_token_id:
-            raise ValueError(f"the tokenizer does not keep {token!r} as one token")
-        return ids[0]
+        for token in (vision_start, vision_end):
+            ids = tokenizer(token, add_special_tokens=False)["input_ids"]
+            if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+                raise ValueError(f"the tokenizer does not keep {token!r} as one token")
+        super().__init__(
+            tokenizer,
+            system_turn + USER_START + vision_start + image_token + vision_end,
+            image_token,
+            max_expression_tokens=max_expression_tokens,
+            max_positions=max_positions,
+        )
 
 
 class QwenVLFamily(Family):
