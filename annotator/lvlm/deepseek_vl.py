@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from annotator.errors import ModelUnavailable
 from annotator.grounding.frame import ImageFrame
 from annotator.lvlm.family import Family, VisionFeatures
 from annotator.lvlm.layout import TokenLayout
