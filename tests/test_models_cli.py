@@ -27,6 +27,16 @@ QWEN = [
     "Qwen3-VL-4B-Instruct",
     "Qwen3-VL-8B-Instruct",
 ]
+OTHER_FAMILIES = [
+    "llava-v1.6-mistral-7b",
+    "llava-v1.6-vicuna-7b",
+    "llava-onevision-qwen2-0.5b-ov",
+    "deepseek-vl-1.3b-chat",
+    "deepseek-vl-7b-chat",
+    "InternVL3-1B-hf",
+    "InternVL3-8B-hf",
+]
+UNKNOWN_HEADS = QWEN + OTHER_FAMILIES
 
 
 @pytest.fixture
@@ -73,7 +83,7 @@ def test_list_names_every_preset_and_only_the_demo_is_on_disk(caches, capsys):
     assert list(rows) == [
         "llava-1.5-7b",
         "llava-1.5-13b",
-        *QWEN,
+        *UNKNOWN_HEADS,
         "sam-vit_h",
         "sam-vit_l",
         "sam-vit_b",
@@ -82,9 +92,9 @@ def test_list_names_every_preset_and_only_the_demo_is_on_disk(caches, capsys):
     ]
     assert rows["llava-1.5-7b"].split()[1] == "no"
     assert rows["planted-llava"].endswith(str(PLANTED_MODEL_DIR))
-    assert memory.splitlines()[1:3] == [
-        "llava-1.5-7b           14.1 GB / 7.0 GB / 2.4 GB (--4bit)",
-        "llava-1.5-13b          26.7 GB / 11.8 GB / 3.7 GB (--4bit)",
+    assert [" ".join(line.split()) for line in memory.splitlines()[1:3]] == [
+        "llava-1.5-7b 14.1 GB / 7.0 GB / 2.4 GB (--4bit)",
+        "llava-1.5-13b 26.7 GB / 11.8 GB / 3.7 GB (--4bit)",
     ]
 
 
@@ -94,7 +104,7 @@ def test_list_says_whose_heads_ship_and_whose_must_be_found_first(caches, capsys
     heads = table[0].index("HEADS")
     column = {line.split()[0]: line[heads : heads + 16].strip() for line in table[1:]}
     assert column["llava-1.5-7b"] == column["llava-1.5-13b"] == "shipped"
-    assert {column[name] for name in QWEN} == {"find-heads first"}
+    assert {column[name] for name in UNKNOWN_HEADS} == {"find-heads first"}
     assert column["planted-llava"] == column["planted-qwen2-vl"] == "own heads.json"
     assert column["sam-vit_h"] == "-"
 
@@ -102,14 +112,21 @@ def test_list_says_whose_heads_ship_and_whose_must_be_found_first(caches, capsys
 def test_list_shows_no_truncated_memory_for_models_whose_heads_are_unknown(caches, capsys):
     _, out, _ = run(capsys, "list")
     memory = out.split("\n\n")[1].splitlines()
-    assert memory[3:] == [
-        "Qwen2-VL-2B-Instruct   4.4 GB / - / -",
-        "Qwen2-VL-7B-Instruct   16.6 GB / - / -",
+    assert [" ".join(line.split()) for line in memory[3:]] == [
+        "Qwen2-VL-2B-Instruct 4.4 GB / - / -",
+        "Qwen2-VL-7B-Instruct 16.6 GB / - / -",
         "Qwen2.5-VL-3B-Instruct 7.5 GB / - / -",
         "Qwen2.5-VL-7B-Instruct 16.6 GB / - / -",
-        "Qwen3-VL-2B-Instruct   4.3 GB / - / -",
-        "Qwen3-VL-4B-Instruct   8.9 GB / - / -",
-        "Qwen3-VL-8B-Instruct   17.5 GB / - / -",
+        "Qwen3-VL-2B-Instruct 4.3 GB / - / -",
+        "Qwen3-VL-4B-Instruct 8.9 GB / - / -",
+        "Qwen3-VL-8B-Instruct 17.5 GB / - / -",
+        "llava-v1.6-mistral-7b 15.1 GB / - / -",
+        "llava-v1.6-vicuna-7b 14.1 GB / - / -",
+        "llava-onevision-qwen2-0.5b-ov 1.8 GB / - / -",
+        "deepseek-vl-1.3b-chat 4.0 GB / - / -",
+        "deepseek-vl-7b-chat 14.7 GB / - / -",
+        "InternVL3-1B-hf 1.9 GB / - / -",
+        "InternVL3-8B-hf 15.9 GB / - / -",
     ]
     assert "find them once with 'annotator find-heads --model NAME --data FILE'" in out.split("\n\n")[2]
 

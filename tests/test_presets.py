@@ -47,9 +47,17 @@ def test_the_presets_offer_llava_and_qwen_checkpoints_three_sam_sizes_and_two_de
         "Qwen/Qwen3-VL-2B-Instruct",
         "Qwen/Qwen3-VL-4B-Instruct",
         "Qwen/Qwen3-VL-8B-Instruct",
+        "llava-hf/llava-v1.6-mistral-7b-hf",
+        "llava-hf/llava-v1.6-vicuna-7b-hf",
+        "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
+        "deepseek-community/deepseek-vl-1.3b-chat",
+        "deepseek-community/deepseek-vl-7b-chat",
+        "OpenGVLab/InternVL3-1B-hf",
+        "OpenGVLab/InternVL3-8B-hf",
     ]
     assert [p.family for p in loaded.lvlm] == (
-        ["llava-1.5"] * 2 + ["qwen2-vl"] * 2 + ["qwen2.5-vl"] * 2 + ["qwen3-vl"] * 3
+        ["llava-1.5"] * 2 + ["qwen2-vl"] * 2 + ["qwen2.5-vl"] * 2 + ["qwen3-vl"] * 3 + ["llava-next"] * 2
+        + ["llava-onevision", "deepseek-vl", "deepseek-vl-hybrid"] + ["internvl"] * 2
     )
     assert [p.model_type for p in loaded.sam] == ["vit_h", "vit_l", "vit_b"]
     assert [d.name for d in loaded.demos] == ["planted-llava", "planted-qwen2-vl"]
