@@ -1,6 +1,7 @@
-"""Reading a checkpoint of a supported family (`families`: LLaVA-1.5, Qwen2-VL, Qwen2.5-VL) for the grounding engine: its config and processor, the model class to build
-(whole, or truncated after a layer), 4-bit settings, and the weights, with every way a checkpoint can be missing,
-damaged or mismatched turned into one `ModelUnavailable` line that says which file and what to do.
+"""Reading a checkpoint of a supported family (`families`) for the grounding engine: its config and processor, the
+model class to build (whole, or truncated after a layer), 4-bit settings, and the weights, with every way a
+checkpoint can be missing, damaged or mismatched turned into one `ModelUnavailable` line that says which file and
+what to do.
 
 transformers, safetensors and torch are imported inside functions only (see `lvlm`): `text_layout` is asked
 before any model loads.
@@ -204,7 +205,10 @@ def grounding_model_class(config, truncate_after_layer: int | None = None, name:
 def _share_weight_renamings(base: type, truncated: type) -> None:
     """transformers looks a checkpoint's key renamings up by class name (Qwen-VL's hub layout, `model.layers.N`,
     is renamed only so): give the truncated subclass its base's, or no text weight of such a checkpoint loads."""
-    from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+    from transformers.conversion_mapping import (
+        get_checkpoint_conversion_mapping,
+        register_checkpoint_conversion_mapping,
+    )
 
     mapping = get_checkpoint_conversion_mapping(base.__name__)
     if mapping is not None:

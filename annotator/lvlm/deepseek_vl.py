@@ -31,9 +31,8 @@ import numpy as np
 import torch
 
 from annotator.grounding.frame import ImageFrame
-from annotator.lvlm.family import Family, VisionFeatures
+from annotator.lvlm.family import Family, FamilyOptions, VisionFeatures
 from annotator.lvlm.layout import TokenLayout
-from annotator.lvlm.model_input import WhitespaceTokens
 from annotator.lvlm.prompt import Prompt, PromptPrefix, TemplatePromptBuilder, chat_head_text
 
 SYSTEM_TEXT = (
@@ -88,26 +87,8 @@ class DeepseekVLFamily(Family):
 
     image_size_matters = False
 
-    def __init__(
-        self,
-        model,
-        processor,
-        *,
-        max_expression_tokens: int,
-        whitespace_tokens: WhitespaceTokens,
-        min_pixels: int | None,
-        max_pixels: int | None,
-        model_id: str,
-    ) -> None:
-        super().__init__(
-            model,
-            processor,
-            max_expression_tokens=max_expression_tokens,
-            whitespace_tokens=whitespace_tokens,
-            min_pixels=min_pixels,
-            max_pixels=max_pixels,
-            model_id=model_id,
-        )
+    def __init__(self, model, processor, options: FamilyOptions) -> None:
+        super().__init__(model, processor, options)
         config = model.config
         self.hybrid = config.model_type == "deepseek_vl_hybrid"
         self.name = "deepseek-vl-hybrid" if self.hybrid else "deepseek-vl"
@@ -124,14 +105,14 @@ class DeepseekVLFamily(Family):
         tokens = self.grid_size * self.grid_size
         if int(processor.num_image_tokens) != tokens:
             raise ValueError(
-                f"{model_id}: the processor puts {processor.num_image_tokens} image tokens in the prompt, the vision "
-                f"tower makes a {self.grid_size} x {self.grid_size} grid ({tokens})"
+                f"{self.model_id}: the processor puts {processor.num_image_tokens} image tokens in the prompt, the "
+                f"vision tower makes a {self.grid_size} x {self.grid_size} grid ({tokens})"
             )
         self._prompts = TemplatePromptBuilder(
             processor.tokenizer,
-            chat_head_text(processor, SYSTEM_TEXT + USER_TURN + processor.image_token, model_id),
+            chat_head_text(processor, SYSTEM_TEXT + USER_TURN + processor.image_token, options.model_id),
             processor.image_token,
-            max_expression_tokens=max_expression_tokens,
+            max_expression_tokens=options.max_expression_tokens,
             max_positions=int(config.text_config.max_position_embeddings),
         )
 

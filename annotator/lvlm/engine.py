@@ -46,7 +46,7 @@ from annotator.lvlm.checkpoint import (
     load_weights,
 )
 from annotator.lvlm.families import adapter_class, family_info, unsupported_reason
-from annotator.lvlm.family import Family
+from annotator.lvlm.family import Family, FamilyOptions
 from annotator.lvlm.layout import TokenLayout
 from annotator.lvlm.model_input import WhitespaceTokens
 from annotator.lvlm.prompt import Prompt
@@ -131,15 +131,8 @@ class LvlmEngine:
             raise ModelUnavailable(f"{self.model_id}: {unsupported_reason(getattr(model.config, 'model_type', ''))}")
         register_capture_attention()
         model.eval()
-        self.family: Family = adapter_class(info)(
-            model,
-            processor,
-            max_expression_tokens=max_expression_tokens,
-            whitespace_tokens=whitespace_tokens,
-            min_pixels=min_pixels,
-            max_pixels=max_pixels,
-            model_id=self.model_id,
-        )
+        options = FamilyOptions(max_expression_tokens, whitespace_tokens, min_pixels, max_pixels, self.model_id)
+        self.family: Family = adapter_class(info)(model, processor, options)
         if max_image_tokens is not None:
             self.family.limit_image_tokens(max_image_tokens)
         if anyres_grid is not None:
@@ -284,14 +277,16 @@ class LvlmEngine:
         use_cache = image_id is not None and self.prefix_cache_size > 0
         with torch.inference_mode():
             if use_cache:
-                prefix_ms, expression_ms, cached = self._run_with_prefix(image, layout, prompt, image_id, depth, capture)
+                ran = self._run_with_prefix(image, layout, prompt, image_id, depth, capture)
             else:
-                prefix_ms, expression_ms, cached = self._run_whole(image, layout, prompt, depth, capture)
+                ran = self._run_whole(image, layout, prompt, depth, capture)
+        prefix_ms, expression_ms, cached = ran
         rows = {layer: row.cpu().numpy() for layer, row in capture.rows.items()}
         maps = np.empty((len(head_list), *layout.grid_hw), dtype=np.float32)
         for i, (layer, head) in enumerate(head_list):
             maps[i] = layout.grid_map(rows[layer][capture.heads_by_layer[layer].index(head)])
-        timing = GroundingTiming(prefix_ms, expression_ms, (perf_counter() - start) * 1000.0, cached)
+        total_ms = (perf_counter() - start) * 1000.0
+        timing = GroundingTiming(prefix_ms, expression_ms, total_ms, cached)
         return HeadAttention(maps=maps, heads=tuple(head_list), frame=layout.frame, timing=timing, layout=layout)
 
     def prepare(self, image_rgb_uint8: np.ndarray, image_id: Hashable, heads: Sequence[Head] | None = None) -> bool:

@@ -16,6 +16,19 @@ from annotator.lvlm.model_input import WhitespaceTokens
 from annotator.lvlm.prompt import Prompt, PromptPrefix
 
 
+@dataclass(frozen=True)
+class FamilyOptions:
+    """The engine's settings an adapter reads: `max_expression_tokens` (longer expressions are truncated),
+    `whitespace_tokens` (LLaVA-1.5's tokenization recipe), `min_pixels` / `max_pixels` (the native-resolution
+    families' budget; None: the checkpoint's), `model_id` (the name messages use)."""
+
+    max_expression_tokens: int
+    whitespace_tokens: WhitespaceTokens
+    min_pixels: int | None
+    max_pixels: int | None
+    model_id: str
+
+
 @dataclass(frozen=True, eq=False)
 class VisionFeatures:
     """What the vision side gives the text model for one image: `embeds`, `[num_tokens, hidden]`, put at the image
@@ -35,20 +48,11 @@ class Family(ABC):
     name: ClassVar[str]
     image_size_matters: ClassVar[bool]
 
-    def __init__(
-        self,
-        model,
-        processor,
-        *,
-        max_expression_tokens: int,
-        whitespace_tokens: WhitespaceTokens,
-        min_pixels: int | None,
-        max_pixels: int | None,
-        model_id: str,
-    ) -> None:
+    def __init__(self, model, processor, options: FamilyOptions) -> None:
         self.model = model
         self.processor = processor
-        self.model_id = model_id
+        self.options = options
+        self.model_id = options.model_id
 
     @property
     @abstractmethod

@@ -37,9 +37,8 @@ import numpy as np
 import torch
 
 from annotator.grounding.frame import ImageFrame
-from annotator.lvlm.family import Family, VisionFeatures
+from annotator.lvlm.family import Family, FamilyOptions, VisionFeatures
 from annotator.lvlm.layout import GridPlacement, TokenLayout
-from annotator.lvlm.model_input import WhitespaceTokens
 from annotator.lvlm.prompt import Prompt, PromptPrefix, TemplatePromptBuilder, chat_head_text
 
 USER_TURN = "<|im_start|>user\n"
@@ -103,26 +102,8 @@ class InternVLFamily(Family):
     name = "internvl"
     image_size_matters = True
 
-    def __init__(
-        self,
-        model,
-        processor,
-        *,
-        max_expression_tokens: int,
-        whitespace_tokens: WhitespaceTokens,
-        min_pixels: int | None,
-        max_pixels: int | None,
-        model_id: str,
-    ) -> None:
-        super().__init__(
-            model,
-            processor,
-            max_expression_tokens=max_expression_tokens,
-            whitespace_tokens=whitespace_tokens,
-            min_pixels=min_pixels,
-            max_pixels=max_pixels,
-            model_id=model_id,
-        )
+    def __init__(self, model, processor, options: FamilyOptions) -> None:
+        super().__init__(model, processor, options)
         config = model.config
         vision = config.vision_config
         self.read_maps_from: MapSource = "tiles"
@@ -131,30 +112,30 @@ class InternVLFamily(Family):
         self.tile_grid = int(patches * config.downsample_ratio)
         if config.vision_feature_select_strategy != "default":
             raise ValueError(
-                f"{model_id}: vision_feature_select_strategy {config.vision_feature_select_strategy!r} keeps the "
+                f"{self.model_id}: vision_feature_select_strategy {config.vision_feature_select_strategy!r} keeps the "
                 f"CLS feature, so a tile's tokens are not a {self.tile_grid} x {self.tile_grid} grid"
             )
         images = processor.image_processor
         if not hasattr(images, "crop_image_to_patches"):
-            raise ValueError(f"{model_id}: the processor ({type(images).__name__}) does not cut images into tiles")
+            raise ValueError(f"{self.model_id}: the processor ({type(images).__name__}) does not cut images into tiles")
         size = images.size
         if (int(size["height"]), int(size["width"])) != (self.tile_size, self.tile_size):
             raise ValueError(
-                f"{model_id}: the processor makes {size['width']} x {size['height']} tiles, InternViT reads "
+                f"{self.model_id}: the processor makes {size['width']} x {size['height']} tiles, InternViT reads "
                 f"{self.tile_size} x {self.tile_size}"
             )
         if int(processor.image_seq_length) != self.tile_grid**2:
             raise ValueError(
-                f"{model_id}: the processor puts {processor.image_seq_length} tokens per tile in the prompt, the "
+                f"{self.model_id}: the processor puts {processor.image_seq_length} tokens per tile in the prompt, the "
                 f"model makes {self.tile_grid} x {self.tile_grid}"
             )
         self.min_tiles, self.max_tiles = int(images.min_patches), int(images.max_patches)
         image_text = processor.start_image_token + processor.image_token + processor.end_image_token
         self._prompts = TemplatePromptBuilder(
             processor.tokenizer,
-            chat_head_text(processor, USER_TURN + image_text + "\n", model_id, image_text),
+            chat_head_text(processor, USER_TURN + image_text + "\n", options.model_id, image_text),
             processor.image_token,
-            max_expression_tokens=max_expression_tokens,
+            max_expression_tokens=options.max_expression_tokens,
             max_positions=int(config.text_config.max_position_embeddings),
         )
 

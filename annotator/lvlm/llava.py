@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from annotator.grounding.frame import ImageFrame
-from annotator.lvlm.family import Family, VisionFeatures
+from annotator.lvlm.family import Family, FamilyOptions, VisionFeatures
 from annotator.lvlm.layout import TokenLayout
-from annotator.lvlm.model_input import PromptBuilder, WhitespaceTokens, mean_colour, square_image
+from annotator.lvlm.model_input import PromptBuilder, mean_colour, square_image
 from annotator.lvlm.prompt import Prompt, PromptPrefix
 
 
@@ -21,33 +21,15 @@ class LlavaFamily(Family):
     name = "llava-1.5"
     image_size_matters = False
 
-    def __init__(
-        self,
-        model,
-        processor,
-        *,
-        max_expression_tokens: int,
-        whitespace_tokens: WhitespaceTokens,
-        min_pixels: int | None,
-        max_pixels: int | None,
-        model_id: str,
-    ) -> None:
-        super().__init__(
-            model,
-            processor,
-            max_expression_tokens=max_expression_tokens,
-            whitespace_tokens=whitespace_tokens,
-            min_pixels=min_pixels,
-            max_pixels=max_pixels,
-            model_id=model_id,
-        )
+    def __init__(self, model, processor, options: FamilyOptions) -> None:
+        super().__init__(model, processor, options)
         config = model.config
         vision = config.vision_config
         self.input_size = int(vision.image_size)
         self.grid_size = self.input_size // int(vision.patch_size)
         if config.vision_feature_select_strategy != "default":
             raise ValueError(
-                f"{model_id}: vision_feature_select_strategy {config.vision_feature_select_strategy!r} keeps the "
+                f"{self.model_id}: vision_feature_select_strategy {config.vision_feature_select_strategy!r} keeps the "
                 f"CLS feature, so the image tokens are not a {self.grid_size} x {self.grid_size} grid"
             )
         self._fill = mean_colour(processor.image_processor.image_mean)
@@ -55,9 +37,9 @@ class LlavaFamily(Family):
             processor.tokenizer,
             processor.image_token,
             num_image_tokens=self.grid_size * self.grid_size,
-            max_expression_tokens=max_expression_tokens,
+            max_expression_tokens=options.max_expression_tokens,
             max_positions=int(config.text_config.max_position_embeddings),
-            whitespace_tokens=whitespace_tokens,
+            whitespace_tokens=options.whitespace_tokens,
         )
 
     @property
@@ -92,4 +74,5 @@ class LlavaFamily(Family):
 
     def image_features(self, image: np.ndarray, layout: TokenLayout, device: torch.device) -> VisionFeatures:
         pixels = self.pixel_values(image, layout, device)
-        return VisionFeatures(self.model.model.get_image_features(pixel_values=pixels, return_dict=True).pooler_output[0])
+        features = self.model.model.get_image_features(pixel_values=pixels, return_dict=True)
+        return VisionFeatures(features.pooler_output[0])

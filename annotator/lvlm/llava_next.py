@@ -31,9 +31,8 @@ import torch
 
 from annotator.errors import ModelUnavailable
 from annotator.lvlm.anyres import AnyresGeometry
-from annotator.lvlm.family import Family, VisionFeatures
+from annotator.lvlm.family import Family, FamilyOptions, VisionFeatures
 from annotator.lvlm.layout import TokenLayout
-from annotator.lvlm.model_input import WhitespaceTokens
 from annotator.lvlm.prompt import Prompt, PromptPrefix, TemplatePromptBuilder, chat_head_text
 
 AnyresGrid = Literal["stitched", "base"]
@@ -64,36 +63,18 @@ class LlavaNextFamily(Family):
 
     image_size_matters = True
 
-    def __init__(
-        self,
-        model,
-        processor,
-        *,
-        max_expression_tokens: int,
-        whitespace_tokens: WhitespaceTokens,
-        min_pixels: int | None,
-        max_pixels: int | None,
-        model_id: str,
-    ) -> None:
-        super().__init__(
-            model,
-            processor,
-            max_expression_tokens=max_expression_tokens,
-            whitespace_tokens=whitespace_tokens,
-            min_pixels=min_pixels,
-            max_pixels=max_pixels,
-            model_id=model_id,
-        )
+    def __init__(self, model, processor, options: FamilyOptions) -> None:
+        super().__init__(model, processor, options)
         config = model.config
         onevision = config.model_type == "llava_onevision"
         self.name = "llava-onevision" if onevision else "llava-next"
-        self.geometry = _geometry(config, processor.image_processor, model_id, onevision)
+        self.geometry = _geometry(config, processor.image_processor, options.model_id, onevision)
         self._anyres_grid: AnyresGrid = "stitched"
         self._prompts = chat_prompt_builder(
             processor,
-            max_expression_tokens=max_expression_tokens,
+            max_expression_tokens=options.max_expression_tokens,
             max_positions=int(config.text_config.max_position_embeddings),
-            model_id=model_id,
+            model_id=options.model_id,
         )
 
     @property

@@ -28,9 +28,8 @@ import torch
 
 from annotator.errors import ModelUnavailable
 from annotator.grounding.frame import ImageFrame
-from annotator.lvlm.family import Family, VisionFeatures
+from annotator.lvlm.family import Family, FamilyOptions, VisionFeatures
 from annotator.lvlm.layout import TokenLayout
-from annotator.lvlm.model_input import WhitespaceTokens
 from annotator.lvlm.prompt import Prompt, PromptPrefix, TemplatePromptBuilder
 
 SYSTEM_TURN = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -104,26 +103,8 @@ class QwenVLFamily(Family):
     image_size_matters = True
     system_turn: ClassVar[str] = SYSTEM_TURN
 
-    def __init__(
-        self,
-        model,
-        processor,
-        *,
-        max_expression_tokens: int,
-        whitespace_tokens: WhitespaceTokens,
-        min_pixels: int | None,
-        max_pixels: int | None,
-        model_id: str,
-    ) -> None:
-        super().__init__(
-            model,
-            processor,
-            max_expression_tokens=max_expression_tokens,
-            whitespace_tokens=whitespace_tokens,
-            min_pixels=min_pixels,
-            max_pixels=max_pixels,
-            model_id=model_id,
-        )
+    def __init__(self, model, processor, options: FamilyOptions) -> None:
+        super().__init__(model, processor, options)
         config = model.config
         self.name = "qwen2.5-vl" if config.model_type == "qwen2_5_vl" else self.name
         images = processor.image_processor
@@ -131,16 +112,16 @@ class QwenVLFamily(Family):
         self.merge_size = int(images.merge_size)
         if self.merge_size != int(config.vision_config.spatial_merge_size):
             raise ValueError(
-                f"{model_id}: the processor merges {self.merge_size} x {self.merge_size} patches, the model "
+                f"{self.model_id}: the processor merges {self.merge_size} x {self.merge_size} patches, the model "
                 f"{config.vision_config.spatial_merge_size} x {config.vision_config.spatial_merge_size}"
             )
         size = images.size
-        self.min_pixels = int(min_pixels if min_pixels is not None else size["shortest_edge"])
-        self.max_pixels = int(max_pixels if max_pixels is not None else size["longest_edge"])
+        self.min_pixels = int(options.min_pixels if options.min_pixels is not None else size["shortest_edge"])
+        self.max_pixels = int(options.max_pixels if options.max_pixels is not None else size["longest_edge"])
         factor = self.patch_size * self.merge_size
         if not factor * factor <= self.min_pixels <= self.max_pixels:
             raise ModelUnavailable(
-                f"{model_id}: min_pixels {self.min_pixels} and max_pixels {self.max_pixels} must satisfy "
+                f"{self.model_id}: min_pixels {self.min_pixels} and max_pixels {self.max_pixels} must satisfy "
                 f"{factor * factor} <= min_pixels <= max_pixels (one token is {factor} x {factor} px)"
             )
         tokenizer = processor.tokenizer
@@ -149,7 +130,7 @@ class QwenVLFamily(Family):
             image_token=tokenizer.convert_ids_to_tokens(int(config.image_token_id)),
             vision_start=tokenizer.convert_ids_to_tokens(int(config.vision_start_token_id)),
             vision_end=tokenizer.convert_ids_to_tokens(int(config.vision_end_token_id)),
-            max_expression_tokens=max_expression_tokens,
+            max_expression_tokens=options.max_expression_tokens,
             max_positions=int(config.text_config.max_position_embeddings),
             system_turn=self.system_turn,
         )
