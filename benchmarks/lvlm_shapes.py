@@ -159,16 +159,21 @@ def shape_processor(shape: str):
 
 def build_model(run: ShapeRun, truncate_after_layer: int | None, dtype):
     """A randomly initialised model of the run's shape, built directly on its device in `dtype`."""
+    return build_from_config(shape_config(run), truncate_after_layer, run.device, dtype)
+
+
+def build_from_config(config, truncate_after_layer: int | None, device: str, dtype):
+    """A randomly initialised grounding model of `config` (whole, or truncated after a layer) on `device`."""
     import torch
 
     from annotator.lvlm.checkpoint import grounding_model_class
 
-    model_class, config = grounding_model_class(shape_config(run), truncate_after_layer)
+    model_class, config = grounding_model_class(config, truncate_after_layer)
     torch.manual_seed(0)
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        with torch.device(run.device):
+        with torch.device(device):
             model = model_class(config)
     finally:
         torch.set_default_dtype(default_dtype)
@@ -177,11 +182,16 @@ def build_model(run: ShapeRun, truncate_after_layer: int | None, dtype):
 
 def meta_parameter_bytes(run: ShapeRun, truncate_after_layer: int | None) -> int:
     """Parameter bytes in bf16 of the run's shape, whole or truncated, built on the meta device (no memory used)."""
+    return config_parameter_bytes(shape_config(run), truncate_after_layer)
+
+
+def config_parameter_bytes(config, truncate_after_layer: int | None) -> int:
+    """Parameter bytes in bf16 of `config`'s grounding model, whole or truncated, built on the meta device."""
     import torch
 
     from annotator.lvlm.checkpoint import grounding_model_class
 
-    model_class, config = grounding_model_class(shape_config(run), truncate_after_layer)
+    model_class, config = grounding_model_class(config, truncate_after_layer)
     with torch.device("meta"):
         model = model_class(config)
     return sum(p.numel() for p in model.parameters()) * 2

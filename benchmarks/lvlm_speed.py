@@ -11,10 +11,12 @@ default 1 of 32: ours and the reference run the same vision tower, so it adds th
 counts keep the CPU run within about ten minutes on a shared two-core machine; the heads sit at the same relative
 depth as LLaVA-1.5-7B's (14, .) in 32 layers (layer floor(14 / 32 * L)). Each side runs in a fresh process so its
 peak memory is its own. Where CUDA is available, both 7B shapes also run at their real depth in bf16 on the GPU
-(`benchmarks/gpu.sh` runs only those, with SAM's).
+(`benchmarks/gpu.sh` runs only those, with SAM's). Then the newer families' smallest shapes (`lvlm_families`:
+LLaVA-OneVision-0.5B, DeepSeek-VL-1.3B, Qwen3-VL-2B, InternVL3-1B on a 1155 x 866 image); `--families` runs only
+those, `--family-layers FAMILY=N` (repeatable) sets a family's text layers.
 
 Usage: .venv/bin/python benchmarks/lvlm_speed.py [--layers-7b 2] [--layers-qwen 2] [--vision-blocks-qwen 1]
-[--repeats 3] [--repeats-qwen 1]
+[--repeats 3] [--repeats-qwen 1] [--families] [--family-layers qwen3=8]
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from lvlm_shapes import (  # benchmarks/lvlm_shapes.py
     shape_config,
     shape_processor,
 )
+from lvlm_families import family_runs, print_table  # benchmarks/lvlm_families.py
 from machine import cpu_name  # benchmarks/machine.py: the script's folder is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -301,15 +304,29 @@ def main() -> None:
     parser.add_argument("--vision-blocks-qwen", type=int, default=1, help="vision blocks of the same (of 32)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions after one warm-up")
     parser.add_argument("--repeats-qwen", type=int, default=1, help="the same for the Qwen2-VL-7B-width CPU model")
+    parser.add_argument("--families", action="store_true", help="run only the newer families' shapes")
+    parser.add_argument(
+        "--family-layers", action="append", default=[], metavar="FAMILY=N", help="text layers of one family's shape"
+    )
     parser.add_argument("--side", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         side_main(args.side)
         return
+    try:
+        families = family_runs(args.family_layers)
+    except ValueError as exc:
+        parser.error(str(exc))
+    started = time.perf_counter()
+    if args.families:
+        print("# Grounding engine speed: the newer families\n")
+        print("\n".join(machine_lines()) + "\n")
+        print_table(families)
+        print(f"\nTotal benchmark time: {time.perf_counter() - started:.0f} s")
+        return
 
     import torch
 
-    started = time.perf_counter()
     print("# Grounding engine speed: ours vs the reference path\n")
     print("\n".join(machine_lines()))
     print(
@@ -356,6 +373,8 @@ def main() -> None:
     print("\n## The real 7B models' parameters in bf16, built on the meta device (no memory used)\n")
     print("| model | load | parameter bytes | GB |\n|---|---|---:|---:|")
     print("\n".join(parameter_rows()))
+    print()
+    print_table(families)
     print(f"\nTotal benchmark time: {time.perf_counter() - started:.0f} s")
 
 
