@@ -52,7 +52,7 @@ from annotator.synthetic.planted_decoder import (
     PlantedHeads,
     decoder_weights,
 )
-from annotator.synthetic.scenes import PALETTE, SHAPE_WORDS, TEMPLATE_WORDS
+from annotator.synthetic.scenes import EXPRESSION_WORDS, PALETTE
 from annotator.paths import MODELS_DIR
 
 if TYPE_CHECKING:
@@ -126,10 +126,7 @@ def vocabulary() -> list[str]:
     from tokenizers.pre_tokenizers import Whitespace
 
     words = {word for word, _ in Whitespace().pre_tokenize_str(SYSTEM_PROMPT.lower())}
-    words |= set(PALETTE)
-    words |= {w for synonyms in SHAPE_WORDS.values() for w in synonyms}
-    words |= set(TEMPLATE_WORDS)
-    words |= {"an", "of", "object", "shape", "thing", "big", "small", "large", "little", "middle", "centre", "center"}
+    words |= EXPRESSION_WORDS
     return list(SPECIAL_TOKENS) + sorted(words)
 
 

@@ -45,7 +45,7 @@ from annotator.synthetic.planted_decoder import (
     PlantedHeads,
     decoder_weights,
 )
-from annotator.synthetic.scenes import PALETTE, SHAPE_WORDS, TEMPLATE_WORDS
+from annotator.synthetic.scenes import EXPRESSION_WORDS, PALETTE
 
 if TYPE_CHECKING:
     from transformers import Qwen2VLForConditionalGeneration, Qwen2VLProcessor
@@ -157,10 +157,7 @@ def vocabulary() -> list[str]:
     """The tokenizer's tokens: Qwen's specials, then the chat template's words, colour, shape and template words."""
     chat = f"system\n{SYSTEM_TEXT}\nuser\nassistant\n".lower()
     words = {word for word, _ in _pre_tokenizer().pre_tokenize_str(chat)}
-    words |= set(PALETTE)
-    words |= {w for synonyms in SHAPE_WORDS.values() for w in synonyms}
-    words |= set(TEMPLATE_WORDS)
-    words |= {"an", "of", "object", "shape", "thing", "big", "small", "large", "little", "middle", "centre", "center"}
+    words |= EXPRESSION_WORDS
     return list(SPECIAL_TOKENS) + sorted(words)
 
 

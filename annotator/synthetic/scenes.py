@@ -82,6 +82,14 @@ TEMPLATE_WORDS: tuple[str, ...] = tuple(
 )
 """Every word the templates use besides colour and shape words."""
 
+EXPRESSION_WORDS: frozenset[str] = frozenset(
+    set(PALETTE)
+    | {word for synonyms in SHAPE_WORDS.values() for word in synonyms}
+    | set(TEMPLATE_WORDS)
+    | {"an", "of", "object", "shape", "thing", "big", "small", "large", "little", "middle", "centre", "center"}
+)
+"""Every word a scene's expression can hold, and the few an annotator adds to them (a planted tokenizer knows all)."""
+
 _SIDE_MARGIN_FRACTION = 0.1
 _PLACEMENT_TRIES = 60
 
