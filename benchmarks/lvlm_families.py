@@ -1,15 +1,12 @@
 """The grounding engine on each newer family's smallest released shape, random weights, CPU (issue 22).
 
-Shapes (their config.json widths): llava-onevision-qwen2-0.5b-ov (SigLIP so400m, 384 px tiles of 14 px patches,
-anyres_max_9 + Qwen2-0.5B), deepseek-vl-1.3b-chat (SigLIP-L/16 at 384 px + a Llama of hidden 2048),
-Qwen3-VL-2B-Instruct (a vision tower of 16 px patches merged 2 x 2, DeepStack + a text model of hidden 2048, head dim
-128) and InternVL3-1B-hf (InternViT-300M on 448 px tiles, at most 12 and a thumbnail + Qwen2.5-0.5B). Processors:
-the families' real image processors at the released settings (pixel budget, tiles, pinpoints); Qwen3-VL's real
-tokenizer, the tests' word-level tokenizers for the others (the image token counts do not depend on it). Each side
-of each family runs in a fresh process; the text layers and vision blocks are the caller's (fewer than the real ones
-on a CPU), the heads sit at LLaVA-1.5-7B's relative depth (layer floor(14 / 32 * L)), and the reference (eager,
-`output_attentions=True`, every layer and the LM head) runs for the families asked (it holds every layer's
-attentions at once: affordable only for a few hundred image tokens).
+The shapes (`lvlm_shapes.family_config`, `family_processor`): llava-onevision-qwen2-0.5b-ov, deepseek-vl-1.3b-chat,
+Qwen3-VL-2B-Instruct and InternVL3-1B-hf at their config.json widths, with the families' real image processors at
+the released settings, on one 1155 x 866 image. Each side of each family runs in a fresh process; the text layers
+and vision blocks are the caller's (fewer than the real ones where a CPU would take minutes), the heads sit at
+LLaVA-1.5-7B's relative depth (layer floor(14 / 32 * L)), and the reference (eager, `output_attentions=True`, every
+layer and the LM head) runs for the families asked (it holds every layer's attentions at once: affordable only for
+about a thousand image tokens).
 """
 
 from __future__ import annotations
@@ -25,22 +22,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lvlm_shapes import build_from_config, config_parameter_bytes, heads_at_relative_depth
+from lvlm_shapes import (  # benchmarks/lvlm_shapes.py
+    FAMILY_DEPTH,
+    FAMILY_NAMES,
+    build_from_config,
+    config_parameter_bytes,
+    family_config,
+    family_processor,
+    heads_at_relative_depth,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 IMAGE_WH = (1155, 866)
 EXPRESSIONS = ("the red cup on the left", "a small dog", "the man who is holding the blue ball", "the second car")
-NAMES = {
-    "onevision": "LLaVA-OneVision-Qwen2-0.5B",
-    "deepseek": "DeepSeek-VL-1.3B-chat",
-    "qwen3": "Qwen3-VL-2B-Instruct",
-    "internvl": "InternVL3-1B-hf",
-}
-REAL_DEPTH = {"onevision": (24, 26), "deepseek": (24, 24), "qwen3": (28, 24), "internvl": (24, 24)}
-ONEVISION_PINPOINTS = [[384 * i, 384 * j] for i in range(1, 7) for j in range(1, 7)]
-QWEN3_DEEPSTACK = [5, 11, 17]
 
 
 @dataclass(frozen=True)
@@ -53,197 +49,6 @@ class FamilyRun:
     vision_blocks: int
     repeats: int = 1
     reference: bool = False
-
-
-def family_config(family: str, layers: int, vision_blocks: int):
-    """The released checkpoint's transformers config at `layers` text layers and `vision_blocks` vision blocks."""
-    if family == "onevision":
-        return _onevision_config(layers, vision_blocks)
-    if family == "deepseek":
-        return _deepseek_config(layers, vision_blocks)
-    if family == "qwen3":
-        return _qwen3_config(layers, vision_blocks)
-    if family == "internvl":
-        return _internvl_config(layers, vision_blocks)
-    raise ValueError(f"unknown family {family!r}; known: {', '.join(NAMES)}")
-
-
-def _onevision_config(layers: int, vision_blocks: int):
-    from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
-
-    from tests.tiny_llava_next import ONEVISION, tiny_vocab
-
-    vocab = tiny_vocab(ONEVISION)
-    vision = SiglipVisionConfig(
-        hidden_size=1152,
-        intermediate_size=4304,
-        num_hidden_layers=vision_blocks,
-        num_attention_heads=16,
-        image_size=384,
-        patch_size=14,
-        vision_use_head=False,
-    )
-    text = Qwen2Config(
-        vocab_size=152000,
-        hidden_size=896,
-        intermediate_size=4864,
-        num_hidden_layers=layers,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        max_position_embeddings=32768,
-        rope_theta=1e6,
-        tie_word_embeddings=True,
-        eos_token_id=vocab["<|im_end|>"],
-        pad_token_id=vocab["<|endoftext|>"],
-    )
-    return LlavaOnevisionConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=vocab["<image>"],
-        video_token_index=vocab["<video>"],
-        image_grid_pinpoints=ONEVISION_PINPOINTS,
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="full",
-        vision_aspect_ratio="anyres_max_9",
-        tie_word_embeddings=True,
-    )
-
-
-def _deepseek_config(layers: int, vision_blocks: int):
-    from transformers import DeepseekVLConfig
-
-    from tests.tiny_deepseek_vl import IMAGE_TOKEN, tiny_vocab
-
-    text = dict(
-        model_type="llama",
-        vocab_size=102400,
-        hidden_size=2048,
-        intermediate_size=5632,
-        num_hidden_layers=layers,
-        num_attention_heads=16,
-        num_key_value_heads=16,
-        max_position_embeddings=16384,
-    )
-    vision = dict(
-        model_type="siglip_vision_model",
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=vision_blocks,
-        num_attention_heads=16,
-        image_size=384,
-        patch_size=16,
-    )
-    return DeepseekVLConfig(
-        text_config=text, vision_config=vision, image_token_id=tiny_vocab()[IMAGE_TOKEN], tie_word_embeddings=False
-    )
-
-
-def _qwen3_config(layers: int, vision_blocks: int):
-    """Qwen3-VL-2B-Instruct's config.json; with fewer vision blocks than its DeepStack indexes need, DeepStack reads
-    the first three blocks (as many as there are)."""
-    from transformers import Qwen3VLConfig
-
-    deepstack = QWEN3_DEEPSTACK if vision_blocks > max(QWEN3_DEEPSTACK) else list(range(min(3, vision_blocks)))
-    text = dict(
-        vocab_size=151936,
-        hidden_size=2048,
-        intermediate_size=6144,
-        num_hidden_layers=layers,
-        num_attention_heads=16,
-        num_key_value_heads=8,
-        head_dim=128,
-        max_position_embeddings=262144,
-        rope_parameters={
-            "rope_type": "default",
-            "rope_theta": 5000000.0,
-            "mrope_section": [24, 20, 20],
-            "mrope_interleaved": True,
-        },
-    )
-    vision = dict(
-        depth=vision_blocks,
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_heads=16,
-        out_hidden_size=2048,
-        patch_size=16,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        num_position_embeddings=2304,
-        deepstack_visual_indexes=deepstack,
-    )
-    return Qwen3VLConfig(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=151655,
-        video_token_id=151656,
-        vision_start_token_id=151652,
-        vision_end_token_id=151653,
-        tie_word_embeddings=True,
-    )
-
-
-def _internvl_config(layers: int, vision_blocks: int):
-    from transformers import InternVLConfig
-
-    from tests.tiny_internvl import tiny_vocab
-
-    text = dict(
-        model_type="qwen2",
-        vocab_size=151674,
-        hidden_size=896,
-        intermediate_size=4864,
-        num_hidden_layers=layers,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        max_position_embeddings=32768,
-    )
-    vision = dict(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=vision_blocks,
-        num_attention_heads=16,
-        image_size=[448, 448],
-        patch_size=[14, 14],
-        use_absolute_position_embeddings=True,
-        attention_bias=True,
-    )
-    return InternVLConfig(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=tiny_vocab()["<IMG_CONTEXT>"],
-        image_seq_length=256,
-        tie_word_embeddings=False,
-    )
-
-
-def family_processor(family: str):
-    """The family's real processor at the released image settings."""
-    if family == "onevision":
-        from transformers import LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor
-
-        from tests.tiny_llava_next import ONEVISION, ONEVISION_TEMPLATE, tiny_tokenizer
-
-        return LlavaOnevisionProcessor(
-            image_processor=LlavaOnevisionImageProcessor(image_grid_pinpoints=ONEVISION_PINPOINTS),
-            tokenizer=tiny_tokenizer(ONEVISION),
-            video_processor=LlavaOnevisionVideoProcessor(),
-            num_image_tokens=729,
-            vision_feature_select_strategy="full",
-            vision_aspect_ratio="anyres_max_9",
-            chat_template=ONEVISION_TEMPLATE,
-        )
-    if family == "deepseek":
-        from tests.tiny_deepseek_vl import DeepseekSpec, tiny_processor
-
-        return tiny_processor(DeepseekSpec(image_size=384, patch_size=16))
-    if family == "qwen3":
-        from tests.tiny_qwen3_vl import real_qwen3_processor
-
-        return real_qwen3_processor()
-    from tests.tiny_internvl import InternVLSpec, tiny_processor
-
-    return tiny_processor(InternVLSpec(tile=448, patch_size=14, max_tiles=12))
 
 
 def random_image(seed: int):
@@ -343,7 +148,7 @@ def side_main(request: str) -> None:
 
 def truncated_bytes(family: str) -> tuple[int, int, int]:
     """The real config's bf16 parameter bytes, whole and truncated after the relative-depth layer; that layer."""
-    layers, vision_blocks = REAL_DEPTH[family]
+    layers, vision_blocks = FAMILY_DEPTH[family]
     layer = heads_at_relative_depth(layers, 1)[0][0]
     config = family_config(family, layers, vision_blocks)
     whole = config_parameter_bytes(config, None)
@@ -356,7 +161,7 @@ def family_rows(runs: list[FamilyRun]) -> list[str]:
     for run in runs:
         ours = run_side("ours", run)
         reference = run_side("reference", run) if run.reference else None
-        text_layers, vision_blocks = REAL_DEPTH[run.family]
+        text_layers, vision_blocks = FAMILY_DEPTH[run.family]
         whole, truncated, layer = truncated_bytes(run.family)
         if reference:
             ref = f"{reference['reference_ms']:,.0f} ({reference['peak_mb']:,.0f} MB)"
@@ -365,7 +170,7 @@ def family_rows(runs: list[FamilyRun]) -> list[str]:
         else:
             ref, speedup = "not run", "—"
         rows.append(
-            f"| {NAMES[run.family]} | {run.layers} of {text_layers} ({ours['layers_run']} run) | "
+            f"| {FAMILY_NAMES[run.family]} | {run.layers} of {text_layers} ({ours['layers_run']} run) | "
             f"{run.vision_blocks} of {vision_blocks} | {ours['image_tokens']:,} | {ours['first_ms']:,.0f} | "
             f"{ours['further_ms']:,.0f} | {ours['peak_mb']:,.0f} | {ref} | {speedup} | "
             f"{truncated / 1e9:.2f} of {whole / 1e9:.2f} (after layer {layer} of {text_layers}) | "
@@ -411,7 +216,8 @@ def family_runs(text_layers: list[str]) -> list[FamilyRun]:
     for item in text_layers:
         family, _, count = item.partition("=")
         if family not in layers or not count.isdigit() or int(count) < 1:
-            raise ValueError(f"--family-layers {item!r}: expected FAMILY=N with FAMILY one of {', '.join(NAMES)}")
+            known = ", ".join(FAMILY_NAMES)
+            raise ValueError(f"--family-layers {item!r}: expected FAMILY=N with FAMILY one of {known}")
         layers[family] = int(count)
     return [dataclasses.replace(run, layers=layers[run.family]) for run in DEFAULT_RUNS]
 

@@ -6,6 +6,11 @@ M-RoPE sections [16, 24, 24], rope theta 1e6; vision: width 1280, 16 heads, MLP 
 into 3584 wide tokens), its real tokenizer (tests/qwen_tokenizer.py) and transformers' default pixel budget
 (56 * 56 to 28 * 28 * 1280 px, so at most 1,280 image tokens). `llava-tiny` / `qwen-tiny`: the tests' tiny models.
 The number of text layers (and of Qwen vision blocks) is the caller's: the real depth on a GPU, fewer on a CPU.
+
+The newer families' smallest released shapes (`family_config`, `family_processor`, for `lvlm_families`):
+llava-onevision-qwen2-0.5b-ov, deepseek-vl-1.3b-chat, Qwen3-VL-2B-Instruct and InternVL3-1B-hf at their config.json
+widths; the families' real image processors at the released settings (pixel budget, tiles, pinpoints), Qwen3-VL's
+real tokenizer, the tests' word-level ones for the others (the image token counts do not depend on it).
 """
 
 from __future__ import annotations
@@ -202,3 +207,206 @@ def images(run: ShapeRun, count: int) -> list[np.ndarray]:
     width, height = run.image_wh
     rng = np.random.default_rng(0)
     return [rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8) for _ in range(count)]
+
+
+# The newer families' smallest released shapes (`lvlm_families`), their config.json widths
+FAMILY_NAMES = {
+    "onevision": "LLaVA-OneVision-Qwen2-0.5B",
+    "deepseek": "DeepSeek-VL-1.3B-chat",
+    "qwen3": "Qwen3-VL-2B-Instruct",
+    "internvl": "InternVL3-1B-hf",
+}
+FAMILY_DEPTH = {"onevision": (24, 26), "deepseek": (24, 24), "qwen3": (28, 24), "internvl": (24, 24)}
+ONEVISION_PINPOINTS = [[384 * i, 384 * j] for i in range(1, 7) for j in range(1, 7)]
+QWEN3_DEEPSTACK = [5, 11, 17]
+
+
+def family_config(family: str, layers: int, vision_blocks: int):
+    """The released checkpoint's transformers config at `layers` text layers and `vision_blocks` vision blocks."""
+    if family == "onevision":
+        return _onevision_config(layers, vision_blocks)
+    if family == "deepseek":
+        return _deepseek_config(layers, vision_blocks)
+    if family == "qwen3":
+        return _qwen3_config(layers, vision_blocks)
+    if family == "internvl":
+        return _internvl_config(layers, vision_blocks)
+    raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILY_NAMES)}")
+
+
+def _onevision_config(layers: int, vision_blocks: int):
+    from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
+
+    from tests.tiny_llava_next import ONEVISION, tiny_vocab
+
+    vocab = tiny_vocab(ONEVISION)
+    vision = SiglipVisionConfig(
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_hidden_layers=vision_blocks,
+        num_attention_heads=16,
+        image_size=384,
+        patch_size=14,
+        vision_use_head=False,
+    )
+    text = Qwen2Config(
+        vocab_size=152000,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=layers,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        rope_theta=1e6,
+        tie_word_embeddings=True,
+        eos_token_id=vocab["<|im_end|>"],
+        pad_token_id=vocab["<|endoftext|>"],
+    )
+    return LlavaOnevisionConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=vocab["<image>"],
+        video_token_index=vocab["<video>"],
+        image_grid_pinpoints=ONEVISION_PINPOINTS,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_9",
+        tie_word_embeddings=True,
+    )
+
+
+def _deepseek_config(layers: int, vision_blocks: int):
+    from transformers import DeepseekVLConfig
+
+    from tests.tiny_deepseek_vl import IMAGE_TOKEN, tiny_vocab
+
+    text = dict(
+        model_type="llama",
+        vocab_size=102400,
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=layers,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+        max_position_embeddings=16384,
+    )
+    vision = dict(
+        model_type="siglip_vision_model",
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=vision_blocks,
+        num_attention_heads=16,
+        image_size=384,
+        patch_size=16,
+    )
+    return DeepseekVLConfig(
+        text_config=text, vision_config=vision, image_token_id=tiny_vocab()[IMAGE_TOKEN], tie_word_embeddings=False
+    )
+
+
+def _qwen3_config(layers: int, vision_blocks: int):
+    """Qwen3-VL-2B-Instruct's config.json; with fewer vision blocks than its DeepStack indexes need, DeepStack reads
+    the first three blocks (as many as there are)."""
+    from transformers import Qwen3VLConfig
+
+    deepstack = QWEN3_DEEPSTACK if vision_blocks > max(QWEN3_DEEPSTACK) else list(range(min(3, vision_blocks)))
+    text = dict(
+        vocab_size=151936,
+        hidden_size=2048,
+        intermediate_size=6144,
+        num_hidden_layers=layers,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        max_position_embeddings=262144,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 5000000.0,
+            "mrope_section": [24, 20, 20],
+            "mrope_interleaved": True,
+        },
+    )
+    vision = dict(
+        depth=vision_blocks,
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_heads=16,
+        out_hidden_size=2048,
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        num_position_embeddings=2304,
+        deepstack_visual_indexes=deepstack,
+    )
+    return Qwen3VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=151655,
+        video_token_id=151656,
+        vision_start_token_id=151652,
+        vision_end_token_id=151653,
+        tie_word_embeddings=True,
+    )
+
+
+def _internvl_config(layers: int, vision_blocks: int):
+    from transformers import InternVLConfig
+
+    from tests.tiny_internvl import tiny_vocab
+
+    text = dict(
+        model_type="qwen2",
+        vocab_size=151674,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=layers,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+    )
+    vision = dict(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=vision_blocks,
+        num_attention_heads=16,
+        image_size=[448, 448],
+        patch_size=[14, 14],
+        use_absolute_position_embeddings=True,
+        attention_bias=True,
+    )
+    return InternVLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=tiny_vocab()["<IMG_CONTEXT>"],
+        image_seq_length=256,
+        tie_word_embeddings=False,
+    )
+
+
+def family_processor(family: str):
+    """The family's real processor at the released image settings."""
+    if family == "onevision":
+        from transformers import LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor
+
+        from tests.tiny_llava_next import ONEVISION, ONEVISION_TEMPLATE, tiny_tokenizer
+
+        return LlavaOnevisionProcessor(
+            image_processor=LlavaOnevisionImageProcessor(image_grid_pinpoints=ONEVISION_PINPOINTS),
+            tokenizer=tiny_tokenizer(ONEVISION),
+            video_processor=LlavaOnevisionVideoProcessor(),
+            num_image_tokens=729,
+            vision_feature_select_strategy="full",
+            vision_aspect_ratio="anyres_max_9",
+            chat_template=ONEVISION_TEMPLATE,
+        )
+    if family == "deepseek":
+        from tests.tiny_deepseek_vl import DeepseekSpec, tiny_processor
+
+        return tiny_processor(DeepseekSpec(image_size=384, patch_size=16))
+    if family == "qwen3":
+        from tests.tiny_qwen3_vl import real_qwen3_processor
+
+        return real_qwen3_processor()
+    from tests.tiny_internvl import InternVLSpec, tiny_processor
+
+    return tiny_processor(InternVLSpec(tile=448, patch_size=14, max_tiles=12))
