@@ -1,31 +1,105 @@
-"""SAM speed through `Segmenter`: image embedding vs per-prompt decode, cold vs cached.
+"""Mask model speed through `Segmenter`, per back end: image embedding vs per-prompt decode, peak memory, weights.
 
-CPU: vit_b as `sam_model_registry` builds it (random weights, no checkpoint), float32, a 640 x 480 image.
-GPU (when CUDA is present): vit_h, float32 and with the image encoder in bf16.
-Every figure is the median of several repetitions after warm-up runs that are not counted.
-Run: `.venv/bin/python benchmarks/sam_speed.py` (about 3 minutes on a 2-core CPU).
+Every back end is built at its released shapes with random weights (no checkpoint): SAM ViT-B/H as
+`sam_model_registry` builds them, SAM 2.1 tiny/small/base-plus/large as `Sam2Model` with the Hiera configs of the
+released checkpoints, SAM-HQ ViT-B/L/H as `SamHQModel`. A 640 x 480 image, float32. Each back end runs in a fresh
+process, so its peak RSS is its own. Every figure is the median of several repetitions after warm-up runs that are
+not counted. The weights column is the float32 image model (SAM 2.1's released files also carry the video memory
+modules: 156 / 184 / 324 / 898 MB for tiny / small / base-plus / large).
+
+CPU rows: `--cpu-models` (default vit_b, SAM 2.1 tiny/small/base-plus, SAM-HQ ViT-B: about 5 minutes on a 2-core
+CPU). GPU rows (when CUDA is present): `--gpu-models` (default every back end), float32 and with the image encoder
+in bf16. Run: `.venv/bin/python benchmarks/sam_speed.py [--cpu-models a,b] [--gpu-models a,b]`.
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
+import multiprocessing
 import os
 import platform
+import resource
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from importlib.metadata import version
 from typing import Callable
 
 import numpy as np
 import torch
-from segment_anything import sam_model_registry
 
+from annotator.segmentation.backend import MaskBackend
+from annotator.segmentation.catalog import mask_model_label
+from annotator.segmentation.sam_v1 import SamV1Backend
 from annotator.segmentation.segment import Segmenter
 
 IMAGE_HW = (480, 640)
 BOX = (180.0, 120.0, 420.0, 360.0)
 POINTS = [[300.0, 240.0], [200.0, 140.0]]
 LABELS = [1, 0]
+
+_HIERA = {
+    "sam2.1-tiny": dict(hidden_size=96, blocks=[1, 2, 7, 2], heads=[1, 2, 4, 8], global_blocks=[5, 7, 9]),
+    "sam2.1-small": dict(hidden_size=96, blocks=[1, 2, 11, 2], heads=[1, 2, 4, 8], global_blocks=[7, 10, 13]),
+    "sam2.1-base-plus": dict(
+        hidden_size=112, blocks=[2, 3, 16, 3], heads=[2, 4, 8, 16], global_blocks=[12, 16, 20], background=[14, 14]
+    ),
+    "sam2.1-large": dict(
+        hidden_size=144, blocks=[2, 6, 36, 4], heads=[2, 4, 8, 16], global_blocks=[23, 33, 43], windows=[8, 4, 16, 8]
+    ),
+}
+"""The Hiera image encoders of the released SAM 2.1 checkpoints (sam2.1_hiera_*.yaml): widths double per stage."""
+
+_SAM_HQ = {
+    "sam-hq-vit_b": dict(),
+    "sam-hq-vit_l": dict(
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, global_attn_indexes=[5, 11, 17, 23]
+    ),
+    "sam-hq-vit_h": dict(
+        hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, global_attn_indexes=[7, 15, 23, 31]
+    ),
+}
+"""SAM-HQ's ViT encoders (transformers' defaults are ViT-B)."""
+
+CPU_MODELS = ("vit_b", "sam2.1-tiny", "sam2.1-small", "sam2.1-base-plus", "sam-hq-vit_b")
+GPU_MODELS = ("vit_b", "vit_h", *_HIERA, *_SAM_HQ)
+
+
+def build(name: str) -> MaskBackend:
+    """Mask model `name` (a `catalog` name) at its released shapes with random weights, on the CPU."""
+    if name in ("vit_b", "vit_l", "vit_h"):
+        from segment_anything import sam_model_registry
+
+        return SamV1Backend(sam_model_registry[name](), mask_model_label(name))
+    if name in _HIERA:
+        from transformers import Sam2Config, Sam2ImageProcessor, Sam2Model
+
+        from annotator.segmentation.sam2 import Sam2Backend
+
+        shape = _HIERA[name]
+        width = shape["hidden_size"]
+        backbone = dict(
+            model_type="sam2_hiera_det_model",
+            hidden_size=width,
+            blocks_per_stage=shape["blocks"],
+            num_attention_heads_per_stage=shape["heads"],
+            embed_dim_per_stage=[width, 2 * width, 4 * width, 8 * width],
+            global_attention_blocks=shape["global_blocks"],
+            window_positional_embedding_background_size=shape.get("background", [7, 7]),
+            window_size_per_stage=shape.get("windows", [8, 4, 14, 7]),
+        )
+        config = Sam2Config(
+            vision_config=dict(backbone_config=backbone, backbone_channel_list=[8 * width, 4 * width, 2 * width, width])
+        )
+        return Sam2Backend(Sam2Model(config), Sam2ImageProcessor(), mask_model_label(name))
+    from transformers import SamHQConfig, SamHQModel, SamImageProcessor
+
+    from annotator.segmentation.sam_hq import SamHQBackend
+
+    vision = _SAM_HQ[name]
+    config = SamHQConfig(vision_config=vision, mask_decoder_config=dict(vit_dim=vision.get("hidden_size", 768)))
+    return SamHQBackend(SamHQModel(config), SamImageProcessor(), mask_model_label(name))
 
 
 def _cpu_name() -> str:
@@ -67,48 +141,71 @@ def measure(segmenter: Segmenter, embed_repeats: int, decode_repeats: int, warmu
     return {"embed": embed, "cold": cold, "cached": cached, "refine": refine}
 
 
-def _rows(label: str, m: dict[str, float]) -> list[str]:
-    return [
-        f"| {label} | image embedding (prefetch) | {m['embed'] * 1e3:.1f} ms |",
-        f"| {label} | box prompt, cold (embedding + decode) | {m['cold'] * 1e3:.1f} ms |",
-        f"| {label} | box prompt, cached (decode only) | {m['cached'] * 1e3:.2f} ms |",
-        f"| {label} | point refinement, cached (box + 2 points + previous logits) | {m['refine'] * 1e3:.2f} ms |",
-        f"| {label} | cold / cached box prompt | {m['cold'] / m['cached']:.0f}x |",
-    ]
-
-
-def main() -> None:
-    print("## SAM speed (`benchmarks/sam_speed.py`)\n")
-    print(f"- machine: {_cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}")
-    print(
-        f"- python {platform.python_version()}, torch {torch.__version__}, "
-        f"segment-anything {version('segment-anything')}, numpy {np.__version__}"
-    )
-    print(f"- image {IMAGE_HW[1]} x {IMAGE_HW[0]} RGB, box {BOX}; random weights from `sam_model_registry`")
-    print("- CPU: embeddings median of 3 after 1 warm-up; decodes median of 20 after 1 warm-up\n")
-
-    load_before = os.getloadavg()[0]
-    rows = []
+def run_one(name: str, device: str, bf16: bool, repeats: tuple[int, int, int], threads: int) -> dict[str, float]:
+    """One back end's figures, in this process: `measure`, weights (MB, float32) and peak memory (MB: RSS on the
+    CPU, allocated on a GPU)."""
+    torch.set_num_threads(threads)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        cpu_sam = sam_model_registry["vit_b"]()
-    with Segmenter(cpu_sam.to("cpu")) as segmenter:
-        rows += _rows("CPU vit_b float32", measure(segmenter, embed_repeats=3, decode_repeats=20, warmup=1))
-    del cpu_sam
-
-    if torch.cuda.is_available():
-        gpu_name = torch.cuda.get_device_name()
-        print(f"- GPU: {gpu_name}; embeddings median of 10, decodes median of 50, after 3 warm-ups\n")
-        gpu_sam = sam_model_registry["vit_h"]().to("cuda")
-        for dtype, name in ((torch.float32, "float32"), (torch.bfloat16, "bf16 encoder")):
-            with Segmenter(gpu_sam, encoder_dtype=dtype) as segmenter:
-                rows += _rows(f"GPU vit_h {name}", measure(segmenter, embed_repeats=10, decode_repeats=50, warmup=3))
+        backend = build(name)
+    model = backend.sam if isinstance(backend, SamV1Backend) else backend.model
+    weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
+    model.to(device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    encoder_dtype = torch.bfloat16 if bf16 else torch.float32
+    with Segmenter(backend, encoder_dtype=encoder_dtype) as segmenter:
+        figures = measure(segmenter, *repeats)
+    if device == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated() / 1e6
     else:
-        print("- no GPU: the vit_h float32 / bf16 section needs CUDA\n")
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+    return figures | {"weights_mb": weights_mb, "peak_mb": peak_mb}
 
+
+def _in_fresh_process(*args: object) -> dict[str, float]:
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(run_one, *args).result()
+
+
+def _row(device: str, name: str, precision: str, m: dict[str, float]) -> str:
+    return (
+        f"| {device} | {mask_model_label(name)} | {precision} | {m['weights_mb']:.0f} | {m['embed'] * 1e3:.1f} | "
+        f"{m['cached'] * 1e3:.2f} | {m['refine'] * 1e3:.2f} | {m['cold'] * 1e3:.1f} | {m['peak_mb']:.0f} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cpu-models", default=",".join(CPU_MODELS), help="comma-separated; '' for none")
+    parser.add_argument("--gpu-models", default=",".join(GPU_MODELS), help="comma-separated; '' for none")
+    args = parser.parse_args(argv)
+    threads = torch.get_num_threads()
+    print("## Mask model speed (`benchmarks/sam_speed.py`)\n")
+    print(f"- machine: {_cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {threads}")
+    print(
+        f"- python {platform.python_version()}, torch {torch.__version__}, transformers {version('transformers')}, "
+        f"segment-anything {version('segment-anything')}, numpy {np.__version__}"
+    )
+    print(f"- image {IMAGE_HW[1]} x {IMAGE_HW[0]} RGB, box {BOX}; random weights at the released shapes")
+    print("- CPU: embeddings median of 3 after 1 warm-up; decodes median of 20 after 1 warm-up")
+    load_before = os.getloadavg()[0]
+    rows = []
+    for name in filter(None, args.cpu_models.split(",")):
+        rows.append(_row("CPU", name, "float32", _in_fresh_process(name, "cpu", False, (3, 20, 1), threads)))
+    gpu_models = list(filter(None, args.gpu_models.split(",")))
+    if gpu_models and torch.cuda.is_available():
+        print(f"- GPU: {torch.cuda.get_device_name()}; embeddings median of 10, decodes median of 50, after 3 warm-ups")
+        for name, (bf16, precision) in itertools.product(gpu_models, ((False, "float32"), (True, "bf16 encoder"))):
+            rows.append(_row("GPU", name, precision, _in_fresh_process(name, "cuda", bf16, (10, 50, 3), threads)))
+    elif gpu_models:
+        print("- no GPU: the GPU rows need CUDA")
     print(f"- 1-minute load average before / after the run: {load_before:.2f} / {os.getloadavg()[0]:.2f}\n")
-    print("| device, model | measure | median |")
-    print("| --- | --- | --- |")
+    print(
+        "| device | mask model | precision | weights MB | image embedding ms | box decode (cached) ms | "
+        "refinement (cached) ms | cold box prompt ms | peak MB (CPU: RSS, GPU: allocated) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
 
 
