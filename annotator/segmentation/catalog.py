@@ -86,8 +86,9 @@ GPU_DEFAULT = "sam2.1-large"
 
 def default_mask_model(device_type: str) -> str:
     """The mask model `auto` stands for on a device of `device_type` ("cpu", "cuda", ...): SAM 2.1 tiny on a CPU
-    (its image embedding is several times faster than SAM ViT-B's there, benchmarks/sam_speed.py), SAM 2.1 large
-    on an accelerator (SAM 2's paper: more accurate than SAM ViT-H at a fraction of its embedding time)."""
+    (its image embedding took 3.3-8.2 s where SAM ViT-B's took 15.8-22.5 s on a 2-core CPU, benchmarks/sam_speed.py),
+    SAM 2.1 large on an accelerator, for its masks (SAM 2's paper reports SAM 2 more accurate than SAM on images and
+    6x faster); the GPU rows of benchmarks/sam_speed.py have not been measured yet."""
     return CPU_DEFAULT if device_type == "cpu" else GPU_DEFAULT
 
 
