@@ -27,9 +27,10 @@ MASK_PRESETS = [
 
 @pytest.fixture
 def mask_presets(tmp_path, monkeypatch):
-    """The shipped presets with SAM 2.1 tiny and SAM-HQ ViT-B added to their mask models."""
+    """The shipped presets with SAM 2.1 tiny and SAM-HQ ViT-B among their mask models."""
     data = json.loads((RESOURCES / "models.json").read_text(encoding="utf-8"))
-    data["sam"] += MASK_PRESETS
+    listed = {entry["name"] for entry in data["sam"]}
+    data["sam"] += [entry for entry in MASK_PRESETS if entry["name"] not in listed]
     path = tmp_path / "models.json"
     path.write_text(json.dumps(data), encoding="utf-8")
     load = presets.load_presets
