@@ -8,7 +8,8 @@ Measured on random weights (`lvlm_shapes`): a tiny LLaVA; LLaVA-1.5-7B's real wi
 text layers (`--layers-7b`, default 2); Qwen2-VL-7B's real widths on a 1155 x 866 image (1,271 image tokens at the
 default pixel budget) with fewer text layers (`--layers-qwen`, default 2) and vision blocks (`--vision-blocks-qwen`,
 default 1 of 32: ours and the reference run the same vision tower, so it adds the same time to both). The layer
-counts keep the CPU run within about ten minutes on a shared two-core machine; the heads sit at the same relative
+counts keep that part of the CPU run within about ten minutes on a shared two-core machine (the families' part
+below adds about six); the heads sit at the same relative
 depth as LLaVA-1.5-7B's (14, .) in 32 layers (layer floor(14 / 32 * L)). Each side runs in a fresh process so its
 peak memory is its own. Where CUDA is available, both 7B shapes also run at their real depth in bf16 on the GPU
 (`benchmarks/gpu.sh` runs only those, with SAM's). Then the newer families' smallest shapes (`lvlm_families`:
