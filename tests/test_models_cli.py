@@ -87,6 +87,13 @@ def test_list_names_every_preset_and_only_the_demo_is_on_disk(caches, capsys):
         "sam-vit_h",
         "sam-vit_l",
         "sam-vit_b",
+        "sam2.1-tiny",
+        "sam2.1-small",
+        "sam2.1-base-plus",
+        "sam2.1-large",
+        "sam-hq-vit_b",
+        "sam-hq-vit_l",
+        "sam-hq-vit_h",
         "planted-llava",
         "planted-qwen2-vl",
     ]

@@ -59,7 +59,18 @@ def test_the_presets_offer_llava_and_qwen_checkpoints_three_sam_sizes_and_two_de
         ["llava-1.5"] * 2 + ["qwen2-vl"] * 2 + ["qwen2.5-vl"] * 2 + ["qwen3-vl"] * 3 + ["llava-next"] * 2
         + ["llava-onevision", "deepseek-vl", "deepseek-vl-hybrid"] + ["internvl"] * 2
     )
-    assert [p.model_type for p in loaded.sam] == ["vit_h", "vit_l", "vit_b"]
+    assert [p.model_type for p in loaded.sam] == [
+        "vit_h",
+        "vit_l",
+        "vit_b",
+        "sam2.1-tiny",
+        "sam2.1-small",
+        "sam2.1-base-plus",
+        "sam2.1-large",
+        "sam-hq-vit_b",
+        "sam-hq-vit_l",
+        "sam-hq-vit_h",
+    ]
     assert [d.name for d in loaded.demos] == ["planted-llava", "planted-qwen2-vl"]
     assert loaded.demo.name == "planted-llava"
 
@@ -108,7 +119,8 @@ def test_the_7b_truncated_estimate_is_its_parameter_count_at_two_bytes():
 
 def test_sam_presets_take_url_size_and_sha256_from_segment_not_a_second_copy():
     for preset in load_presets().sam:
-        assert preset.checkpoint is segment.SAM_CHECKPOINTS[preset.model_type]
+        if preset.hub_id is None:
+            assert preset.checkpoint is segment.SAM_CHECKPOINTS[preset.model_type]
     assert "sha256" not in json.dumps(json.loads(presets.PRESETS_FILE.read_text())["sam"])
 
 

@@ -234,7 +234,10 @@ def test_on_first_run_the_window_offers_the_dialog_and_a_chosen_folder_loads_wit
         window.start_models()
     dialog = window.download_dialog
     assert dialog is not None and dialog.isVisible() and not dialog.isModal()
-    assert [dialog.table.topLevelItem(i).text(0) for i in range(2)] == ["llava-1.5-7b", "sam-vit_h"]
+    from annotator.segmentation.segment import resolve_mask_model
+
+    default_mask_model = resolve_mask_model("auto")  # SAM 2.1 tiny on this CPU
+    assert [dialog.table.topLevelItem(i).text(0) for i in range(2)] == ["llava-1.5-7b", default_mask_model]
     qtbot.waitUntil(lambda: window.models_info is not None, timeout=MODEL_TIMEOUT_MS)
     assert window.models_info.is_demo and "Download…" in window.message_bar.button_texts()
 

@@ -12,7 +12,6 @@ from annotator.segmentation.segment import Segmenter
 from annotator.project.geometry import Rle
 from annotator.project.images import load_image
 from annotator.project.store import ProjectStore
-from tests.tiny_sam import build_tiny_sam
 from tests.ui_fixtures import (  # noqa: F401 (fixtures are found by name)
     BOX,
     STEP_TIMEOUT_MS,
@@ -23,11 +22,13 @@ from tests.ui_fixtures import (  # noqa: F401 (fixtures are found by name)
     open_folder,
     planted_model_path,
     propose,
+    mask_kind,
     redo,
     sam_window,
     scene_folder,
     seed_store,
     stored,
+    tiny_mask_backend,
     undo,
     window,
     write_scenes,
@@ -163,14 +164,16 @@ def test_changing_the_category_updates_the_store_and_undo_restores_it(qtbot, win
     assert window.store.category_by_name("ring") is None
 
 
-def test_a_positive_then_a_negative_point_refine_the_mask_and_undo_restores_each(qtbot, sam_window, scene_folder):
+def test_a_positive_then_a_negative_point_refine_the_mask_and_undo_restores_each(
+    qtbot, sam_window, scene_folder, mask_kind
+):
     window = sam_window
     folder, _ = scene_folder
     annotation_id = seed_store(folder)
     open_folder(qtbot, window, folder)
     activate(qtbot, window, annotation_id)
     image_path = window.store.image_path(window.current_image_id)
-    reference = Segmenter(build_tiny_sam(), cache_size=1)
+    reference = Segmenter(tiny_mask_backend(mask_kind), cache_size=1)
     image = load_image(image_path)
 
     with qtbot.waitSignal(window.annotations_changed, timeout=STEP_TIMEOUT_MS):
@@ -211,7 +214,7 @@ def test_backspace_removes_the_last_point_and_sam_redraws_the_mask_without_it(qt
     assert window.undo_stack.count() == 3
 
 
-def test_a_moved_box_is_segmented_again_from_its_new_place(qtbot, sam_window, scene_folder):
+def test_a_moved_box_is_segmented_again_from_its_new_place(qtbot, sam_window, scene_folder, mask_kind):
     window = sam_window
     folder, _ = scene_folder
     annotation_id = seed_store(folder)
@@ -222,7 +225,7 @@ def test_a_moved_box_is_segmented_again_from_its_new_place(qtbot, sam_window, sc
     x0, y0, x1, y1 = BOX
     moved = (x0 + dx, y0 + dy, x1 + dx, y1 + dy)
     image = load_image(window.store.image_path(window.current_image_id))
-    expected = Segmenter(build_tiny_sam(), cache_size=1).segment_box(0, image, moved)
+    expected = Segmenter(tiny_mask_backend(mask_kind), cache_size=1).segment_box(0, image, moved)
     assert stored(window, annotation_id).rle == Rle.from_mask(expected.mask)
     undo(qtbot, window)
     assert stored(window, annotation_id).rle is None

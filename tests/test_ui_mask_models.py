@@ -10,7 +10,13 @@ from annotator.ui.model_loading import load_models
 from annotator.ui.settings import ModelSettings
 from annotator.ui.settings_dialog import SettingsDialog
 from tests.tiny_sam2 import build_tiny_sam2, cache_tiny_sam2, hub_cache  # noqa: F401 (fixture)
-from tests.ui_fixtures import app_settings, isolated_qsettings, planted_model_path  # noqa: F401 (fixtures)
+from tests.ui_fixtures import (  # noqa: F401 (fixtures)
+    MODEL_TIMEOUT_MS,
+    app_settings,
+    isolated_qsettings,
+    make_window,
+    planted_model_path,
+)
 
 
 def test_settings_offer_every_mask_model_and_keep_the_chosen_one(qtbot, app_settings):
@@ -41,6 +47,20 @@ def test_the_auto_mask_model_loads_sam2_tiny_on_the_cpu(hub_cache, planted_model
     loaded.segmenter.close()
     assert "Loading SAM 2.1 tiny…" in messages
     assert loaded.segmenter.label == "SAM 2.1 tiny"
+    assert (loaded.info.sam_type, loaded.info.sam_device) == ("sam2.1-tiny", "cpu")
+
+
+def test_the_status_bar_says_which_mask_model_runs_on_which_device(qtbot, make_window, app_settings, hub_cache):
+    import dataclasses
+
+    cache_tiny_sam2(hub_cache, build_tiny_sam2())
+    chosen = dataclasses.replace(app_settings.model_settings(), sam_type="auto", device="cpu")
+    app_settings.set_model_settings(chosen)
+    window = make_window(app_settings)
+    with qtbot.waitSignal(window.models_changed, timeout=MODEL_TIMEOUT_MS) as loaded:
+        window.start_models()
+    assert loaded.args[0] is not None
+    assert window.model_label.text().endswith("· SAM 2.1 tiny on cpu")
 
 
 def test_a_sam_hq_model_not_downloaded_leaves_coarse_masks_and_a_note_saying_how_to_get_it(

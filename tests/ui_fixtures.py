@@ -82,18 +82,33 @@ def scene_folder(tmp_path: Path) -> tuple[Path, dict[str, Scene]]:
     return folder, write_scenes(folder, [11, 12, 13])
 
 
-def planted_models_with_tiny_sam(planted_model_path: Path) -> LoadedModels:
+def tiny_mask_backend(kind: str = "sam"):
+    """A tiny mask back end with random weights: segment-anything SAM ("sam") or SAM 2.1 through transformers."""
+    if kind == "sam2.1":
+        from tests.tiny_sam2 import build_tiny_sam2
+
+        return build_tiny_sam2()
+    from tests.tiny_sam import build_tiny_sam
+
+    return build_tiny_sam()
+
+
+@pytest.fixture(params=["sam", "sam2.1"])
+def mask_kind(request) -> str:
+    """Each mask back end in turn, so the editing tests run against every one."""
+    return request.param
+
+
+def planted_models_with_tiny_sam(planted_model_path: Path, kind: str = "sam") -> LoadedModels:
     """The planted LLaVA with its heads and a tiny random-weight SAM (tests/tiny_sam.py), ready for `use_models`."""
     from annotator.grounding.grounder import Grounder
     from annotator.grounding.heads import find_heads_file
     from annotator.lvlm.engine import LvlmEngine
     from annotator.proposer import Proposer
     from annotator.segmentation.segment import Segmenter
-    from tests.tiny_sam import build_tiny_sam
-
     heads = find_heads_file(str(planted_model_path))
     grounder = Grounder(LvlmEngine.load(planted_model_path), heads.heads)
-    segmenter = Segmenter(build_tiny_sam(), cache_size=4)
+    segmenter = Segmenter(tiny_mask_backend(kind), cache_size=4)
     info = ModelsInfo(
         model=str(planted_model_path),
         heads=tuple(grounder.heads),
@@ -108,11 +123,11 @@ def planted_models_with_tiny_sam(planted_model_path: Path) -> LoadedModels:
 
 
 @pytest.fixture
-def sam_window(qtbot, make_window, app_settings: AppSettings, planted_model_path: Path) -> MainWindow:
+def sam_window(qtbot, make_window, app_settings: AppSettings, planted_model_path: Path, mask_kind: str) -> MainWindow:
     """A shown main window with the planted model and a tiny SAM, so points and boxes re-prompt a real Segmenter."""
     window = make_window(app_settings)
     with qtbot.waitSignal(window.models_changed, timeout=MODEL_TIMEOUT_MS):
-        window.use_models(planted_models_with_tiny_sam(planted_model_path))
+        window.use_models(planted_models_with_tiny_sam(planted_model_path, mask_kind))
     return window
 
 
@@ -222,6 +237,8 @@ __all__ = [
     "make_window",
     "open_folder",
     "planted_model_path",
+    "mask_kind",
+    "tiny_mask_backend",
     "planted_models_with_tiny_sam",
     "sam_window",
     "propose",

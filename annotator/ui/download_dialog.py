@@ -95,15 +95,21 @@ def missing_downloads(models: ModelSettings, presets: Presets | None = None) -> 
                 source.measure,
             )
         )
-    sam = next((p for p in presets.sam if p.model_type == models.sam_type), None)
+    sam_type = models.sam_type
+    if sam_type == "auto":
+        from annotator.segmentation.segment import resolve_mask_model
+
+        sam_type = resolve_mask_model(sam_type, None if models.device == "auto" else models.device)
+    sam = next((p for p in presets.sam if p.model_type == sam_type), None)
     if sam is not None and not models.sam_checkpoint:
         if not _complete(local_copy(sam)):
+            official = sam.hub_id is None
             items.append(
                 DownloadItem(
                     sam.name,
                     sam.description,
-                    sam.checkpoint.size_bytes,
-                    str(user_cache_dir() / "sam"),
+                    sam.checkpoint.size_bytes if official else None,
+                    str(user_cache_dir() / "sam") if official else f"Hugging Face cache {constants.HF_HUB_CACHE}",
                     lambda progress, sam=sam: download_sam(sam, progress),
                 )
             )

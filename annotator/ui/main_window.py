@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 
 from annotator.errors import AnnotatorError
 from annotator.grounding.frame import ImageFrame
+from annotator.segmentation.catalog import mask_model_label
 from annotator.project.coco import export_coco, export_refcoco
 from annotator.project.geometry import Rle
 from annotator.project.store import Annotation, ProjectStore
@@ -415,8 +416,8 @@ class MainWindow(QMainWindow):
         self.models_info = info
         heads = ", ".join(f"L{layer}H{head}" for layer, head in info.heads)
         name = "demo model" if info.is_demo else Path(info.model).name
-        sam = f"SAM {info.sam_type}" if info.sam_type else "no SAM"
-        self.model_label.setText(f"{name} · {sam} · {info.device}")
+        sam = f"{mask_model_label(info.sam_type)} on {info.sam_device or info.device}" if info.sam_type else "no SAM"
+        self.model_label.setText(f"{name} on {info.device} · {sam}")
         self.model_label.setToolTip(f"{info.model}\nheads {heads} ({info.heads_source})")
         self.show_status(f"Model ready in {info.load_seconds:.1f} s: {name}, heads {heads}, {sam}.")
         self._update_busy()

@@ -31,7 +31,8 @@ _DTYPES = {"float32", "bfloat16", "float16"}
 
 @dataclass(frozen=True)
 class ModelsInfo:
-    """What got loaded: the model id/path, its heads (0-based layer, head), SAM (or None) and the load time."""
+    """What got loaded: the model id/path, its heads (0-based layer, head), the mask model (or None) and its device,
+    and the load time."""
 
     model: str
     heads: tuple[tuple[int, int], ...]
@@ -41,6 +42,7 @@ class ModelsInfo:
     is_demo: bool
     device: str
     load_seconds: float
+    sam_device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,11 +119,14 @@ def load_models(models: ModelSettings, progress: Callable[[str], None]) -> Loade
         max_image_tokens=models.max_image_tokens or None,
     )
     segmenter, sam_note = _load_sam(models, device, progress)
+    from annotator.segmentation.segment import resolve_mask_model
+
     info = ModelsInfo(
         model=models.model,
         heads=tuple(grounder.heads),
         heads_source=heads_file.source,
-        sam_type=models.sam_type if segmenter is not None else None,
+        sam_type=None if segmenter is None else resolve_mask_model(models.sam_type, segmenter.device),
+        sam_device=None if segmenter is None else str(segmenter.device),
         sam_note=sam_note,
         is_demo=models.is_demo,
         device=str(grounder.engine.device),

@@ -25,11 +25,12 @@ MAX_EXPRESSION_HISTORY = 200
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """What the worker loads: the LLaVA model (hub id or folder), its heads file and SAM.
+    """What the worker loads: the vision-language model (hub id or folder), its heads file and the mask model.
 
-    `heads_file` "" means the model folder's `heads.json`, else the known heads for the model id.
-    `sam_checkpoint` "" means the user cache's official checkpoint for `sam_type`; `sam_type` "none" means no SAM
-    (masks are the heads' coarse regions). `device` and `dtype` "auto" let the engine choose; `load_in_4bit` loads
+    `heads_file` "" means the model folder's `heads.json`, else the known heads for the model id. `sam_type`: the
+    mask model (`annotator.segmentation.catalog`): "auto" (the default: SAM 2.1 tiny on a CPU, SAM 2.1 large on a
+    GPU), a SAM size ("vit_h"...), "sam2.1-tiny"..., "sam-hq-vit_b"..., or "none" (masks are the heads' coarse
+    regions); `sam_checkpoint` "" means the user cache's official checkpoint (SAM) or the Hugging Face cache. `device` and `dtype` "auto" let the engine choose; `load_in_4bit` loads
     the text layers in 4-bit through bitsandbytes (CUDA only; for GPUs with little memory). `max_image_tokens`: the
     native-resolution families' budget in image tokens (Qwen2-VL: one per 28 x 28 px, Qwen3-VL: 32 x 32; 0 = the
     checkpoint's own, 16,384 for the Qwen releases; fixed grids ignore it). Cache sizes count images.
@@ -37,7 +38,7 @@ class ModelSettings:
 
     model: str = DEFAULT_MODEL
     heads_file: str = ""
-    sam_type: str = "vit_h"
+    sam_type: str = "auto"
     sam_checkpoint: str = ""
     device: str = "auto"
     dtype: str = "auto"
