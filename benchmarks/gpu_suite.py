@@ -3,12 +3,13 @@
 Sections: the grounding engine on LLaVA-1.5-7B's and Qwen2-VL-7B's shapes (`lvlm_shapes`) at their real depth
 (32 and 28 text layers, Qwen's 32 vision blocks) in bf16 with random weights, ours (truncated after the heads'
 layer, first and further expression on an image) against the reference path (eager, `output_attentions=True`, every
-layer + LM head), as `lvlm_speed` measures them; SAM vit_h's image embedding and decodes, float32 and with the
-encoder in bf16, as `sam_speed` measures them. Everything runs in this one process, one section after another; each
+layer + LM head), as `lvlm_speed` measures them; the mask models' image embedding and decodes (SAM vit_h, SAM 2.1
+tiny and large, SAM-HQ ViT-H at their released shapes), float32 and with the encoder in bf16, as `sam_speed`
+measures them: the rows the GPU default mask model is to be chosen from. Everything runs in this one process, one section after another; each
 side's peak memory is CUDA's peak allocation since that side started, its model freed before the next one. A section
 that fails is a row saying so, and the others still run; sections that would start after `BUDGET_S` are skipped.
 
-`--dry-run`: every section at tiny sizes on the CPU (the tests' tiny LLaVA, Qwen2-VL and SAM), which checks the
+`--dry-run`: every section at tiny sizes on the CPU (the tests' tiny LLaVA, Qwen2-VL, SAM, SAM 2.1 and SAM-HQ), which checks the
 script, not the GPU; its figures mean nothing. Without `--dry-run` and without CUDA it prints "no GPU" and exits 0.
 """
 
@@ -29,7 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 BUDGET_S = 420.0
-SECTIONS = ("LLaVA-1.5-7B", "Qwen2-VL-7B", "SAM vit_h")
+MASK_SECTIONS = {"SAM vit_h": "vit_h", "SAM 2.1 tiny": "sam2.1-tiny", "SAM 2.1 large": "sam2.1-large",
+                 "SAM-HQ ViT-H": "sam-hq-vit_h"}  # fmt: skip
+"""Each mask family's section and the catalog model it measures (the GPU default is chosen from these rows)."""
+SECTIONS = ("LLaVA-1.5-7B", "Qwen2-VL-7B", *MASK_SECTIONS)
 HEADER = (
     "| section | measure | median ms | speed-up vs reference | peak MB | parameters MB |\n"
     "|---|---|---:|---:|---:|---:|"
@@ -44,12 +48,12 @@ class Settings:
     llava: tuple[str, int]
     qwen: tuple[str, int]
     lvlm_repeats: int
-    sam_model: str
+    tiny_masks: bool
     sam_repeats: tuple[int, int, int]
 
 
-GPU = Settings("cuda", ("llava-7b", 32), ("qwen-7b", 28), 5, "vit_h", (10, 50, 3))
-DRY_RUN = Settings("cpu", ("llava-tiny", 8), ("qwen-tiny", 4), 2, "tiny", (2, 3, 1))
+GPU = Settings("cuda", ("llava-7b", 32), ("qwen-7b", 28), 5, False, (10, 50, 3))
+DRY_RUN = Settings("cpu", ("llava-tiny", 8), ("qwen-tiny", 4), 2, True, (2, 3, 1))
 
 
 def lvlm_rows(section: str, shape: tuple[str, int], settings: Settings) -> list[str]:
@@ -75,10 +79,31 @@ def lvlm_rows(section: str, shape: tuple[str, int], settings: Settings) -> list[
     ]
 
 
+def mask_backend(name: str, tiny: bool):
+    """The mask model `name` at its released shapes with random weights, or (`tiny`) the tests' tiny one of its
+    family."""
+    if not tiny:
+        from sam_speed import build
+
+        return build(name)
+    if name.startswith("sam2.1"):
+        from tests.tiny_sam2 import build_tiny_sam2
+
+        return build_tiny_sam2()
+    if name.startswith("sam-hq"):
+        from tests.tiny_sam2 import build_tiny_sam_hq
+
+        return build_tiny_sam_hq()
+    from annotator.segmentation.sam_v1 import SamV1Backend
+    from tests.tiny_sam import build_tiny_sam
+
+    return SamV1Backend(build_tiny_sam())
+
+
 def sam_rows(section: str, settings: Settings) -> list[str]:
-    """SAM's embedding, cold and cached box prompt and cached refinement, float32 and with the encoder in bf16."""
+    """A mask model's embedding, cold and cached box prompt and cached refinement, float32 and with the encoder in
+    bf16."""
     import torch
-    from segment_anything import sam_model_registry
 
     from annotator.segmentation.segment import Segmenter
     from lvlm_speed import peak_memory_mb, reset_peak_memory
@@ -86,21 +111,18 @@ def sam_rows(section: str, settings: Settings) -> list[str]:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        if settings.sam_model == "tiny":
-            from tests.tiny_sam import build_tiny_sam
+        backend = mask_backend(MASK_SECTIONS[section], settings.tiny_masks)
+    from annotator.segmentation.sam_v1 import SamV1Backend
 
-            sam = build_tiny_sam()
-        else:
-            sam = sam_model_registry[settings.sam_model]()
-    sam = sam.to(settings.device)
-    params = sum(p.numel() * p.element_size() for p in sam.parameters()) / 2**20
+    module = (backend.sam if isinstance(backend, SamV1Backend) else backend.model).to(settings.device)
+    params = sum(p.numel() * p.element_size() for p in module.parameters()) / 2**20
     embed_repeats, decode_repeats, warmup = settings.sam_repeats
     rows = []
     for dtype, name in ((torch.float32, "float32"), (torch.bfloat16, "bf16 encoder")):
         free_memory()
         reset_peak_memory(settings.device)
         baseline_kb = peak_rss_kb()
-        with Segmenter(sam, encoder_dtype=dtype) as segmenter:
+        with Segmenter(backend, encoder_dtype=dtype) as segmenter:
             m = measure(segmenter, embed_repeats=embed_repeats, decode_repeats=decode_repeats, warmup=warmup)
         peak = f"{peak_memory_mb(settings.device, baseline_kb):.0f}"
         for measure_name, key in (
@@ -129,7 +151,7 @@ def sections(settings: Settings) -> list[tuple[str, Callable[[], list[str]]]]:
     return [
         (SECTIONS[0], lambda: lvlm_rows(SECTIONS[0], settings.llava, settings)),
         (SECTIONS[1], lambda: lvlm_rows(SECTIONS[1], settings.qwen, settings)),
-        (SECTIONS[2], lambda: sam_rows(SECTIONS[2], settings)),
+        *((section, lambda section=section: sam_rows(section, settings)) for section in MASK_SECTIONS),
     ]
 
 
@@ -181,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         f"the side started (on the CPU: the growth of the process's peak RSS)"
     )
     embed_repeats, decode_repeats, warmup = settings.sam_repeats
+    masks = "the tests' tiny models of each family" if settings.tiny_masks else "released shapes, random weights"
     print(
-        f"- SAM {settings.sam_model}: 640 x 480 image; embeddings median of {embed_repeats}, decodes of "
+        f"- mask models ({masks}): 640 x 480 image; embeddings median of {embed_repeats}, decodes of "
         f"{decode_repeats}, after {warmup} warm-up(s)"
     )
     print(f"- total {time.perf_counter() - started:.0f} s, load average {os.getloadavg()[0]:.1f}\n")

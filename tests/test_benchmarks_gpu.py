@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("LLaVA-1.5-7B", "Qwen2-VL-7B", "SAM vit_h")
+SECTIONS = ("LLaVA-1.5-7B", "Qwen2-VL-7B", "SAM vit_h", "SAM 2.1 tiny", "SAM 2.1 large", "SAM-HQ ViT-H")
 TABLE_HEADER = "| section | measure | median ms | speed-up vs reference | peak MB | parameters MB |"
 
 
