@@ -31,7 +31,7 @@ from annotator.project.refer import DATASETS, SPLIT_BYS, SPLITS, check_images_pr
 
 
 FIND_HEADS_HELP = """\
-The paper's head discovery (docs/method.md) for any supported checkpoint (LLaVA-1.5, Qwen2-VL, Qwen2.5-VL; a
+The paper's head discovery (docs/method.md) for any supported checkpoint (every family in `annotator models list`; a
 model with no shipped heads needs this first, and no ground truth: image/expression pairs suffice): run it over
 image/expression pairs, average each head's image-attention sum, take tau at the elbow of the sorted sums,
 and let each sample vote for its lowest-entropy heads above tau (layers 0-1 excluded). Writes the heads file

@@ -94,7 +94,7 @@ def add_model_options(parser: argparse.ArgumentParser, default_model: str | None
             "--model",
             required=True,
             metavar="ID|PATH",
-            help="preset name, hub id or local folder of a LLaVA-1.5, Qwen2-VL or Qwen2.5-VL checkpoint",
+            help="preset name, hub id or local checkpoint folder (`annotator models list`)",
         )
     else:
         group.add_argument(

@@ -423,7 +423,7 @@ class MainWindow(QMainWindow):
         self._update_busy()
         self._update_title()
         if info.is_demo:
-            why = f"No LLaVA model on this machine yet: {self._demo_reason}\n" if self._demo_reason else ""
+            why = f"The chosen model is not on this machine yet: {self._demo_reason}\n" if self._demo_reason else ""
             download = [("Download…", self.open_downloads)] if why and self._missing_downloads() else []
             self.message_bar.show_message(
                 why + "Using the demo model: a tiny planted LLaVA that finds coloured shapes by their colour word "
@@ -493,7 +493,7 @@ class MainWindow(QMainWindow):
         if first_run and failed is not None and not failed.is_demo:
             self._demo_reason = message
             self.message_bar.show_message(
-                f"No LLaVA model on this machine yet: {message}\nLoading the demo model meanwhile…",
+                f"The chosen model is not on this machine yet: {message}\nLoading the demo model meanwhile…",
                 "warning",
                 [("Settings…", self.open_settings)],
                 topic="model",
@@ -761,7 +761,7 @@ class MainWindow(QMainWindow):
         count = f"{len(result.proposals)} proposals, " if len(result.proposals) > 1 else ""
         note = f" · {proposal.mask_note}" if proposal.mask_note else ""
         self.show_status(
-            f"“{result.expression}”: {count}{result.elapsed_ms:.0f} ms in all — LLaVA {timing.total_ms:.0f} ms "
+            f"“{result.expression}”: {count}{result.elapsed_ms:.0f} ms in all — model {timing.total_ms:.0f} ms "
             f"({prefix}, expression {timing.expression_ms:.0f} ms), mask and drawing {rest:.0f} ms · "
             f"score {proposal.score:.2f}{note}"
         )

@@ -58,7 +58,7 @@ class SettingsDialog(QDialog):
         self.model.setEditable(True)
         self.model.addItems([*(preset.hub_id for preset in load_presets().lvlm), str(DEMO_MODEL_PATH)])
         self.model.setEditText(models.model)
-        self.model.setToolTip("A Hugging Face hub id (llava-hf/..., Qwen/...) or a local LLaVA-1.5, Qwen2-VL or Qwen2.5-VL folder")
+        self.model.setToolTip("A preset name, a Hugging Face hub id (llava-hf/..., Qwen/...) or a local model folder")
         self.heads_file = QLineEdit(models.heads_file)
         self.heads_file.setPlaceholderText("automatic: the model folder's heads.json or the known heads")
         self.sam_type = QComboBox()
@@ -77,7 +77,7 @@ class SettingsDialog(QDialog):
         self.dtype = QComboBox()
         self.dtype.addItems(list(DTYPES))
         self.dtype.setCurrentText(models.dtype)
-        self.load_in_4bit = QCheckBox("Load LLaVA's text layers in 4-bit (needs a CUDA GPU and bitsandbytes)")
+        self.load_in_4bit = QCheckBox("Load the text layers in 4-bit (needs a CUDA GPU and bitsandbytes)")
         self.load_in_4bit.setChecked(models.load_in_4bit)
         self.load_in_4bit.setToolTip(
             "The text layers take about a quarter of their bf16 memory ('annotator models list' gives the estimates); "
@@ -87,7 +87,7 @@ class SettingsDialog(QDialog):
         self.max_image_tokens.setSpecialValueText("the checkpoint's (Qwen releases: 16384)")
         self.max_image_tokens.setToolTip(
             "Qwen2-VL / Qwen2.5-VL read images at their own resolution, one token per 28 x 28 pixels, up to this many "
-            "tokens: more find smaller objects and cost more time. LLaVA-1.5's fixed 24 x 24 grid ignores it."
+            "tokens: more find smaller objects and cost more time. Fixed grids (LLaVA-1.5, DeepSeek-VL) ignore it."
         )
         self.prefix_cache = _spin(0, 256, models.prefix_cache_images, " images")
         self.sam_cache = _spin(1, 256, models.sam_cache_images, " images")
@@ -112,7 +112,7 @@ class SettingsDialog(QDialog):
         form.addRow(_note("Applying a change here reloads the models in the background."))
         caches_page = QWidget()
         caches = QFormLayout(caches_page)
-        caches.addRow("LLaVA image prefixes kept", self.prefix_cache)
+        caches.addRow("Image prefixes kept (model)", self.prefix_cache)
         caches.addRow("SAM image embeddings kept", self.sam_cache)
         caches.addRow("Decoded images kept", self.image_cache)
         caches.addRow("Polygon tolerance (export and outlines)", self.tolerance)
@@ -225,7 +225,7 @@ class SettingsDialog(QDialog):
             self.shortcuts.item(row, 1).setText("; ".join(shortcut.keys))
 
     def _browse_model(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "LLaVA-1.5 model folder", self.model.currentText())
+        folder = QFileDialog.getExistingDirectory(self, "Model folder", self.model.currentText())
         if folder:
             self.model.setEditText(folder)
 
