@@ -169,7 +169,8 @@ def _score(args: argparse.Namespace, dataset, truths, predictions_path: Path, im
 
 def _settings(args: argparse.Namespace, heads) -> dict:
     """What decides the proposals besides the images: a rerun into the same folder must ask the same."""
-    budget = {} if args.min_pixels is None and args.max_pixels is None else {"pixels": [args.min_pixels, args.max_pixels]}
+    pixels = [args.min_pixels, args.max_pixels]
+    budget = {} if pixels == [None, None] else {"pixels": pixels}
     return budget | {
         "model": args.model,
         "heads": [[int(layer), int(head)] for layer, head in heads],
