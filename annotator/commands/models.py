@@ -15,9 +15,10 @@ MODELS_HELP = """\
 The model presets (resources/models.json): LLaVA-1.5 7B/13B, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA-NeXT,
 LLaVA-OneVision, DeepSeek-VL and InternVL3 checkpoints from the Hugging Face Hub, the mask models (SAM ViT-H/L/B,
 SAM 2.1 tiny/small/base-plus/large, SAM-HQ ViT-B/L/H) and the planted demo models. The HEADS column says whether
-a model's localization heads ship with the app or must be found with `annotator find-heads` first. A download fetches only the shards up to the deepest localization head unless --full
-is given (a model whose heads are unknown is fetched whole); it goes into the Hugging Face cache (HF_HOME), resumes
-after a cut connection and checks the free disk space first. SAM 2.1 and SAM-HQ go the same way; the official SAM
+a model's localization heads ship with the app or must be found with `annotator find-heads` first. A download
+fetches only the shards up to the deepest localization head unless --full is given (a model whose heads are unknown
+is fetched whole); it goes into the Hugging Face cache (HF_HOME), resumes after a cut connection and checks the free
+disk space first. SAM 2.1 and SAM-HQ go the same way; the official SAM
 checkpoints go into the user cache, resumable and SHA-256 checked.
 
 examples:
