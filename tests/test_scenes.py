@@ -7,16 +7,15 @@ import pytest
 
 from annotator.grounding.frame import ImageFrame
 from annotator.synthetic.scenes import (
-    DEMO_SCENES,
     PALETTE,
     SHAPE_WORDS,
     SceneConfig,
     box_iou,
-    demo_scene,
     generate_scene,
     generate_scenes,
 )
 from annotator.paths import DEMO_DIR
+from annotator.synthetic.demo_scenes import DEMO_SCENES, demo_scene
 
 LLAVA_GRID, LLAVA_INPUT = 24, 336
 

@@ -13,7 +13,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from PySide6.QtCore import Qt, QTimer
 
-from annotator.synthetic.scenes import write_demo
+from annotator.synthetic.demo_scenes import write_demo
 from annotator.paths import DEMO_DIR
 from annotator.ui.export_dialog import ExportDialog
 from annotator.ui.settings import DEFAULT_MODEL, AppSettings, ModelSettings
