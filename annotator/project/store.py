@@ -612,6 +612,31 @@ class ProjectStore:
         """The category with this name, added (undoably) if there is none."""
         return self.category_by_name(name) or self.add_category(name, supercategory)
 
+    def label_set(self) -> list[str] | None:
+        """The project's fixed category list in its order (`annotator FOLDER --labels`), None when it has none."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'label_set'").fetchone()
+        return None if row is None else list(json.loads(row[0]))
+
+    def set_label_set(self, names: Sequence[str] | None) -> list[str] | None:
+        """Fix the project's categories to `names` (duplicates and blanks dropped, order kept), adding a category
+        for each name not yet in the store; None lifts the restriction. Not an undo step: it is a project
+        setting, like the image root. Categories already used stay, in or out of the set."""
+        if names is None:
+            with self._transaction():
+                self._db.execute("DELETE FROM meta WHERE key = 'label_set'")
+            return None
+        kept = list(dict.fromkeys(name.strip() for name in names if name.strip()))
+        if not kept:
+            raise ValueError("a label set needs at least one name")
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('label_set', ?)", (json.dumps(kept),)
+            )
+            for name in kept:
+                if self.category_by_name(name) is None:
+                    self._db.execute("INSERT INTO categories (name, supercategory) VALUES (?, '')", (name,))
+        return kept
+
     # ----- annotations -----------------------------------------------------------------------------------------
 
     def annotation(self, annotation_id: int) -> Annotation:
@@ -744,8 +769,12 @@ class ProjectStore:
         width, height = self._known_size(current.image_id)
         return self._edit(annotation_id, "edit box", _box_columns(box_xyxy, width, height))
 
-    def update_mask(self, annotation_id: int, rle: Rle | None) -> Annotation:
-        """Replace the mask (None: box-only); a non-empty mask also sets the box to its tight box."""
+    def update_mask(
+        self, annotation_id: int, rle: Rle | None, *, points: Sequence[Sequence[float]] | None = None
+    ) -> Annotation:
+        """Replace the mask (None: box-only); a non-empty mask also sets the box to its tight box. `points`, when
+        given, become the annotation's SAM refinement points (`extra["points"]`, `[[x, y, 1 | 0], ...]`; an empty
+        list removes them) in the same undo step, so refining after reopening the folder goes on from them."""
         current = self.annotation(annotation_id)
         width, height = self._known_size(current.image_id)
         values = _mask_columns(rle)
@@ -755,6 +784,11 @@ class ProjectStore:
             if rle.box_xyxy is None:
                 raise ValueError("the mask is empty; use None for a box-only annotation")
             values.update(_box_columns(rle.box_xyxy, width, height))
+        if points is not None:
+            extra = {key: value for key, value in current.extra.items() if key != "points"}
+            if points:
+                extra["points"] = [[float(v) for v in point] for point in points]
+            values["extra"] = json.dumps(extra)
         return self._edit(annotation_id, "edit mask", values)
 
     def update_category(self, annotation_id: int, category_id: int) -> Annotation:

@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from annotator.review.points import PromptPoint
 from annotator.ui.image_pyramid import ImagePyramid
 from annotator.ui.palette import pending_colour
 
@@ -57,15 +58,6 @@ MAX_ZOOM = 64.0
 
 
 @dataclass(frozen=True)
-class CanvasPoint:
-    """A SAM refinement point in original pixels; `positive` False marks background."""
-
-    x: float
-    y: float
-    positive: bool
-
-
-@dataclass(frozen=True)
 class CanvasAnnotation:
     """What the canvas draws for one annotation; `key` identifies it to the window (store id or pending key).
 
@@ -78,7 +70,7 @@ class CanvasAnnotation:
     colour: QColor
     pending: bool = False
     outline: QPainterPath | None = field(default=None, compare=False)
-    points: tuple[CanvasPoint, ...] = ()
+    points: tuple[PromptPoint, ...] = ()
 
 
 class ImageItem(QGraphicsItem):

@@ -39,7 +39,8 @@ from annotator.project.coco import export_coco, export_refcoco
 from annotator.project.geometry import Rle
 from annotator.project.store import Annotation, ProjectStore
 from annotator.ui.annotate_panel import AnnotatePanel, AnnotationRow
-from annotator.ui.canvas import BoxXyxy, Canvas, CanvasAnnotation, CanvasPoint
+from annotator.review.points import PromptPoint
+from annotator.ui.canvas import BoxXyxy, Canvas, CanvasAnnotation
 from annotator.ui.category_guess import default_category
 from annotator.ui.commands import HistoryRefused, StoreCommand, redo_in_step, undo_in_step
 from annotator.ui.download_dialog import DownloadDialog, DownloadItem, llava_missing, missing_downloads
@@ -97,7 +98,7 @@ class PendingAnnotation:
     heads: tuple[tuple[int, int], ...]
     category: str
     mask_kind: str = "none"
-    points: tuple[CanvasPoint, ...] = ()
+    points: tuple[PromptPoint, ...] = ()
     shown: ShownProposal | None = None
 
 
@@ -130,7 +131,7 @@ class MainWindow(QMainWindow):
         self._proposal_seq: int | None = None
         self._proposal_expression = ""
         self._segment_seq: dict[Hashable, int] = {}
-        self._points: dict[int, tuple[CanvasPoint, ...]] = {}
+        self._points: dict[int, tuple[PromptPoint, ...]] = {}
         self._outlines: dict[tuple[int, int, str], QPainterPath] = {}
         self._outline_requested: set[tuple[int, int, str]] = set()
         self._image_ready = False
@@ -1069,7 +1070,7 @@ class MainWindow(QMainWindow):
     def add_point(self, key: Hashable, x: float, y: float, positive: bool) -> None:
         if not self._has_sam():
             return
-        points = self._points_of(key) + (CanvasPoint(x, y, positive),)
+        points = self._points_of(key) + (PromptPoint(x, y, positive),)
         self._prompt_points(key, points)
 
     def remove_point(self, key: Hashable, index: int) -> None:
@@ -1105,13 +1106,13 @@ class MainWindow(QMainWindow):
             return False
         return True
 
-    def _points_of(self, key: Hashable) -> tuple[CanvasPoint, ...]:
+    def _points_of(self, key: Hashable) -> tuple[PromptPoint, ...]:
         if isinstance(key, str):
             pending = self._pending.get(key)
             return pending.points if pending is not None else ()
         return self._points.get(key, ())
 
-    def _prompt_points(self, key: Hashable, points: tuple[CanvasPoint, ...]) -> None:
+    def _prompt_points(self, key: Hashable, points: tuple[PromptPoint, ...]) -> None:
         """Show the new points at once and ask SAM for the mask they describe."""
         store = self.store
         if store is None:
@@ -1131,7 +1132,7 @@ class MainWindow(QMainWindow):
         self._pending_points_shown(key, points)
         self._update_busy()
 
-    def _pending_points_shown(self, key: Hashable, points: tuple[CanvasPoint, ...]) -> None:
+    def _pending_points_shown(self, key: Hashable, points: tuple[PromptPoint, ...]) -> None:
         """Draw `points` on the annotation until SAM answers."""
         self._refresh_annotations(points_override={key: points})
 
@@ -1248,7 +1249,7 @@ class MainWindow(QMainWindow):
         before = self._points.get(annotation_id, ())
         after = update.points
 
-        def set_points(points: tuple[CanvasPoint, ...]) -> Callable[[], None]:
+        def set_points(points: tuple[PromptPoint, ...]) -> Callable[[], None]:
             def apply() -> None:
                 if points:
                     self._points[annotation_id] = points
@@ -1443,7 +1444,7 @@ class MainWindow(QMainWindow):
         return [a for a in self.store.annotations(self.current_image_id) if a.status != "rejected"]
 
     def _canvas_annotations(
-        self, points_override: dict[Hashable, tuple[CanvasPoint, ...]] | None = None
+        self, points_override: dict[Hashable, tuple[PromptPoint, ...]] | None = None
     ) -> list[CanvasAnnotation]:
         overrides = points_override or {}
         if not self._image_ready:
@@ -1489,7 +1490,7 @@ class MainWindow(QMainWindow):
             self.image_loader.outline(self.current_image_id, tuple(missing))
         return drawn
 
-    def _refresh_annotations(self, points_override: dict[Hashable, tuple[CanvasPoint, ...]] | None = None) -> None:
+    def _refresh_annotations(self, points_override: dict[Hashable, tuple[PromptPoint, ...]] | None = None) -> None:
         """Redraw the current image's annotations and the panels that describe them. With nothing active, the
         annotation Enter and Esc would act on becomes active, so the annotator sees which one it is."""
         self.canvas.set_annotations(self._canvas_annotations(points_override))

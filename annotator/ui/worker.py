@@ -32,7 +32,7 @@ from PySide6.QtGui import QImage, QPainterPath
 from annotator.errors import AnnotatorError, ModelUnavailable
 from annotator.project.geometry import Rle
 from annotator.project.images import DEFAULT_MAX_PIXELS, load_image
-from annotator.ui.canvas import CanvasPoint
+from annotator.review.points import PromptPoint
 from annotator.ui.image_pyramid import ImagePyramid, build_pyramid
 from annotator.ui.model_loading import LoadedModels, cpu_threads_for_app, load_models
 from annotator.ui.rendering import grid_map_image, heatmap_image, mask_outline
@@ -137,7 +137,7 @@ class SegmentJob:
     key: Hashable
     purpose: str
     box_xyxy: BoxXyxy
-    points: tuple[CanvasPoint, ...] = ()
+    points: tuple[PromptPoint, ...] = ()
     previous_box_xyxy: BoxXyxy | None = None
     previous_mask: np.ndarray | None = None
     droppable: bool = True
@@ -269,7 +269,7 @@ class MaskUpdate:
     mask: np.ndarray | None
     mask_score: float | None
     outline: QPainterPath | None
-    points: tuple[CanvasPoint, ...]
+    points: tuple[PromptPoint, ...]
     elapsed_ms: float
     project: int = 0
 
@@ -653,7 +653,7 @@ class InferenceClient(_WorkerThread):
         key: Hashable,
         purpose: str,
         box_xyxy: BoxXyxy,
-        points: tuple[CanvasPoint, ...] = (),
+        points: tuple[PromptPoint, ...] = (),
         previous_box_xyxy: BoxXyxy | None = None,
         previous_mask: np.ndarray | None = None,
         droppable: bool = True,
