@@ -23,3 +23,7 @@ class ProjectStoreError(AnnotatorError):
 
 class ExportError(AnnotatorError):
     """An export cannot be written (full disk, unwritable or wrong destination); nothing in the store is lost."""
+
+
+class ExportCancelled(AnnotatorError):
+    """An export was cancelled before it replaced anything: the destination is as it was."""

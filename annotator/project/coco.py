@@ -26,6 +26,10 @@ RefCOCO-style export (`export_refcoco`)
 
 Import (`import_coco`, `ImportReport`, `ImportIssue`): see `coco_import`; importable from here too.
 
+Progress: each export takes `progress(done, total)`, called before each image and with (total, total) just
+before the file replaces the old one; it may raise `ExportCancelled`, which leaves the old file (see
+`folder_export`).
+
 Errors: an export that cannot be written raises `ExportError` naming the destination, the reason, and the
 project store the annotations are safe in; `check_export_destination` checks a destination before any work
 (before a model loads, say).
@@ -40,7 +44,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +54,7 @@ from annotator import __version__
 from annotator.errors import ExportError
 from annotator.project.atomic_file import atomic_text_files, check_writable_file
 from annotator.project.coco_import import ImportIssue, ImportReport, import_coco  # also imported from here
-from annotator.project.folder_export import exported_images
+from annotator.project.folder_export import Progress, exported_images, no_progress
 from annotator.project.geometry import (
     DEFAULT_MIN_AREA_PX,
     DEFAULT_TOLERANCE_PX,
@@ -99,12 +103,16 @@ def export_coco(
     *,
     min_area_px: float = DEFAULT_MIN_AREA_PX,
     tolerance_px: float = DEFAULT_TOLERANCE_PX,
+    progress: Progress | None = None,
 ) -> ExportReport:
     """Write the store as a COCO instances file at `path` (atomically); ExportError if it cannot be written."""
+    progress = progress or no_progress
     with in_user_words(store):
         check_export_destination(path)
-        dataset, report = coco_dataset(store, Path(path), segmentation, statuses, min_area_px, tolerance_px)
-        _write_json({Path(path): dataset}, "COCO file")
+        dataset, report = coco_dataset(
+            store, Path(path), segmentation, statuses, min_area_px, tolerance_px, progress=progress
+        )
+        _write_json({Path(path): dataset}, "COCO file", lambda: progress(report.images, report.images))
     return report
 
 
@@ -123,15 +131,20 @@ def export_refcoco(
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     segmentation: SegmentationKind = "polygon",
     statuses: tuple[Status, ...] = ("accepted",),
+    progress: Progress | None = None,
 ) -> RefcocoExport:
     """Write `instances.json` and `refs.json` into a folder (or the refs to a `.json` path, instances beside it),
     replaced together; ExportError if they cannot be written."""
     if len(split_fractions) != 3 or min(split_fractions) < 0 or not math.isclose(sum(split_fractions), 1.0):
         raise ValueError(f"split_fractions are (train, val, test) summing to 1, got {split_fractions}")
+    progress = progress or no_progress
     with in_user_words(store):
         instances_path, refs_path = _refcoco_paths(Path(folder_or_path))
-        dataset, refs, counts = _refcoco_dataset(store, instances_path, split_fractions, segmentation, statuses)
-        _write_json({instances_path: dataset, refs_path: refs}, "RefCOCO file")
+        dataset, refs, counts = _refcoco_dataset(
+            store, instances_path, split_fractions, segmentation, statuses, progress
+        )
+        total = len(dataset["images"])
+        _write_json({instances_path: dataset, refs_path: refs}, "RefCOCO file", lambda: progress(total, total))
     return RefcocoExport(instances_path, refs_path, len(refs), counts)
 
 
@@ -161,9 +174,12 @@ def _refcoco_dataset(
     split_fractions: tuple[float, float, float],
     segmentation: SegmentationKind,
     statuses: tuple[Status, ...],
+    progress: Progress,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, int]]:
     """The instances, the refs and the number of images per split."""
-    dataset, _ = coco_dataset(store, instances_path, segmentation, statuses, DEFAULT_MIN_AREA_PX, DEFAULT_TOLERANCE_PX)
+    dataset, _ = coco_dataset(
+        store, instances_path, segmentation, statuses, DEFAULT_MIN_AREA_PX, DEFAULT_TOLERANCE_PX, progress=progress
+    )
     file_names = {image["id"]: image["file_name"] for image in dataset["images"]}
     splits = {image_id: _split_of(name, split_fractions) for image_id, name in file_names.items()}
     refs = []
@@ -192,11 +208,13 @@ def _refcoco_dataset(
     return dataset, refs, counts
 
 
-def _write_json(documents: dict[Path, Any], what: str) -> None:
-    """Write each document as compact UTF-8 JSON at its path, all replaced together (`atomic_text_files`)."""
+def _write_json(documents: dict[Path, Any], what: str, before_replace: Callable[[], None]) -> None:
+    """Write each document as compact UTF-8 JSON at its path, all replaced together (`atomic_text_files`);
+    `before_replace` runs when they are written, and an exception from it leaves the old files."""
     with atomic_text_files(list(documents), what) as handles:
         for handle, document in zip(handles, documents.values()):
             json.dump(document, handle, ensure_ascii=False, separators=(",", ":"))
+        before_replace()
 
 
 _ADVICE = {
@@ -228,20 +246,25 @@ def coco_dataset(
     statuses: tuple[Status, ...],
     min_area_px: float,
     tolerance_px: float,
+    *,
+    progress: Progress = no_progress,
 ) -> tuple[dict[str, Any], ExportReport]:
-    """The COCO instances document of the store (see the module docstring) and its report, for `path`."""
+    """The COCO instances document of the store (see the module docstring) and its report, for `path`;
+    `progress(i, images)` is called before the annotations of the i-th image are converted."""
     if segmentation not in get_args(SegmentationKind):
         raise ValueError(f"segmentation must be 'polygon' or 'rle', got {segmentation!r}")
     exported, skipped = exported_images(store, statuses)
     records = [image.record for image in exported]
     images = [{"id": r.id, "file_name": r.path, "width": r.width, "height": r.height} for r in records]
-    annotations = sorted((ann for image in exported for ann in image.annotations), key=lambda ann: ann.id)
-    sizes = {image["id"]: (image["width"], image["height"]) for image in images}
     counts = {"polygon": 0, "rle": 0, "box_only": 0}
-    coco_annotations = [
-        _coco_annotation(ann, sizes[ann.image_id], segmentation, min_area_px, tolerance_px, counts)
-        for ann in annotations
-    ]
+    coco_annotations = []
+    for done, image in enumerate(exported):
+        progress(done, len(exported))
+        size = (image.record.width, image.record.height)
+        coco_annotations += [
+            _coco_annotation(ann, size, segmentation, min_area_px, tolerance_px, counts) for ann in image.annotations
+        ]
+    coco_annotations.sort(key=lambda ann: ann["id"])
     categories = [{"id": c.id, "name": c.name, "supercategory": c.supercategory} for c in store.categories()]
     now = datetime.datetime.now(datetime.timezone.utc)
     dataset = {

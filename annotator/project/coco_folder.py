@@ -19,7 +19,9 @@ from annotator.project.coco import coco_dataset, in_user_words
 from annotator.project.folder_export import (
     FolderExportReport,
     ImageMode,
+    Progress,
     check_image_mode,
+    no_progress,
     place_image,
     staged_folder,
 )
@@ -39,21 +41,33 @@ def export_coco_folder(
     statuses: tuple[Status, ...] = ("accepted",),
     min_area_px: float = DEFAULT_MIN_AREA_PX,
     tolerance_px: float = DEFAULT_TOLERANCE_PX,
+    progress: Progress | None = None,
 ) -> FolderExportReport:
-    """Write the store as a COCO dataset folder (see the module docstring); ExportError if it cannot be written."""
+    """Write the store as a COCO dataset folder (see the module docstring); ExportError if it cannot be written.
+    `progress` counts two steps per image (its annotations, its file), one with `images="none"`."""
     if not _SUBSET.fullmatch(subset):
         raise ValueError(f"a subset name is letters, digits, '_', '.', '-', got {subset!r}")
     check_image_mode(images)
     folder = Path(folder)
+    progress = progress or no_progress
+    steps = 1 if images == "none" else 2
     with in_user_words(store), staged_folder(folder, "COCO dataset folder") as stage:
         json_path = Path("annotations") / f"instances_{subset}.json"
-        dataset, report = coco_dataset(store, folder / json_path, segmentation, statuses, min_area_px, tolerance_px)
+        dataset, report = coco_dataset(
+            store, folder / json_path, segmentation, statuses, min_area_px, tolerance_px,
+            progress=lambda done, total: progress(done, steps * total),
+        )  # fmt: skip
         (stage / "annotations").mkdir()
         with open(stage / json_path, "w", encoding="utf-8") as handle:
             json.dump(dataset, handle, ensure_ascii=False, separators=(",", ":"))
         placed = 0
-        for image in dataset["images"]:
-            placed += place_image(store.image_path(image["id"]), stage / "images" / subset / image["file_name"], images)
+        total = steps * report.images
+        if images != "none":
+            for done, image in enumerate(dataset["images"], start=report.images):
+                progress(done, total)
+                destination = stage / "images" / subset / image["file_name"]
+                placed += place_image(store.image_path(image["id"]), destination, images)
+        progress(total, total)
     return FolderExportReport(
         path=folder,
         format="coco-folder",

@@ -5,6 +5,11 @@ image files placed as hard links or copies, unique file stems, and a folder repl
 every file is written: a failure leaves the destination as it was and no temporary folder behind. A destination
 that exists must be empty or an earlier annotator export (it holds the `MARKER` file), so that an export never
 replaces a folder of the user's own files.
+
+Every export takes an optional `progress(done, total)` callback (`Progress`): it is called before each step (one
+per image; a COCO folder with image files has a second step per image, placing its file) with the steps done so
+far, and once more with (total, total) when everything is written but nothing replaced yet. It may raise
+`ExportCancelled` to stop the export there, which leaves the destination as it was and no temporary file.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import errno
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -27,6 +32,9 @@ from annotator.project.store import Annotation, Category, ImageRecord, ProjectSt
 ImageMode = Literal["link", "copy", "none"]
 """How image files go into a folder export: hard links (copies where the file system cannot link), copies, or
 not at all (the annotations only)."""
+
+Progress = Callable[[int, int], None]
+"""Called with (done, total) steps of an export; may raise ExportCancelled (see the module docstring)."""
 
 MARKER = ".annotator-export"
 """The file that marks a folder as an annotator export, which a later export may replace."""
@@ -72,6 +80,10 @@ def exported_images(store: ProjectStore, statuses: tuple[Status, ...]) -> tuple[
             continue
         images.append(ExportedImage(record, store.image_path(record.id), tuple(by_image.get(record.id, ()))))
     return images, skipped
+
+
+def no_progress(done: int, total: int) -> None:
+    """The `Progress` of an export nobody watches."""
 
 
 def ordered_categories(store: ProjectStore) -> list[Category]:

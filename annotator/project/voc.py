@@ -28,8 +28,10 @@ from annotator.project.folder_export import (
     ExportedImage,
     FolderExportReport,
     ImageMode,
+    Progress,
     check_image_mode,
     exported_images,
+    no_progress,
     ordered_categories,
     place_image,
     staged_folder,
@@ -65,10 +67,13 @@ def export_voc(
     *,
     images: ImageMode = "link",
     statuses: tuple[Status, ...] = ("accepted",),
+    progress: Progress | None = None,
 ) -> FolderExportReport:
-    """Write the store as a Pascal VOC folder (see the module docstring); ExportError if it cannot be written."""
+    """Write the store as a Pascal VOC folder (see the module docstring); ExportError if it cannot be written.
+    `progress`: one step per image (see `folder_export`)."""
     check_image_mode(images)
     folder = Path(folder)
+    progress = progress or no_progress
     categories = ordered_categories(store)
     if len(categories) > MAX_INDEX:
         raise ExportError(
@@ -90,7 +95,8 @@ def export_voc(
         names = {category.id: category.name for category in categories}
         placed = masks = annotations = 0
         segmented = []
-        for image in selected:
+        for done, image in enumerate(selected):
+            progress(done, len(selected))
             stem = stems[image.record.path]
             file_name = f"{stem}{PurePosixPath(image.record.path).suffix}"
             has_mask = any(ann.rle is not None for ann in image.annotations)
@@ -113,6 +119,7 @@ def export_voc(
         (stage / "ImageSets/Main" / f"{SUBSET}.txt").write_text("".join(f"{stems[i.record.path]}\n" for i in selected))
         (stage / "ImageSets/Segmentation" / f"{SUBSET}.txt").write_text("".join(f"{s}\n" for s in segmented))
         (stage / "labelmap.txt").write_text(_labelmap([c.name for c in categories]), encoding="utf-8")
+        progress(len(selected), len(selected))
     return FolderExportReport(folder, "voc", len(selected), annotations, len(categories), masks, placed, tuple(skipped))
 
 

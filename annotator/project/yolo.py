@@ -24,8 +24,10 @@ from annotator.project.coco import in_user_words
 from annotator.project.folder_export import (
     FolderExportReport,
     ImageMode,
+    Progress,
     check_image_mode,
     exported_images,
+    no_progress,
     ordered_categories,
     place_image,
     staged_folder,
@@ -47,21 +49,25 @@ def export_yolo(
     statuses: tuple[Status, ...] = ("accepted",),
     min_area_px: float = DEFAULT_MIN_AREA_PX,
     tolerance_px: float = DEFAULT_TOLERANCE_PX,
+    progress: Progress | None = None,
 ) -> FolderExportReport:
-    """Write the store as an Ultralytics YOLO dataset (see the module docstring); ExportError if it cannot be."""
+    """Write the store as an Ultralytics YOLO dataset (see the module docstring); ExportError if it cannot be.
+    `progress`: one step per image (see `folder_export`)."""
     if task not in get_args(YoloTask):
         raise ValueError(f"task must be 'detect' or 'segment', got {task!r}")
     if not split.isidentifier():
         raise ValueError(f"a split name is a word (train, val), got {split!r}")
     check_image_mode(images)
     folder = Path(folder)
+    progress = progress or no_progress
     with in_user_words(store), staged_folder(folder, "YOLO dataset folder") as stage:
         selected, skipped = exported_images(store, statuses)
         classes = {category.id: index for index, category in enumerate(ordered_categories(store))}
         stems = unique_stems([image.record.path for image in selected])
         (stage / "labels" / split).mkdir(parents=True)
         placed = masks = annotations = 0
-        for image in selected:
+        for done, image in enumerate(selected):
+            progress(done, len(selected))
             stem = stems[image.record.path]
             size = (image.record.width, image.record.height)
             lines = []
@@ -75,6 +81,7 @@ def export_yolo(
             suffix = PurePosixPath(image.record.path).suffix
             placed += place_image(image.source, stage / "images" / split / f"{stem}{suffix}", images)
         (stage / "data.yaml").write_text(_data_yaml(folder, split, [c.name for c in ordered_categories(store)]))
+        progress(len(selected), len(selected))
     return FolderExportReport(folder, "yolo", len(selected), annotations, len(classes), masks, placed, tuple(skipped))
 
 
