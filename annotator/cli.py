@@ -23,11 +23,12 @@ from annotator.commands import evaluate, export, find_heads, import_command, mod
 from annotator.commands.options import OneLineParser, existing_folder, help_formatter
 from annotator.commands.runtime import EXIT_INTERRUPTED, EXIT_USER_ERROR, fail
 from annotator.errors import AnnotatorError
+from annotator.labels.label_set import read_labels_file
 
 
 MAIN_HELP = """\
 commands:
-  annotator [FOLDER]        open the desktop app (on FOLDER if given)
+  annotator [FOLDER]        open the desktop app (on FOLDER if given; --labels fixes its categories)
   annotator find-heads      discover a model's localization heads
   annotator prelabel        batch proposals for a folder, with progress and resume
   annotator eval            REC/RES metrics of predictions against ground truth
@@ -40,6 +41,7 @@ Run 'annotator COMMAND --help' for a command's options and examples.
 
 examples:
   annotator ~/datasets/street-scenes
+  annotator ~/datasets/street-scenes --labels labels.txt
   annotator prelabel ~/datasets/street-scenes --expression "the bus" --masks
 """
 
@@ -54,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"annotator {__version__}")
     parser.add_argument("folder", nargs="?", type=existing_folder, help="image folder to open in the desktop app")
+    parser.add_argument(
+        "--labels",
+        metavar="FILE",
+        type=Path,
+        help="fix the project's categories to a labels file (labelme's labels.txt: one label a line, in order)",
+    )
     return parser
 
 
@@ -78,8 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(argv[1:])
             prog = getattr(args, "prog", prog)
             return args.handler(args)
-        args = build_parser().parse_args(argv)
-        return _run_app(args.folder, argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.labels is not None and args.folder is None:
+            parser.error("--labels needs a FOLDER to open")
+        labels = None if args.labels is None else read_labels_file(args.labels)
+        return _run_app(args.folder, argv, labels)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USER_ERROR)
     except AnnotatorError as exc:
@@ -92,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def _run_app(folder: Path | None, argv: list[str]) -> int:
+def _run_app(folder: Path | None, argv: list[str], labels: list[str] | None = None) -> int:
     try:
         from annotator.ui.app import run_app
     except ModuleNotFoundError as exc:
@@ -101,7 +113,8 @@ def _run_app(folder: Path | None, argv: list[str]) -> int:
         return fail(
             "annotator", "the desktop app is not installed yet; use 'annotator find-heads', 'prelabel' or 'eval'"
         )
-    return run_app(None if folder is None else str(folder), argv)
+    path = None if folder is None else str(folder)
+    return run_app(path, argv) if labels is None else run_app(path, argv, labels=labels)
 
 
 if __name__ == "__main__":

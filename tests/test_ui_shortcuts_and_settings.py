@@ -8,7 +8,6 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence
 
-from annotator.ui.category_guess import default_category, head_noun
 from annotator.ui.settings import AppSettings, ModelSettings
 from annotator.ui.settings_dialog import SettingsDialog
 from annotator.ui.shortcuts import SHORTCUTS
@@ -144,24 +143,3 @@ def test_settings_round_trip_through_an_ini_file(tmp_path):
     assert again.model_settings() == models
     assert again.recent_folders() == [str(tmp_path.resolve())]
     assert again.expression_history() == ["the red car"]
-
-
-@pytest.mark.parametrize(
-    ("expression", "noun"),
-    [
-        ("the man in the red jacket on the left", "man"),
-        ("all the red cars", "car"),
-        ("the disc that is red in the image", "disc"),
-        ("boxes", "box"),
-        ("red one on the left", None),
-        ("the", None),
-    ],
-)
-def test_the_head_noun_is_the_last_word_before_any_prepositional_phrase(expression, noun):
-    assert head_noun(expression) == noun
-
-
-def test_the_default_category_prefers_a_known_category_then_the_noun_then_the_last_used():
-    assert default_category("two red Cars", ["Car", "person"], "person") == "Car"
-    assert default_category("the dog", ["Car"], "person") == "dog"
-    assert default_category("the left one", ["Car"], "person") == "person"

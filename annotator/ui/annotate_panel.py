@@ -1,16 +1,21 @@
 """The right-hand panel: the expression box (with history), the pending proposal (score, category, accept and
-reject) and the annotations of the current image."""
+reject) and the annotations of the current image.
+
+With a label set (`AnnotatePanel.set_label_set`) the category picker lists exactly the set, in its order, with
+each label's colour; a typed name that is a label up to case and plural is taken as that label, and any other
+name is added only when the user says so (`label_added`)."""
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QKeyEvent
+from PySide6.QtCore import QEvent, QObject, Qt, Signal
+from PySide6.QtGui import QColor, QIcon, QKeyEvent, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QCompleter,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -18,10 +23,14 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
+
+from annotator.labels.label_set import LabelSet, parse_labels
+from annotator.ui.palette import category_colour
 
 
 class ExpressionBox(QLineEdit):
@@ -77,10 +86,15 @@ class AnnotatePanel(QWidget):
     accept_requested = Signal()
     reject_requested = Signal()
     category_chosen = Signal(str)
+    label_added = Signal(str)
+    """A name the user chose to add to the label set (emitted before `category_chosen` with the same name)."""
     annotation_chosen = Signal(object)  # key
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self._label_set: LabelSet | None = None
+        self._names: list[str] = []
+        self._chosen = ""
         self.expression = ExpressionBox()
         self.expression.setPlaceholderText("Describe an object, e.g. “the red circle”, then Enter")
         self.propose_button = QPushButton("Propose")
@@ -146,10 +160,9 @@ class AnnotatePanel(QWidget):
         self.propose_button.clicked.connect(self._expression_entered)
         self.accept_button.clicked.connect(self.accept_requested)
         self.reject_button.clicked.connect(self.reject_requested)
-        self.category.activated.connect(lambda _: self.category_chosen.emit(self.category.currentText().strip()))
-        self.category.lineEdit().returnPressed.connect(
-            lambda: self.category_chosen.emit(self.category.currentText().strip())
-        )
+        self.category.activated.connect(lambda _: self._category_entered())
+        self.category.installEventFilter(self)
+        self.category.lineEdit().installEventFilter(self)
         self.annotations.currentItemChanged.connect(self._row_changed)
         self.set_proposal_state(None, can_act=False)
 
@@ -157,15 +170,88 @@ class AnnotatePanel(QWidget):
         self.propose_requested.emit(self.expression.text().strip())
 
     def set_categories(self, names: Sequence[str], current: str) -> None:
-        self.category.blockSignals(True)
-        self.category.clear()
-        self.category.addItems(list(names))
-        self.category.setEditText(current)
-        self.category.blockSignals(False)
+        """The picker's categories (ignored while a label set is on: the picker lists the set) and its text."""
+        self._names = list(names)
+        self._chosen = current
+        self._fill_categories(current)
+
+    def set_label_set(self, names: Sequence[str] | None) -> None:
+        """Restrict the picker to these labels (in this order), or lift the restriction with None."""
+        labels = parse_labels(names or ())
+        self._label_set = LabelSet(tuple(labels)) if labels else None
+        self._fill_categories(self.category.currentText())
+
+    @property
+    def label_set(self) -> list[str] | None:
+        return None if self._label_set is None else list(self._label_set.names)
 
     @property
     def category_text(self) -> str:
-        return self.category.currentText().strip()
+        """The picker's text; with a label set, the label it names up to case and plural when it names one."""
+        text = self.category.currentText().strip()
+        label = self._label_set.match(text) if self._label_set is not None and text else None
+        return label or text
+
+    def confirm_category(self) -> str | None:
+        """The category to use for the picker's text, asking first when a label set is on and the text names no
+        label: the label or added name, or None (the previous text restored) when the user declines."""
+        text = self.category.currentText().strip()
+        if self._label_set is None or not text:
+            return text
+        label = self._label_set.match(text)
+        if label is not None:
+            self._show_chosen(label)
+            return label
+        answer = QMessageBox.question(
+            self,
+            "Label set",
+            f"“{text}” is not in this project's label set. Add it?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            self._show_chosen(self._chosen)
+            return None
+        self._label_set = LabelSet((*self._label_set.names, text))
+        self._fill_categories(text)
+        self.label_added.emit(text)
+        return text
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """Enter in the category picker is handled here, once (the combo box would also report it as an
+        activation, and again through its editor)."""
+        if (
+            watched in (self.category, self.category.lineEdit())
+            and event.type() == QEvent.Type.KeyPress
+            and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+        ):
+            self._category_entered()
+            return True
+        return super().eventFilter(watched, event)
+
+    def _category_entered(self) -> None:
+        name = self.confirm_category()
+        if name is not None:
+            self._chosen = name
+            self.category_chosen.emit(name)
+
+    def _show_chosen(self, text: str) -> None:
+        self.category.blockSignals(True)
+        self.category.setEditText(text)
+        self.category.blockSignals(False)
+
+    def _fill_categories(self, current: str) -> None:
+        labels = None if self._label_set is None else list(self._label_set.names)
+        self.category.blockSignals(True)
+        self.category.clear()
+        for name in labels if labels is not None else self._names:
+            self.category.addItem(_swatch(category_colour(name, labels)), name)
+        completer = QCompleter([self.category.itemText(i) for i in range(self.category.count())], self.category)
+        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        completer.setCompletionMode(QCompleter.CompletionMode.InlineCompletion)
+        self.category.setCompleter(completer)
+        self.category.setEditText(current)
+        self.category.blockSignals(False)
 
     def set_proposal_state(self, text: str | None, can_act: bool) -> None:
         """Describe the active annotation (or say there is none) and enable accept/reject."""
@@ -189,3 +275,9 @@ class AnnotatePanel(QWidget):
     def _row_changed(self, current: QListWidgetItem | None, previous: QListWidgetItem | None) -> None:
         if current is not None:
             self.annotation_chosen.emit(current.data(Qt.ItemDataRole.UserRole))
+
+
+def _swatch(colour: QColor) -> QIcon:
+    pixmap = QPixmap(12, 12)
+    pixmap.fill(colour)
+    return QIcon(pixmap)

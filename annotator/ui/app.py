@@ -1,4 +1,5 @@
-"""The desktop app's entry point: `run_app(folder, argv)` (what `annotator [FOLDER]` calls)."""
+"""The desktop app's entry point: `run_app(folder, argv, labels=...)` (what `annotator [FOLDER] [--labels FILE]`
+calls)."""
 
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ def create_application(argv: list[str] | None = None) -> QApplication:
     return app
 
 
-def run_app(folder: str | None = None, argv: list[str] | None = None) -> int:
+def run_app(folder: str | None = None, argv: list[str] | None = None, labels: list[str] | None = None) -> int:
     """Show the main window, open `folder` (if given), load the models in the background, run the event loop.
 
-    `argv` goes to Qt (for options such as `-platform`); returns the exit code of the event loop.
+    `argv` goes to Qt (for options such as `-platform`); `labels` (read from `--labels`) becomes the folder's
+    label set. Returns the exit code of the event loop.
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app = create_application(argv)
@@ -33,6 +35,8 @@ def run_app(folder: str | None = None, argv: list[str] | None = None) -> int:
     app.aboutToQuit.connect(window.shutdown)
     window.show()
     window.start_models()
-    if folder:
+    if folder and labels is not None:
+        window.open_folder(folder, labels=labels)
+    elif folder:
         window.open_folder(folder)
     return app.exec()

@@ -1,10 +1,11 @@
 """File > Settings: models (LLaVA id or folder, heads file, SAM type and checkpoint, device, dtype, 4-bit), caches,
-polygon tolerance, and keyboard shortcuts. Apply writes them to QSettings; the window then reloads the models
-in the background when a model setting changed."""
+polygon tolerance, keyboard shortcuts and the open project's label set. Apply writes the settings to QSettings;
+the window then reloads the models in the background when a model setting changed, and stores the label set in
+the project when it changed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -32,6 +33,7 @@ from PySide6.QtWidgets import (
 
 from annotator.models.presets import load_presets
 from annotator.segmentation.catalog import AUTO, MASK_MODELS, hub_model, mask_model_label
+from annotator.ui.label_set_page import LabelSetPage
 from annotator.ui.settings import DEFAULT_MODEL, DEMO_MODEL_PATH, AppSettings, ModelSettings
 from annotator.ui.shortcuts import SHORTCUTS, SHORTCUTS_BY_ACTION
 from annotator.ui.shortcuts_dialog import display_text
@@ -44,11 +46,19 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 class SettingsDialog(QDialog):
-    """Edits `AppSettings`; emits `applied(models_changed)` after writing them."""
+    """Edits `AppSettings`; emits `applied(models_changed)` after writing them, and `label_set_changed(names)`
+    (a list, or None for no fixed set) when the project's label set was edited.
+
+    `label_set`: the open project's set, [] when it has none, None when no project is open (the page is then
+    disabled).
+    """
 
     applied = Signal(bool)
+    label_set_changed = Signal(object)
 
-    def __init__(self, settings: AppSettings, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, settings: AppSettings, parent: QWidget | None = None, label_set: Sequence[str] | None = None
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.settings = settings
@@ -148,6 +158,8 @@ class SettingsDialog(QDialog):
         self.tabs.addTab(models_page, "Models")
         self.tabs.addTab(caches_page, "Caches and export")
         self.tabs.addTab(shortcuts_page, "Shortcuts")
+        self.label_page = LabelSetPage(label_set)
+        self.tabs.addTab(self.label_page, "Label set")
         self.buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok
             | QDialogButtonBox.StandardButton.Apply
@@ -214,6 +226,9 @@ class SettingsDialog(QDialog):
         self.settings.set_shortcut_overrides(overrides)
         self.settings.sync()
         self.applied.emit(models_changed)
+        if self.label_page.changed():
+            self.label_page.mark_saved()
+            self.label_set_changed.emit(self.label_page.names())
         return True
 
     def _ok(self) -> None:
