@@ -81,16 +81,16 @@ class GapMeter:
         self.stop()
 
 
-def gaps_of(times: list[float]) -> Gaps:
-    """Largest and 99th-percentile gap between consecutive times (seconds), in milliseconds."""
-    gaps = np.diff(np.asarray(times, dtype=np.float64)) * 1000.0
+def gaps_of(*runs: list[float]) -> Gaps:
+    """Largest and 99th-percentile gap between consecutive times (seconds) of each run, pooled, in milliseconds."""
+    gaps = np.concatenate([np.diff(np.asarray(run, dtype=np.float64)) for run in runs if len(run) > 1] or [[]])
     if gaps.size == 0:
         return Gaps(0.0, 0.0, 0, 0.0)
     return Gaps(
-        largest_ms=float(gaps.max()),
-        p99_ms=float(np.percentile(gaps, 99)),
-        ticks=len(times) - 2,
-        elapsed_ms=(times[-1] - times[0]) * 1000.0,
+        largest_ms=float(gaps.max() * 1000.0),
+        p99_ms=float(np.percentile(gaps, 99) * 1000.0),
+        ticks=sum(max(0, len(run) - 2) for run in runs),
+        elapsed_ms=float(gaps.sum() * 1000.0),
     )
 
 
