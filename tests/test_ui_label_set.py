@@ -89,6 +89,20 @@ def test_a_label_typed_in_another_case_or_plural_is_taken_as_that_label_without_
     assert answer.asked == []
 
 
+def test_typing_completes_within_the_set_only(qtbot, panel, recorded, answer):
+    """Completion follows the keyboard focus, so the panel is shown and its picker focused first."""
+    panel.show()
+    panel.activateWindow()
+    panel.category.setFocus()
+    qtbot.waitUntil(panel.category.hasFocus)
+    type_category(qtbot, panel, "Bi")
+    assert recorded == [("category_chosen", "bicycle")]
+    recorded.clear()
+    type_category(qtbot, panel, "zeb")
+    assert answer.asked == ["“zeb” is not in this project's label set. Add it?"]
+    assert recorded == []
+
+
 def test_choosing_a_label_from_the_list_emits_it(qtbot, panel, recorded, answer):
     panel.category.activated.emit(2)
     assert recorded == [("category_chosen", panel.category.currentText())]

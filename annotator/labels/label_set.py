@@ -56,7 +56,7 @@ class LabelSet:
     """A fixed, ordered list of category names and a synonym table (word -> label) to map expressions onto it."""
 
     names: tuple[str, ...]
-    synonyms: Mapping[str, str] = field(default_factory=dict)
+    synonyms: Mapping[str, str] = field(default_factory=dict, hash=False)
     _labels_by_key: dict[str, str] = field(init=False, repr=False, compare=False)
     _synonyms_by_key: dict[str, str] = field(init=False, repr=False, compare=False)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
-from PySide6.QtCore import QEvent, QObject, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QStringListModel, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QKeyEvent, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -108,6 +108,11 @@ class AnnotatePanel(QWidget):
         self.category.setEditable(True)
         self.category.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         self.category.lineEdit().setPlaceholderText("category")
+        self._completions = QStringListModel(self)
+        completer = QCompleter(self._completions, self.category)
+        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        completer.setCompletionMode(QCompleter.CompletionMode.InlineCompletion)
+        self.category.setCompleter(completer)
         self.accept_button = QPushButton("Accept  (Enter)")
         self.reject_button = QPushButton("Reject  (Esc)")
         self.accept_button.setDefault(False)
@@ -246,10 +251,7 @@ class AnnotatePanel(QWidget):
         self.category.clear()
         for name in labels if labels is not None else self._names:
             self.category.addItem(_swatch(category_colour(name, labels)), name)
-        completer = QCompleter([self.category.itemText(i) for i in range(self.category.count())], self.category)
-        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-        completer.setCompletionMode(QCompleter.CompletionMode.InlineCompletion)
-        self.category.setCompleter(completer)
+        self._completions.setStringList([self.category.itemText(i) for i in range(self.category.count())])
         self.category.setEditText(current)
         self.category.blockSignals(False)
 
