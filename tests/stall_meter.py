@@ -7,6 +7,8 @@ Used by tests/test_ui_responsiveness.py and benchmarks/ui_responsiveness.py:
         start_the_operation()
         qtbot.waitSignal(...)   # or anything that runs the event loop until the operation is over
     meter.gaps.largest_ms, meter.gaps.p99_ms
+
+or, without pytest-qt, `GapMeter().measure(start_the_operation, is_it_over)`.
 """
 
 from __future__ import annotations
@@ -62,13 +64,17 @@ class GapMeter:
         self.gaps = gaps_of(self.times)
         return self.gaps
 
-    def measure(self, start: Callable[[], None], done: Callable[[], bool] | None = None, timeout_s: float = 120.0) -> Gaps:
+    def measure(
+        self, start: Callable[[], None], done: Callable[[], bool] | None = None, timeout_s: float = 120.0
+    ) -> Gaps:
         """Start the timer, call `start`, run the event loop until `done()` (default: five ticks later, so what
         `start` left for the event loop, such as repainting, is measured too), stop the timer."""
         self.start()
-        start()
-        finished = spin_until(done or (lambda: self.ticks >= 5), timeout_s)
-        gaps = self.stop()
+        try:
+            start()
+            finished = spin_until(done or (lambda: self.ticks >= 5), timeout_s)
+        finally:
+            gaps = self.stop()
         if not finished:
             raise TimeoutError(f"the operation did not finish within {timeout_s:.0f} s")
         return gaps

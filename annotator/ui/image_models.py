@@ -157,11 +157,11 @@ class ImageFilterModel(QAbstractListModel):
             self._positions = {source: row for row, source in enumerate(self._rows)}
         return self._positions.get(source_row)
 
-    def mapFromSource(self, index: AnyIndex) -> QModelIndex:  # noqa: N802 (the QAbstractProxyModel name)
+    def mapFromSource(self, index: AnyIndex) -> QModelIndex:
         row = self.row_of_source(index.row()) if index.isValid() else None
         return self.index(row) if row is not None else QModelIndex()
 
-    def mapToSource(self, index: AnyIndex) -> QModelIndex:  # noqa: N802 (the QAbstractProxyModel name)
+    def mapToSource(self, index: AnyIndex) -> QModelIndex:
         return self._images.index(self._rows[index.row()]) if index.isValid() else QModelIndex()
 
     def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:
