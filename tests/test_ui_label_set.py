@@ -129,6 +129,17 @@ def test_a_new_name_refused_restores_the_previous_text_and_emits_nothing(qtbot, 
     assert items(panel) == LABELS
 
 
+def test_a_refused_name_gives_way_to_the_text_the_picker_had_when_it_got_the_focus(qtbot, panel, answer):
+    panel.category.setEditText("bicycle")  # as the window shows the active annotation's category
+    panel.show()
+    panel.activateWindow()
+    panel.category.setFocus()
+    qtbot.waitUntil(panel.category.hasFocus)
+    type_category(qtbot, panel, "truck")
+    assert len(answer.asked) == 1
+    assert panel.category.currentText() == "bicycle"
+
+
 def test_confirm_category_asks_for_a_typed_name_before_an_accept(panel, answer):
     panel.category.setEditText("truck")
     assert panel.category_text == "truck"

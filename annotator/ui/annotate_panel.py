@@ -224,14 +224,14 @@ class AnnotatePanel(QWidget):
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         """Enter in the category picker is handled here, once (the combo box would also report it as an
-        activation, and again through its editor)."""
-        if (
-            watched in (self.category, self.category.lineEdit())
-            and event.type() == QEvent.Type.KeyPress
-            and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
-        ):
-            self._category_entered()
-            return True
+        activation, and again through its editor); the text it had on getting the focus is what a refused name
+        gives way to."""
+        if watched in (self.category, self.category.lineEdit()):
+            if event.type() == QEvent.Type.FocusIn:
+                self._chosen = self.category.currentText().strip()
+            elif event.type() == QEvent.Type.KeyPress and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+                self._category_entered()
+                return True
         return super().eventFilter(watched, event)
 
     def _category_entered(self) -> None:
