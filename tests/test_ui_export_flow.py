@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QPushButton, QWidget
 
 import annotator.ui.export_flow as export_flow
 from annotator.project.coco import ExportReport, RefcocoExport
@@ -103,6 +103,18 @@ def test_a_folder_export_reports_its_steps_and_its_report(qtbot, flow, tmp_path)
     assert len(list((tmp_path / "yolo" / "labels" / "train").iterdir())) == IMAGES
 
 
+def test_a_coco_folder_with_image_files_counts_two_steps_per_image_and_refcoco_one(qtbot, flow, tmp_path):
+    steps = []
+    flow.progressed.connect(lambda done, total: steps.append((done, total)))
+    with qtbot.waitSignal(flow.finished, timeout=TIMEOUT_MS) as finished:
+        flow.start(coco_choice(tmp_path / "coco", "coco-folder", images="link"))
+    assert (finished.args[0].image_files, steps[-1]) == (IMAGES, (2 * IMAGES, 2 * IMAGES))
+    steps.clear()
+    with qtbot.waitSignal(flow.finished, timeout=TIMEOUT_MS) as finished:
+        flow.start(coco_choice(tmp_path / "refcoco", "refcoco"))
+    assert (finished.args[0].refs, steps[-1]) == (IMAGES * PER_IMAGE, (IMAGES, IMAGES))
+
+
 def test_the_dialog_starts_the_export(qtbot, flow, tmp_path):
     flow.choose()
     assert isinstance(flow.dialog, ExportDialog)
@@ -127,11 +139,11 @@ def test_cancel_from_the_first_progress_leaves_the_previous_file_and_no_temporar
 
 
 @pytest.mark.usefixtures("held_at_first_step")
-def test_cancel_of_a_folder_export_leaves_the_previous_folder(qtbot, flow, project, tmp_path):
+def test_the_cancel_button_of_a_folder_export_leaves_the_previous_folder(qtbot, flow, project, tmp_path):
     with ProjectStore.for_folder(project) as store:
         export_voc(store, tmp_path / "voc", images="none")
     before = {p: p.read_bytes() for p in (tmp_path / "voc").rglob("*") if p.is_file()}
-    flow.progressed.connect(lambda done, total: flow.cancel())
+    flow.progressed.connect(lambda done, total: flow.progress.findChild(QPushButton, "").click())
     with qtbot.waitSignal(flow.cancelled, timeout=TIMEOUT_MS):
         flow.start(coco_choice(tmp_path / "voc", "voc", images="none"))
     assert {p: p.read_bytes() for p in (tmp_path / "voc").rglob("*") if p.is_file()} == before
@@ -170,6 +182,7 @@ def test_stop_during_a_run_returns_with_the_thread_finished_and_the_file_intact(
     out.write_bytes(OLD)
     with qtbot.waitSignal(flow.progressed, timeout=TIMEOUT_MS):
         flow.start(coco_choice(out))
+    assert (flow.progress.maximum(), flow.progress.value()) == (IMAGES, 0)
     thread = flow.thread
     flow.stop()
     assert thread.isFinished() and not flow.running
@@ -205,7 +218,9 @@ def test_summary_texts_name_what_was_written():
         "Wrote /x/i.json and /x/r.json\n\n4 referring expressions; images per split: 2 train, 1 val, 0 test."
     )
     folder = FolderExportReport(Path("/x/yolo"), "yolo", 2, 3, 1, 2, 2, ())
-    assert summary_text(folder) == "Wrote /x/yolo\n\n2 images (2 image files), 3 annotations (2 with masks), 1 categories."
+    assert summary_text(folder) == (
+        "Wrote /x/yolo\n\n2 images (2 image files), 3 annotations (2 with masks), 1 categories."
+    )
 
 
 def test_cancel_and_stop_without_a_run_do_nothing(flow):
