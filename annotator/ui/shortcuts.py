@@ -2,7 +2,8 @@
 
 Keys are Qt's portable key-sequence strings ("Ctrl+Shift+Z"); an action may have several. The common ones follow
 what annotators know from labelImg, labelme and X-AnyLabeling: D / A next / previous image, W draw a box,
-Delete, Ctrl+Z, Ctrl+S, Ctrl+E, Ctrl+O, F fit, +/- zoom, H heatmap.
+Delete, Ctrl+Z, Ctrl+S, Ctrl+E, Ctrl+O, F fit, +/- zoom, H heatmap; P / B / X polygon, brush and eraser
+editing with [ / ] for the brush size, as in image editors.
 
 `scope` says where a shortcut listens: "window" anywhere in the main window (single letters still type into the
 expression box, which claims printable keys), "canvas" only while the image canvas has focus (Enter and Space
@@ -48,6 +49,16 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("remove_point", ("Backspace",), "Remove Last &Point", "Remove the last refinement point"),
     Shortcut("delete", ("Delete",), "&Delete Annotation", "Delete the selected annotation"),
     Shortcut("change_category", ("C",), "Change &Category", "Change the selected annotation's category"),
+    Shortcut(
+        "edit_polygon",
+        ("P",),
+        "Edit &Polygon",
+        "Drag, add (double-click an edge) or delete (right-click) vertices of the selected annotation's outline",
+    ),
+    Shortcut("brush", ("B",), "&Brush", "Paint the selected annotation's mask with a round brush"),
+    Shortcut("eraser", ("X",), "&Eraser", "Erase from the selected annotation's mask with a round brush"),
+    Shortcut("brush_bigger", ("]",), "Brush &Bigger", "Make the brush and eraser bigger", scope="canvas"),
+    Shortcut("brush_smaller", ("[",), "Brush &Smaller", "Make the brush and eraser smaller", scope="canvas"),
     Shortcut(
         "all_instances", ("I",), "All &Instances", "Propose every region the heads find, not only the largest"
     ),
