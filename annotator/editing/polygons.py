@@ -22,6 +22,8 @@ import shapely
 from shapely.geometry import Polygon
 
 MIN_RING_VERTICES = 3
+_RASTER_MARGIN = 2
+"""`ring_cover` rasterises a rect grown by this many pixels, so OpenCV's clipping never reaches the rect."""
 DirtyRect = tuple[int, int, int, int]
 """(x0, y0, x1, y1) in pixels, x1 and y1 exclusive."""
 
@@ -155,18 +157,25 @@ def apply_ring_edit(mask: np.ndarray, old_ring: Ring, new_ring: Ring) -> tuple[n
 
 
 def ring_cover(ring: Ring, rect: DirtyRect) -> np.ndarray:
-    """The pixels of `rect` the ring covers (outer: centre inside or on the ring; hole: strictly inside)."""
+    """The pixels of `rect` the ring covers (outer: centre inside or on the ring; hole: strictly inside).
+
+    OpenCV fills the ring's inside plus its edges' 8-connected lines; pixels within one pixel of those lines are
+    then decided exactly (`_lattice_test`), so only the outline's neighbourhood costs a point-in-polygon test.
+    """
     x0, y0, x1, y1 = rect
     shape = (y1 - y0, x1 - x0)
     if len(ring) == 0 or shape[0] <= 0 or shape[1] <= 0:
         return np.zeros((max(shape[0], 0), max(shape[1], 0)), dtype=bool)
-    lattice = (np.floor(ring.points).astype(np.int64) - (x0, y0)).astype(np.int32).reshape(-1, 1, 2)
-    filled = np.zeros(shape, dtype=np.uint8)
+    m = _RASTER_MARGIN
+    padded = (shape[0] + 2 * m, shape[1] + 2 * m)
+    lattice = (np.floor(ring.points).astype(np.int64) - (x0 - m, y0 - m)).astype(np.int32).reshape(-1, 1, 2)
+    filled = np.zeros(padded, dtype=np.uint8)
     cv2.fillPoly(filled, [lattice], 1)
-    edges = np.zeros(shape, dtype=np.uint8)
+    edges = np.zeros(padded, dtype=np.uint8)
     cv2.polylines(edges, [lattice], True, 1, 1, cv2.LINE_8)
-    cover = (filled == 1) & (edges == 0)
-    ys, xs = np.nonzero(edges)
+    near = cv2.dilate(edges, np.ones((3, 3), np.uint8))[m:-m, m:-m]
+    cover = (filled[m:-m, m:-m] == 1) & (near == 0)
+    ys, xs = np.nonzero(near)
     if len(xs):
         cover[ys, xs] = _lattice_test(ring, xs + x0, ys + y0)
     return cover
