@@ -114,8 +114,7 @@ def test_a_stroke_repaints_only_its_dirty_rect_from_the_masks_own_memory(qtbot, 
     canvas.brush_radius = 2
     drag(qtbot, canvas, [at(canvas, 20.5, 20.5), at(canvas, 24.5, 20.5)])
     assert rects and all((x1 - x0) <= 10 and (y1 - y0) <= 6 for x0, y0, x1, y1 in rects)
-    overlay = canvas.editor._overlay
-    assert np.shares_memory(overlay._mask, canvas.edit_mask)
+    assert np.shares_memory(canvas.editor.overlay.mask, canvas.edit_mask)
     QApplication.processEvents()
     shot = canvas.viewport().grab().toImage()
     painted, untouched = shot.pixelColor(at(canvas, 22.5, 20.5)), shot.pixelColor(at(canvas, 60.5, 50.5))

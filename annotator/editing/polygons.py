@@ -48,8 +48,6 @@ class Ring:
             and np.array_equal(self.points, other.points)
         )
 
-    __hash__ = None  # type: ignore[assignment]
-
 
 @dataclass(frozen=True)
 class EditablePolygons:

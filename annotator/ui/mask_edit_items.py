@@ -34,6 +34,11 @@ class MaskOverlayItem(QGraphicsItem):
         self._mask = mask
         self._rect = QRectF(0, 0, mask.shape[1], mask.shape[0])
 
+    @property
+    def mask(self) -> np.ndarray:
+        """The array the overlay paints from (the working mask itself, not a copy)."""
+        return self._mask
+
     def set_mask(self, mask: np.ndarray) -> None:
         """Draw another working mask (same size) from now on."""
         self._mask = mask
@@ -126,7 +131,8 @@ class BrushCursorItem(QGraphicsEllipseItem):
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
         self._radius = radius
         self.set_erasing(erasing)
-        self._place(QPointF(-10 * radius, -10 * radius))
+        self.setVisible(False)
+        self._place(QPointF(0, 0))
 
     def set_erasing(self, erasing: bool) -> None:
         pen = QPen(QColor("#f87171") if erasing else QColor("#ffffff"), 1.5)
@@ -139,7 +145,9 @@ class BrushCursorItem(QGraphicsEllipseItem):
         self._place(centre)
 
     def follow(self, scene_pos: QPointF) -> None:
+        """Centre the circle on the cursor (it shows from the first move on)."""
         self._place(scene_pos)
+        self.setVisible(True)
 
     def _place(self, centre: QPointF) -> None:
         r = self._radius

@@ -112,6 +112,10 @@ class MaskEditor:
         return self._rings.polygons if self._rings is not None else None
 
     @property
+    def overlay(self) -> MaskOverlayItem:
+        return self._overlay
+
+    @property
     def selected_vertex(self) -> tuple[int, int] | None:
         """(ring, vertex) last clicked or hovered in polygon mode."""
         return self._selected
