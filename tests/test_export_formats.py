@@ -334,7 +334,7 @@ def test_the_app_exports_each_folder_format_chosen_in_its_dialog(
     open_folder(qtbot, window, images)
     with qtbot.waitSignal(window.exported, timeout=STEP_TIMEOUT_MS) as exported:
         window.choose_export()
-        dialog = window.export_dialog
+        dialog = window.export_flow.dialog
         dialog.kind.setCurrentIndex(dialog.kind.findData(kind))
         dialog.path.setText(str(tmp_path / "out"))
         dialog.accept()

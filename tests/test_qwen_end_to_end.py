@@ -79,7 +79,7 @@ def test_the_app_proposes_with_the_planted_qwen_and_exports_the_accepted_box(qtb
         qtbot.keyClick(window.canvas, Qt.Key.Key_Return)
     with qtbot.waitSignal(window.exported, timeout=STEP_TIMEOUT_MS):
         qtbot.keyClick(window, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
-        dialog = window.export_dialog
+        dialog = window.export_flow.dialog
         assert isinstance(dialog, ExportDialog)
         dialog.path.setText(str(tmp_path / "export.json"))
         dialog.accept()

@@ -47,7 +47,7 @@ def test_open_type_accept_export_gives_a_coco_file_with_the_planted_object(qtbot
 
     with qtbot.waitSignal(window.exported, timeout=STEP_TIMEOUT_MS):
         qtbot.keyClick(window, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
-        dialog = window.export_dialog
+        dialog = window.export_flow.dialog
         assert isinstance(dialog, ExportDialog)
         dialog.path.setText(str(tmp_path / "export.json"))
         dialog.accept()

@@ -240,7 +240,7 @@ def test_a_box_drawn_with_w_is_segmented_by_sam_and_accepted_as_manual(qtbot, sa
     assert window.canvas.drawing
     with qtbot.waitSignal(window.inference.inference.segmented, timeout=STEP_TIMEOUT_MS):
         drag(qtbot, window, (40, 50), (200, 220))
-    qtbot.waitUntil(lambda: not window._segment_seq, timeout=STEP_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not window.session.segment_seq, timeout=STEP_TIMEOUT_MS)
     with qtbot.waitSignal(window.annotations_changed, timeout=STEP_TIMEOUT_MS):
         qtbot.keyClick(window.canvas, Qt.Key.Key_Return)
     [annotation] = window.store.annotations()

@@ -94,7 +94,7 @@ def review_state(session: ReviewSession) -> ReviewState:
     """What the panel says about the annotation Enter and Esc act on (else the active one)."""
     key = session.target_key()
     shown = key if key is not None else session.active
-    if shown is None:
+    if shown is None or not session.exists(shown):
         return ReviewState(None, False)
     if isinstance(shown, str):
         pending = session.pending[shown]

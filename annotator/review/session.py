@@ -90,6 +90,24 @@ class ReviewSession(RefineMixin):
         self.active = key
         self.events.pending_changed.emit()
 
+    def exists(self, key: Hashable) -> bool:
+        """Whether `key` names a pending annotation of the session or an annotation in the store."""
+        if isinstance(key, str):
+            return key in self.pending
+        if self.store is None or not isinstance(key, int):
+            return False
+        try:
+            self.store.annotation(key)
+        except KeyError:
+            return False
+        return True
+
+    def _changed(self, image_id: int) -> None:
+        """Tell the views the store changed on `image_id`; a selection the change removed is dropped first."""
+        if self.active is not None and not self.exists(self.active):
+            self.active = None
+        self.events.changed.emit(image_id)
+
     @property
     def busy(self) -> str:
         """What the session waits for: "Proposing…", "Segmenting…" or ""."""
@@ -349,7 +367,7 @@ class ReviewSession(RefineMixin):
         if steps:
             self.history.push(HistoryEntry(text, steps, image_id))
             self.events.history_changed.emit()
-        self.events.changed.emit(image_id)
+        self._changed(image_id)
         return True
 
     def store_step(self, text: str, image_id: int, change: Callable[[], object]) -> bool:
@@ -381,7 +399,7 @@ class ReviewSession(RefineMixin):
         assert entry is not None
         self.events.cleared.emit("history")
         self.events.history_changed.emit()
-        self.events.changed.emit(entry.image_id)
+        self._changed(entry.image_id)
         self.events.status.emit(f"{'Undid' if undo else 'Redid'}: {entry.text}.")
 
     def add_drawn_box(self, box: BoxXyxy, category: str = "") -> str | None:
