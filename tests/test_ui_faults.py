@@ -338,7 +338,8 @@ def test_a_damaged_store_is_named_in_the_message_bar_with_what_to_do_and_left_as
 
 def test_a_stored_mask_that_cannot_be_decoded_gets_no_outline_and_the_others_are_still_drawn(qapp, caplog):
     from annotator.project.geometry import Rle
-    from annotator.ui.worker import DecodedImages, ImageWorker, JobQueue, OutlineJob, rle_key
+    from annotator.ui.worker import ImageWorker
+    from annotator.ui.worker_jobs import DecodedImages, JobQueue, OutlineJob, rle_key
 
     good = Rle.from_mask(np.pad(np.ones((4, 4), bool), 2))
     broken = Rle(8, 8, "not an rle")

@@ -37,8 +37,9 @@ from annotator.ui.window_folder import FolderMixin
 from annotator.ui.window_menus import apply_shortcut_overrides, build_actions
 from annotator.ui.window_models import ModelsMixin
 from annotator.ui.window_review import ReviewMixin
-from annotator.ui.worker import DecodedImages, ImageClient, InferenceClient
+from annotator.ui.worker import ImageClient, InferenceClient
 from annotator.ui.worker_backend import WorkerBackend
+from annotator.ui.worker_jobs import DecodedImages
 
 if TYPE_CHECKING:
     from annotator.grounding.grounder import Proposal

@@ -14,7 +14,7 @@ from annotator.review.describe import ReviewItem, review_items, review_state
 from annotator.ui.annotate_panel import AnnotationRow
 from annotator.ui.canvas import CanvasAnnotation
 from annotator.ui.palette import category_colour, pending_colour
-from annotator.ui.worker import ShownProposal, rle_key
+from annotator.ui.worker_jobs import ShownProposal, rle_key
 
 if TYPE_CHECKING:
     from annotator.ui.main_window import MainWindow

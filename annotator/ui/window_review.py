@@ -11,7 +11,7 @@ import numpy as np
 
 from annotator.review.pending import MaskAnswer, NewProposal
 from annotator.ui.canvas import BoxXyxy
-from annotator.ui.worker import LoadedImage, MaskUpdate, Outlines, ProposalResult, WorkerError
+from annotator.ui.worker_jobs import LoadedImage, MaskUpdate, Outlines, ProposalResult, WorkerError
 
 if TYPE_CHECKING:
     from annotator.ui.main_window import MainWindow
