@@ -64,23 +64,35 @@ class EditablePolygons:
         return replace(self, rings=tuple(rings))
 
 
-def polygons_from_mask(mask: np.ndarray, tolerance_px: float = 0.0) -> EditablePolygons:
-    """The rings of a 2-D bool mask; tolerance 0 keeps every corner, > 0 simplifies with `cv2.approxPolyDP`."""
+def polygons_from_mask(mask: np.ndarray, tolerance_px: float = 0.0, min_area_px: float = 0.0) -> EditablePolygons:
+    """The rings of a 2-D bool mask; tolerance 0 keeps every corner, > 0 simplifies with `cv2.approxPolyDP`.
+
+    Tolerance 0 drops only the vertices inside straight runs (`CHAIN_APPROX_SIMPLE`), so the rings still
+    describe the mask exactly. Rings enclosing less than `min_area_px` (the area between the traced pixel
+    centres: 0 for a one-pixel speck or line, 4 for a 3 x 3 blob) are left out, an outer ring with its holes;
+    what they trace stays in the mask, untouched by edits of the other rings.
+    """
     if mask.ndim != 2:
         raise ValueError(f"a mask is 2-D, got shape {mask.shape}")
     if tolerance_px < 0:
         raise ValueError(f"the polygon tolerance is at least 0 pixels, got {tolerance_px}")
     method = cv2.CHAIN_APPROX_SIMPLE if tolerance_px == 0 else cv2.CHAIN_APPROX_NONE
     contours, hierarchy = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP, method)
-    rings = []
-    for index, contour in enumerate(contours):
+    parents = [int(links[3]) for links in hierarchy[0]] if contours else []
+    kept: dict[int, int] = {}
+    rings: list[Ring] = []
+    for index in [i for i, p in enumerate(parents) if p == -1] + [i for i, p in enumerate(parents) if p != -1]:
+        contour, parent = contours[index], parents[index]
+        if (min_area_px > 0 and cv2.contourArea(contour) < min_area_px) or (parent != -1 and parent not in kept):
+            continue
         if tolerance_px > 0:
             simplified = cv2.approxPolyDP(contour, tolerance_px, True)
             if len(simplified) >= MIN_RING_VERTICES:
                 contour = simplified
-        parent = int(hierarchy[0][index][3])
+        if parent == -1:
+            kept[index] = len(rings)
         points = contour[:, 0, :].astype(np.float64) + 0.5
-        rings.append(Ring(points=points, is_hole=parent != -1, parent=parent))
+        rings.append(Ring(points=points, is_hole=parent != -1, parent=kept.get(parent, -1)))
     height, width = mask.shape
     return EditablePolygons(rings=tuple(rings), height=height, width=width)
 

@@ -24,6 +24,8 @@ BRUSH_STEP = 1.25
 BRUSH_RADIUS_RANGE = (1, 500)
 DEFAULT_BRUSH_RADIUS = 12
 EDIT_TOLERANCE_PX = 1.0
+EDIT_MIN_RING_AREA_PX = 4.0
+"""Polygon mode leaves out rings smaller than this (specks), see `polygons_from_mask`."""
 
 
 class MaskEditingView(ImageView):
@@ -73,7 +75,9 @@ class MaskEditingView(ImageView):
         if self._editor is not None and self._editor.key != key:
             self._drop_editor()
         if self._editor is None:
-            self._editor = MaskEditor(self.scene(), key, mask, self._edit_colour(key), self.polygon_tolerance_px)
+            self._editor = MaskEditor(
+                self.scene(), key, mask, self._edit_colour(key), self.polygon_tolerance_px, EDIT_MIN_RING_AREA_PX
+            )
             self._show_edited_mask(key, False)
         else:
             self._editor.set_mask(mask)

@@ -51,7 +51,13 @@ class MaskEditor:
     """The edit of one annotation's mask (see the module docstring); owns its scene items until `remove`."""
 
     def __init__(
-        self, scene: QGraphicsScene, key: Hashable, mask: np.ndarray, colour: QColor, tolerance_px: float
+        self,
+        scene: QGraphicsScene,
+        key: Hashable,
+        mask: np.ndarray,
+        colour: QColor,
+        tolerance_px: float,
+        min_ring_area_px: float = 0.0,
     ) -> None:
         self.key = key
         self.mode = ""
@@ -59,6 +65,7 @@ class MaskEditor:
         self._scene = scene
         self._colour = QColor(colour)
         self._tolerance_px = tolerance_px
+        self._min_ring_area_px = min_ring_area_px
         self._overlay = MaskOverlayItem(self.mask, colour)
         scene.addItem(self._overlay)
         self._rings: RingsItem | None = None
@@ -79,7 +86,7 @@ class MaskEditor:
         if mode == "polygon":
             self._remove_cursor()
             if self._rings is None:
-                self._rings = RingsItem(polygons_from_mask(self.mask, self._tolerance_px), self._colour)
+                self._rings = RingsItem(self._traced(), self._colour)
                 self._scene.addItem(self._rings)
         else:
             self._remove_rings()
@@ -99,7 +106,7 @@ class MaskEditor:
         self._stroke = None
         if self._rings is not None:
             self._selected = None
-            self._rings.set_polygons(polygons_from_mask(self.mask, self._tolerance_px), None)
+            self._rings.set_polygons(self._traced(), None)
 
     def set_radius(self, radius: int) -> None:
         self._radius = radius
@@ -204,6 +211,9 @@ class MaskEditor:
         return self._commit(ring_index, polygons.rings[ring_index], "Delete vertex")
 
     # Helpers ----------------------------------------------------------------------------------------------------
+    def _traced(self) -> EditablePolygons:
+        return polygons_from_mask(self.mask, self._tolerance_px, self._min_ring_area_px)
+
     def _commit(self, ring_index: int, old: Ring, label: str) -> EditResult:
         """Re-rasterise ring `ring_index`'s change from `old` (before the gesture) into the working mask."""
         assert self._rings is not None
