@@ -227,3 +227,16 @@ def test_bad_input_says_what():
         paint_segment(np.zeros((3, 3), dtype=bool), (1, 1), (1, 1), 0, True)
     with pytest.raises(IndexError, match="not in a ring"):
         move_vertex(Ring(np.zeros((3, 2))), 5, 0, 0)
+
+
+def test_rings_smaller_than_the_minimum_area_are_left_out_with_their_holes_parents_renumbered():
+    mask = np.zeros((30, 30), dtype=bool)
+    mask[1, 1] = True  # a speck, traced first: area 0 between centres
+    mask[5:15, 5:15] = True
+    mask[7:11, 7:11] = False  # a 4 x 4 hole: its ring (round it, corners cut) encloses 5 x 5 - 4 / 2 = 23
+    mask[12, 12] = False  # a one-pixel hole: its ring (4 diagonal steps) encloses 2
+    every = polygons_from_mask(mask, 0)
+    assert len(every.rings) == 4
+    kept = polygons_from_mask(mask, 0, min_area_px=4.0)
+    assert [(ring.is_hole, ring.parent, len(ring)) for ring in kept.rings] == [(False, -1, 4), (True, 0, 8)]
+    assert np.array_equal(mask_from_polygons(every), mask)
