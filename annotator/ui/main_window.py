@@ -86,6 +86,7 @@ class MainWindow(ReviewMixin, ReviewViewMixin, ModelsMixin, FolderMixin, QMainWi
         self.heads_panel = HeadsPanel()
         self.heads_panel.opacity.setValue(settings.heatmap_opacity_percent)
         self.canvas.set_overlay_opacity(settings.heatmap_opacity_percent / 100.0)
+        self.canvas.polygon_tolerance_px = settings.polygon_tolerance_px
         self.panel.expression.set_history(settings.expression_history())
         self._build_layout()
         self.actions_by_name: dict[str, QAction] = {}
@@ -304,6 +305,7 @@ class MainWindow(ReviewMixin, ReviewViewMixin, ModelsMixin, FolderMixin, QMainWi
         if tolerance != self.inference.inference.tolerance_px:
             self._forget_outlines()
         self.inference.inference.tolerance_px = tolerance
+        self.canvas.polygon_tolerance_px = tolerance
         self.image_loader.image_worker.tolerance_px = tolerance
         self.images.capacity = self.settings.image_cache_images
         if models_changed:
