@@ -108,8 +108,10 @@ def test_an_accepted_annotation_survives_closing_and_reopening_the_app(
     assert reopened.canvas.annotation_keys() == [annotation.id]
 
 
-MAX_TICK_GAP_MS = 100.0
-"""The longest a 10 ms timer may wait while the model works: past that the annotator feels the window stall."""
+MAX_TICK_GAP_MS = 1000.0
+"""A generous bound on the longest a 10 ms timer may wait while the model works: it fails on a window that blocks
+while the model runs, not on a slow or busy machine. The goal, 50 ms on an idle machine, is measured by
+benchmarks/ui_responsiveness.py and printed here."""
 MIN_BUSY_S = 1.0
 MIN_PROPOSALS = 9
 """Work long enough to measure: at least this many proposals and at least this long, whichever takes longer."""

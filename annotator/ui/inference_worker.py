@@ -3,6 +3,7 @@ the same `Proposer` the CLI uses and the `Segmenter` behind it."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -64,6 +65,7 @@ class InferenceWorker(QObject):
             elif isinstance(job, UseModelsJob):
                 self._close_models()
                 self._models = job.models
+                _settle_garbage_collector()
                 self.models_ready.emit(job.models.info)
             elif isinstance(job, ProposeJob):
                 self._propose(job)
@@ -96,6 +98,7 @@ class InferenceWorker(QObject):
     def _close_models(self) -> None:
         if self._models is not None:
             self._models.proposer.close()
+            gc.unfreeze()  # the closed models' objects may be collected again
         self._models = None
         self._previous.clear()
         self._prefetched.clear()
@@ -113,6 +116,7 @@ class InferenceWorker(QObject):
             log.exception("model loading failed")
             self.models_failed.emit(f"{job.models.model} could not be loaded: {type(err).__name__}: {err}")
             return
+        _settle_garbage_collector()
         self.models_ready.emit(self._models.info)
 
     def _leave_a_core_to_the_gui(self, models: ModelSettings) -> None:
@@ -239,3 +243,11 @@ def mask_following_box(mask: np.ndarray, old_box: BoxXyxy, new_box: BoxXyxy) -> 
     height, width = mask.shape
     warped = cv2.warpAffine(mask.astype(np.uint8), affine, (width, height), flags=cv2.INTER_NEAREST)
     return warped.astype(bool)
+
+
+def _settle_garbage_collector() -> None:
+    """Move everything alive now (the models' hundreds of thousands of Python objects) out of the collector's
+    reach. Otherwise every full collection walks them all while holding the GIL, and one triggered on any thread
+    (an export making many small objects) freezes the GUI for a third of a second."""
+    gc.collect()
+    gc.freeze()
