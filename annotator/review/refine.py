@@ -1,4 +1,5 @@
-"""Refining an annotation: SAM points, box edits, and masks edited by hand (brush, eraser, polygon vertices).
+"""Refining an annotation: SAM points, boxes (moved, resized or drawn by hand), and masks edited by hand (brush,
+eraser, polygon vertices).
 
 Points and box edits ask the backend for a mask (`SegmentRequest`) and change nothing until it answers
 (`mask_arrived`): a pending annotation then takes the new mask, a stored one gets it in one undoable store step
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from annotator.project.geometry import Rle
-from annotator.review.pending import BoxXyxy, MaskAnswer, SegmentRequest, mask_rle
+from annotator.review.pending import BoxXyxy, MaskAnswer, PendingAnnotation, SegmentRequest, mask_rle
 from annotator.review.points import PromptPoint, points_from_json, points_to_json
 
 if TYPE_CHECKING:
@@ -137,6 +138,22 @@ class RefineMixin:
             key, "box", box, previous_box_xyxy=annotation.box_xyxy, previous_mask=previous, droppable=False
         )
         self.events.pending_changed.emit()
+
+    def add_drawn_box(self: ReviewSession, box: BoxXyxy, category: str = "") -> str | None:
+        """A box drawn by hand becomes a pending annotation (SAM masks it when loaded); its key."""
+        if self.store is None or self.image_id is None:
+            return None
+        key = self._new_key()
+        self.pending[key] = PendingAnnotation(
+            key=key, image_id=self.image_id, box_xyxy=box, prompt_box_xyxy=box, mask=None, score=None,
+            expression="", source="manual", heads=(), category=self.categories.resolve(category) if category
+            else self.categories.for_drawn_box(),
+        )  # fmt: skip
+        if self.sam_loaded:
+            self.request_mask(key, "drawn", box)
+        self.active = key
+        self.events.pending_changed.emit()
+        return key
 
     def mask_arrived(self: ReviewSession, answer: MaskAnswer) -> bool:
         """The backend's mask for a request; False (nothing changes) when a later request replaced it."""

@@ -6,7 +6,7 @@ annotations that live only in the session until accepted (then one undoable stor
 reaches the store). Pending annotations made by a pre-label run live in the store and are accepted or rejected
 there. Every store change goes through `History`, so undo and redo follow the store's history. Views listen to
 `events` (see `SessionEvents`) and forward the annotator's input to the methods here; refinement (SAM points,
-box edits, brush and polygon edits) is in `RefineMixin`.
+boxes moved or drawn by hand, brush and polygon edits) is in `RefineMixin`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from annotator.project.store import Annotation, ProjectStore
 from annotator.review.categories import CategoryChooser
 from annotator.review.events import SessionEvents
 from annotator.review.history import History, HistoryEntry, HistoryRefused
-from annotator.review.pending import BoxXyxy, NewProposal, PendingAnnotation, ReviewBackend, mask_rle
+from annotator.review.pending import NewProposal, PendingAnnotation, ReviewBackend, mask_rle
 from annotator.review.points import points_to_json
 from annotator.review.refine import RefineMixin
 
@@ -401,19 +401,3 @@ class ReviewSession(RefineMixin):
         self.events.history_changed.emit()
         self._changed(entry.image_id)
         self.events.status.emit(f"{'Undid' if undo else 'Redid'}: {entry.text}.")
-
-    def add_drawn_box(self, box: BoxXyxy, category: str = "") -> str | None:
-        """A box drawn by hand becomes a pending annotation (SAM masks it when loaded); its key."""
-        if self.store is None or self.image_id is None:
-            return None
-        key = self._new_key()
-        self.pending[key] = PendingAnnotation(
-            key=key, image_id=self.image_id, box_xyxy=box, prompt_box_xyxy=box, mask=None, score=None,
-            expression="", source="manual", heads=(), category=self.categories.resolve(category) if category
-            else self.categories.for_drawn_box(),
-        )  # fmt: skip
-        if self.sam_loaded:
-            self.request_mask(key, "drawn", box)
-        self.active = key
-        self.events.pending_changed.emit()
-        return key
