@@ -12,6 +12,8 @@ import pytest
 from PIL import Image
 
 import annotator.project.store as store_module
+import annotator.project.store_history as store_history
+import annotator.project.store_images as store_images
 from annotator.errors import ProjectStoreError
 from annotator.project.geometry import Rle
 from annotator.project.store import SCHEMA_VERSION, ProjectStore
@@ -125,7 +127,7 @@ def test_image_info_is_read_from_the_header_once_and_cached(store, folder, monke
     def no_header_reads(*args, **kwargs):
         raise AssertionError("the header was read again")
 
-    monkeypatch.setattr(store_module, "image_size", no_header_reads)
+    monkeypatch.setattr(store_images, "image_size", no_header_reads)
     with ProjectStore.for_folder(folder) as reopened:
         assert reopened.ensure_image_info(image_id).width == 40
 
@@ -331,7 +333,7 @@ def test_bulk_adds_without_undo_leave_no_history(store):
 
 
 def test_history_beyond_the_limit_is_pruned(store, monkeypatch):
-    monkeypatch.setattr(store_module, "HISTORY_LIMIT", 3)
+    monkeypatch.setattr(store_history, "HISTORY_LIMIT", 3)
     for name in ("a", "b", "c", "d", "e"):
         store.add_category(name)
     assert [store.undo() for _ in range(4)] == ["add category e", "add category d", "add category c", None]
