@@ -192,3 +192,35 @@ def test_a_box_polygon_rasterises_to_the_box_pixels():
     rle = segmentation_to_rle(box_polygon((2, 3, 6, 8)), 10, 10)
     assert rle.area_px == 4 * 5
     assert rle.box_xyxy == (2.0, 3.0, 6.0, 8.0)
+
+
+def test_run_lengths_are_the_column_major_runs_zeros_first():
+    # column 0 is (0, 1), column 1 is (1, 1): flattened by columns 0 1 1 1 -> one 0, three 1s
+    assert Rle.from_mask(np.array([[0, 1], [1, 1]], dtype=bool)).run_lengths().tolist() == [1, 3]
+    # starting with a 1 gives an empty first run of 0s
+    assert Rle.from_mask(np.array([[1, 0], [1, 0]], dtype=bool)).run_lengths().tolist() == [0, 2, 2]
+    big = np.zeros((300, 200), dtype=bool)
+    big[10:290, 5:195] = True  # runs longer than one character of the compressed form holds
+    runs = Rle.from_mask(big).run_lengths()
+    assert runs.sum() == 300 * 200 and runs[0] == 5 * 300 + 10 and runs[1] == 280
+
+
+def test_replacing_columns_of_an_rle_equals_encoding_the_new_mask():
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        height, width = (int(v) for v in rng.integers(1, 25, size=2))
+        density = (0.5, 0.05, 0.95)[trial % 3]
+        mask = rng.random((height, width)) < density
+        x0 = int(rng.integers(0, width))
+        x1 = int(rng.integers(x0 + 1, width + 1))
+        edited = mask.copy()
+        edited[:, x0:x1] = rng.random((height, x1 - x0)) < rng.random()
+        assert Rle.from_mask(mask).with_columns(x0, x1, edited[:, x0:x1]) == Rle.from_mask(edited), trial
+
+
+def test_replacing_columns_that_do_not_fit_says_so():
+    rle = Rle.from_mask(np.zeros((4, 6), dtype=bool))
+    with pytest.raises(ValueError, match="do not fit a 6x4 mask"):
+        rle.with_columns(2, 4, np.zeros((4, 3), dtype=bool))
+    with pytest.raises(ValueError, match="do not fit"):
+        rle.with_columns(5, 7, np.zeros((4, 2), dtype=bool))

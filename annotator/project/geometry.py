@@ -99,8 +99,62 @@ class Rle:
         x, y, w, h = self.bbox_xywh
         return x, y, x + w, y + h
 
+    def run_lengths(self) -> np.ndarray:
+        """The uncompressed counts: alternating run lengths of 0s and 1s in column-major order, 0s first."""
+        runs: list[int] = []
+        text, position = self.counts, 0
+        while position < len(text):
+            value, shift, more = 0, 0, True
+            while more:
+                chunk = ord(text[position]) - 48
+                value |= (chunk & 0x1F) << shift
+                more = bool(chunk & 0x20)
+                position += 1
+                shift += 5
+                if not more and chunk & 0x10:
+                    value |= -1 << shift
+            if len(runs) > 2:
+                value += runs[-2]
+            runs.append(value)
+        return np.asarray(runs, dtype=np.int64)
+
+    def with_columns(self, x0: int, x1: int, columns: np.ndarray) -> "Rle":
+        """This mask with its columns `x0 <= x < x1` replaced by `columns` (height x (x1 - x0)), without decoding
+        the rest: in COCO's column-major order those columns are one span of the runs, so an edit costs its own
+        columns, not the image (a brush stroke on 8000 x 6000 pixels). Equal to `Rle.from_mask` of the new mask."""
+        if columns.shape != (self.height, x1 - x0) or not 0 <= x0 < x1 <= self.width:
+            raise ValueError(f"columns {x0}..{x1} of shape {columns.shape} do not fit a {self.width}x{self.height} mask")
+        total, start, stop = self.height * self.width, x0 * self.height, x1 * self.height
+        toggles = np.cumsum(self.run_lengths())[:-1]  # positions where the value changes (it starts at 0)
+        flat = np.ascontiguousarray(columns.T, dtype=bool).ravel()
+        before = int(np.searchsorted(toggles, start - 1, side="right") % 2) if start > 0 else 0
+        after = int(np.searchsorted(toggles, stop, side="right") % 2) if stop < total else int(flat[-1])
+        spliced = np.concatenate([
+            toggles[toggles < start],
+            [start] if flat[0] != before else [],
+            np.flatnonzero(flat[1:] != flat[:-1]) + 1 + start,
+            [stop] if stop < total and flat[-1] != after else [],
+            toggles[toggles > stop],
+        ]).astype(np.int64)  # fmt: skip
+        runs = np.diff(np.concatenate([[0], spliced, [total]])).astype(np.int64)
+        encoded = coco_mask.frPyObjects({"size": [self.height, self.width], "counts": runs.tolist()}, *self.shape)
+        return Rle(self.height, self.width, encoded["counts"].decode("ascii"))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
     def _pycoco(self) -> dict[str, Any]:
         return {"size": [self.height, self.width], "counts": self.counts.encode("ascii")}
+
+
+def tight_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:
+    """The tight box (x0, y0, x1, y1) of a 2-D mask, pixel x covering [x, x+1); None when it is empty."""
+    columns = np.flatnonzero(mask.any(axis=0))
+    if columns.size == 0:
+        return None
+    rows = np.flatnonzero(mask.any(axis=1))
+    return float(columns[0]), float(rows[0]), float(columns[-1] + 1), float(rows[-1] + 1)
 
 
 def mask_to_polygons(
