@@ -341,3 +341,14 @@ def test_with_a_label_set_the_guess_and_the_names_map_onto_it(session, store):
     (annotation,) = store.annotations(session.image_id)
     assert store.category(annotation.category_id).name == "car" and annotation.expression == "the man in red"
     assert session.categories.names() == ["person", "car"]
+
+
+def test_a_hand_edit_bounded_to_its_columns_stores_exactly_the_new_mask(session, store):
+    propose(session, "the dog")
+    session.accept()
+    (annotation,) = store.annotations(session.image_id)
+    brushed = rect_mask(5, 6, 15, 16)
+    brushed[2:4, 17:22] = True  # the stroke touched columns 17..21 only
+    assert session.edit_mask(annotation.id, brushed, "Brush", (17, 22))
+    assert store.annotation(annotation.id).rle == Rle.from_mask(brushed)
+    assert store.annotation(annotation.id).box_xyxy == (5.0, 2.0, 22.0, 16.0)

@@ -31,7 +31,7 @@ def canvas(qtbot) -> Canvas:
 @pytest.fixture
 def edits(canvas: Canvas) -> list[tuple[object, np.ndarray, str]]:
     received: list[tuple[object, np.ndarray, str]] = []
-    canvas.mask_edited.connect(lambda key, mask, label: received.append((key, mask, label)))
+    canvas.mask_edited.connect(lambda key, mask, label, rect: received.append((key, mask, label)))
     return received
 
 

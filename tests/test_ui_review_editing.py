@@ -93,7 +93,7 @@ def test_dragging_an_outline_vertex_is_one_undoable_change_and_the_rest_of_the_m
     assert window.canvas.edit_mode is None and stored(window, annotation_id).status == "accepted"
 
 
-def test_brush_and_eraser_strokes_are_undone_one_by_one(qtbot, window, scene_folder):
+def test_brush_and_eraser_strokes_are_undone_one_by_one(qtbot, window, scene_folder, monkeypatch):
     folder, _ = scene_folder
     annotation_id, mask = seed_mask(folder)
     open_folder(qtbot, window, folder)
@@ -104,9 +104,14 @@ def test_brush_and_eraser_strokes_are_undone_one_by_one(qtbot, window, scene_fol
     radius = window.canvas.brush_radius
     qtbot.keyClick(window.canvas, Qt.Key.Key_BracketRight)
     assert window.canvas.brush_radius > radius and f"Brush {window.canvas.brush_radius} px" in window.statusBar().currentMessage()
+    requests = []
+    outline = window.image_loader.outline
+    monkeypatch.setattr(window.image_loader, "outline", lambda *args: requests.append(args) or outline(*args))
     with qtbot.waitSignal(window.annotations_changed, timeout=STEP_TIMEOUT_MS):
         drag(qtbot, window, [(X1 + 30, Y0 + 20), (X1 + 40, Y0 + 20), (X1 + 50, Y0 + 20)])
     brushed = stored_mask(window, annotation_id)
+    (_, rles, arrays), = requests  # the new outline is made from the stroke's own array, nothing decoded
+    assert rles == () and len(arrays) == 1 and np.array_equal(arrays[0][1], brushed)
     assert brushed.sum() > mask.sum() and not brushed[:, : X1 + 10].__ne__(mask[:, : X1 + 10]).any()
     qtbot.keyClick(window.canvas, Qt.Key.Key_X)
     assert window.canvas.edit_mode == "eraser"

@@ -28,6 +28,11 @@ DirtyRect = tuple[int, int, int, int]
 """(x0, y0, x1, y1) in pixels, x1 and y1 exclusive."""
 
 
+def union_rect(a: DirtyRect, b: DirtyRect) -> DirtyRect:
+    """The smallest rectangle holding both."""
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+
+
 @dataclass(frozen=True)
 class Ring:
     """One closed ring: `points` is N x 2 float (x, y) on pixel centres; a hole's `parent` is its outer ring's index."""

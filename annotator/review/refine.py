@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from annotator.project.geometry import Rle
-from annotator.review.pending import BoxXyxy, MaskAnswer, PendingAnnotation, SegmentRequest, mask_rle
+from annotator.project.geometry import Rle, tight_box
+from annotator.review.pending import BoxXyxy, MaskAnswer, PendingAnnotation, SegmentRequest
 from annotator.review.points import PromptPoint, points_from_json, points_to_json
 
 if TYPE_CHECKING:
@@ -203,23 +203,20 @@ class RefineMixin:
             label, annotation.image_id, lambda: store.update_mask(annotation_id, rle, points=points)
         )
 
-    def edit_mask(self: ReviewSession, key: Hashable, mask: np.ndarray, label: str) -> bool:
+    def edit_mask(
+        self: ReviewSession, key: Hashable, mask: np.ndarray, label: str, columns: tuple[int, int] | None = None
+    ) -> bool:
         """A mask edited by hand (brush, eraser, polygon vertices) replaces the annotation's mask: a pending one
-        in the session, a stored one in one undoable store step. An empty mask is refused (delete instead)."""
-        rle = mask_rle(mask)
-        if rle is None:
-            self.events.error.emit(
-                f"{label} would leave an empty mask: delete the annotation instead (Delete).", "edit"
-            )
-            return False
-        assert rle.box_xyxy is not None
+        in the session, a stored one in one undoable store step. `columns` (x0, x1), when given, bound the
+        columns the edit changed, so a stored mask is re-encoded there only. An empty mask is refused."""
         if isinstance(key, str):
             pending = self.pending.get(key)
             if pending is None:
                 return False
-            self.pending[key] = dataclasses.replace(
-                pending, mask=mask, box_xyxy=rle.box_xyxy, mask_kind="edited", outline=None
-            )
+            box = tight_box(mask)
+            if box is None:
+                return self._refuse_empty(label)
+            self.pending[key] = dataclasses.replace(pending, mask=mask, box_xyxy=box, mask_kind="edited", outline=None)
             self.events.cleared.emit("edit")
             self.events.pending_changed.emit()
             return True
@@ -227,4 +224,17 @@ class RefineMixin:
         if store is None:
             return False
         annotation = store.annotation(int(key))
+        old = annotation.rle
+        if columns is not None and old is not None and old.shape == mask.shape:
+            x0, x1 = columns
+            rle: Rle | None = old.with_columns(x0, x1, mask[:, x0:x1])
+        else:
+            rle = Rle.from_mask(mask)
+        if rle is None or rle.area_px == 0:
+            return self._refuse_empty(label)
         return self.store_step(label, annotation.image_id, lambda: store.update_mask(annotation.id, rle))
+
+    def _refuse_empty(self: ReviewSession, label: str) -> bool:
+        self.events.error.emit(f"{label} would leave an empty mask: delete the annotation instead (Delete).", "edit")
+        return False
+

@@ -31,7 +31,8 @@ EDIT_MIN_RING_AREA_PX = 4.0
 class MaskEditingView(ImageView):
     """An `ImageView` that edits one mask at a time in "polygon", "brush" or "eraser" mode."""
 
-    mask_edited = Signal(object, object, str)  # key, new full-size bool mask (a fresh array), undo label
+    mask_edited = Signal(object, object, str, object)  # key, new full-size bool mask (a fresh array), undo label,
+    # the rectangle (x0, y0, x1, y1) of pixels the gesture may have changed, or None
     edit_ended = Signal()
     brush_size_changed = Signal(int)
 
@@ -142,7 +143,7 @@ class MaskEditingView(ImageView):
         """Emit `mask_edited` for a finished edit gesture (an `EditResult`, or None for nothing done)."""
         if result is None or self._editor is None:
             return False
-        self.mask_edited.emit(self._editor.key, result.mask.copy(), result.label)
+        self.mask_edited.emit(self._editor.key, result.mask.copy(), result.label, result.rect)
         return True
 
     def _edit_starting(self) -> None:

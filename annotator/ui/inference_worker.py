@@ -16,6 +16,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal, Slot
 
 from annotator.errors import AnnotatorError, ModelUnavailable
+from annotator.project.geometry import tight_box
 from annotator.ui.model_loading import LoadedModels, cpu_threads_for_app, load_models
 from annotator.ui.rendering import grid_map_image, heatmap_image, mask_outline
 from annotator.ui.settings import ModelSettings
@@ -192,7 +193,7 @@ class InferenceWorker(QObject):
             score = None if result.empty else result.score
         if mask is not None and not mask.any():
             mask = None
-        box = job.box_xyxy if mask is None else tight_box(mask)
+        box = (tight_box(mask) if mask is not None else None) or job.box_xyxy
         outline = mask_outline(mask, self.tolerance_px) if mask is not None else None
         self.segmented.emit(
             MaskUpdate(
@@ -220,13 +221,6 @@ class InferenceWorker(QObject):
         if not self.queue.is_stale(job.seq):
             proposer.prefetch(key, image)
             self._prefetched.add(key)
-
-
-def tight_box(mask: np.ndarray) -> BoxXyxy:
-    """The tight box (x0, y0, x1, y1) of a non-empty mask, pixel x covering [x, x+1)."""
-    columns = np.flatnonzero(mask.any(axis=0))
-    rows = np.flatnonzero(mask.any(axis=1))
-    return float(columns[0]), float(rows[0]), float(columns[-1] + 1), float(rows[-1] + 1)
 
 
 def mask_following_box(mask: np.ndarray, old_box: BoxXyxy, new_box: BoxXyxy) -> np.ndarray:

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QGraphicsScene
 
 from annotator.editing.brush import paint_segment
 from annotator.editing.polygons import (
+    DirtyRect,
     EditablePolygons,
     Ring,
     apply_ring_edit,
@@ -25,6 +26,7 @@ from annotator.editing.polygons import (
     insert_vertex,
     move_vertex,
     polygons_from_mask,
+    union_rect,
 )
 from annotator.ui.mask_edit_items import VERTEX_PX, BrushCursorItem, MaskOverlayItem, RingsItem
 
@@ -33,10 +35,12 @@ EDIT_MODES = ("polygon", "brush", "eraser")
 
 @dataclass(frozen=True)
 class EditResult:
-    """A finished gesture: the working mask after it (the editor's own array) and its undo label."""
+    """A finished gesture: the working mask after it (the editor's own array), its undo label, and the rectangle
+    of pixels it may have changed (None: it changed none)."""
 
     mask: np.ndarray
     label: str
+    rect: DirtyRect | None = None
 
 
 @dataclass
@@ -75,6 +79,7 @@ class MaskEditor:
         self._delete_on_release = False
         self._stroke: tuple[bool, QPointF] | None = None
         self._stroke_painted = False
+        self._stroke_rect: DirtyRect | None = None
         self._radius = 12
 
     # State ------------------------------------------------------------------------------------------------------
@@ -150,6 +155,7 @@ class MaskEditor:
         value = (self.mode == "brush") == (button == Qt.MouseButton.LeftButton)
         self._stroke = (value, scene_pos)
         self._stroke_painted = False
+        self._stroke_rect = None
         self._paint(scene_pos)
 
     def move(self, scene_pos: QPointF, view_pos: QPointF, to_view: QTransform) -> None:
@@ -174,7 +180,7 @@ class MaskEditor:
             self._stroke = None
             if not self._stroke_painted:
                 return None
-            return EditResult(self.mask, "Brush" if value else "Erase")
+            return EditResult(self.mask, "Brush" if value else "Erase", self._stroke_rect)
         drag, self._vertex_drag = self._vertex_drag, None
         delete, self._delete_on_release = self._delete_on_release, False
         if drag is None:
@@ -221,7 +227,7 @@ class MaskEditor:
         if rect is not None:
             self.mask = mask
             self._overlay.set_mask(self.mask)
-        return EditResult(self.mask, label)
+        return EditResult(self.mask, label, rect)
 
     def _select(self, hit: tuple[int, int]) -> None:
         self._selected = hit
@@ -235,6 +241,7 @@ class MaskEditor:
         self._stroke = (value, scene_pos)
         if rect is not None:
             self._stroke_painted = True
+            self._stroke_rect = rect if self._stroke_rect is None else union_rect(self._stroke_rect, rect)
             self._overlay.update_rect(rect)
 
     def _view_points(self, to_view: QTransform) -> list[np.ndarray]:

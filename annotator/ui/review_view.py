@@ -4,7 +4,11 @@ category picker and the image list's counts. Everything here reads the session; 
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from PySide6.QtGui import QColor, QPainterPath
 
@@ -20,20 +24,31 @@ if TYPE_CHECKING:
     from annotator.ui.main_window import MainWindow
 
 
+@dataclass
+class OutlineRequest:
+    """The outlines one redraw lacks: stored masks to decode, and (key, mask) arrays at hand."""
+
+    rles: list[Rle] = field(default_factory=list)
+    arrays: list[tuple[Hashable, np.ndarray]] = field(default_factory=list)
+
+
 class ReviewViewMixin:
     """The drawing half of `MainWindow`."""
 
     def _init_view(self) -> None:
-        self._outlines: dict[tuple[int, int, str], QPainterPath] = {}
-        self._outline_requested: set[tuple[int, int, str]] = set()
-        self._pending_rles: dict[str, tuple[int, Rle]] = {}
+        self._outlines: dict[Hashable, QPainterPath] = {}
+        self._outline_requested: set[Hashable] = set()
+        self._edited_array: tuple[Hashable, np.ndarray] | None = None
+        self._pending_masks: dict[Hashable, tuple[np.ndarray, int]] = {}
+        self._mask_serial = 0
         self._overlay_shown: ShownProposal | None = None
         self._image_ready = False
 
     def _forget_outlines(self) -> None:
         self._outlines.clear()
         self._outline_requested.clear()
-        self._pending_rles.clear()
+        self._edited_array = None
+        self._pending_masks.clear()
 
     def _remember_outline(self: MainWindow, rle: Rle, outline: QPainterPath) -> None:
         self._outlines[rle_key(rle)] = outline
@@ -44,28 +59,45 @@ class ReviewViewMixin:
         label_set = self.session.categories.label_set
         return category_colour(item.category, label_set.names if label_set is not None else None)
 
-    def _outline_of(self: MainWindow, item: ReviewItem, missing: list[Rle]) -> QPainterPath | None:
-        """The item's mask outline when known; otherwise its mask joins `missing` (to be outlined once)."""
+    def _outline_of(self: MainWindow, item: ReviewItem, missing: OutlineRequest) -> QPainterPath | None:
+        """The item's mask outline when known; otherwise it is asked for once (`missing`). A stored mask is keyed
+        by its RLE; a pending one, or one just edited by hand, is outlined from the array at hand, never encoded
+        or decoded on this thread."""
         if item.outline is not None:
             return item.outline
-        rle = item.rle
-        if rle is None and item.mask is not None and isinstance(item.key, str):
-            known = self._pending_rles.get(item.key)
-            if known is None or known[0] != id(item.mask):
-                known = (id(item.mask), Rle.from_mask(item.mask))
-                self._pending_rles[item.key] = known
-            rle = known[1]
-        if rle is None:
+        if item.rle is not None:
+            key: Hashable = rle_key(item.rle)
+        elif item.mask is not None:
+            key = ("pending", item.key, self._pending_mask_serial(item.key, item.mask))
+        else:
             return None
-        outline = self._outlines.get(rle_key(rle))
-        if outline is None and rle_key(rle) not in self._outline_requested:
-            missing.append(rle)
-        return outline
+        outline = self._outlines.get(key)
+        if outline is not None or key in self._outline_requested:
+            return outline
+        self._outline_requested.add(key)
+        edited = self._edited_array
+        if item.rle is None:
+            missing.arrays.append((key, item.mask))
+        elif edited is not None and edited[0] == item.key:
+            missing.arrays.append((key, edited[1]))
+            self._edited_array = None
+        else:
+            missing.rles.append(item.rle)
+        return None
+
+    def _pending_mask_serial(self: MainWindow, key: Hashable, mask: np.ndarray) -> int:
+        """A number for this pending mask, new whenever the annotation's mask is another array."""
+        known = self._pending_masks.get(key)
+        if known is None or known[0] is not mask:
+            self._mask_serial += 1
+            known = (mask, self._mask_serial)
+            self._pending_masks[key] = known
+        return known[1]
 
     def _canvas_annotations(self: MainWindow, items: list[ReviewItem]) -> list[CanvasAnnotation]:
         if not self._image_ready:
             return []
-        missing: list[Rle] = []
+        missing = OutlineRequest()
         drawn = [
             CanvasAnnotation(
                 key=item.key,
@@ -78,9 +110,8 @@ class ReviewViewMixin:
             )
             for item in items
         ]
-        if missing and self.current_image_id is not None:
-            self._outline_requested.update(rle_key(rle) for rle in missing)
-            self.image_loader.outline(self.current_image_id, tuple(missing))
+        if (missing.rles or missing.arrays) and self.current_image_id is not None:
+            self.image_loader.outline(self.current_image_id, tuple(missing.rles), tuple(missing.arrays))
         return drawn
 
     def _refresh_annotations(self: MainWindow) -> None:

@@ -302,8 +302,17 @@ class ReviewMixin:
         self.canvas.change_brush_size(step)
         self.show_status(f"Brush {self.canvas.brush_radius} px.")
 
-    def _mask_edited(self: MainWindow, key: Hashable, mask: np.ndarray, label: str) -> None:
-        if not self.session.edit_mask(key, mask, label):
+    def _mask_edited(
+        self: MainWindow, key: Hashable, mask: np.ndarray, label: str, rect: tuple[int, int, int, int] | None
+    ) -> None:
+        """A finished edit gesture: the session stores it, re-encoding only the columns it changed; the outline
+        is made from the array at hand."""
+        if rect is None:
+            self.show_status(f"{label}: no pixel changed.")
+            return
+        self._edited_array = (key, mask)
+        if not self.session.edit_mask(key, mask, label, (rect[0], rect[2])):
+            self._edited_array = None
             self._resync_mask_edit()
 
     def _end_mask_edit(self: MainWindow) -> None:
@@ -312,7 +321,7 @@ class ReviewMixin:
 
     def _end_mask_edit_if_gone(self: MainWindow) -> None:
         """End the edit when its annotation is no longer on the canvas (accepted into the store, rejected)."""
-        if self.canvas.edit_mode is not None and self.session.mask_of(self.canvas.edit_key) is None:
+        if self.canvas.edit_mode is not None and not self.session.exists(self.canvas.edit_key):
             self._end_mask_edit()
 
     def _resync_mask_edit(self: MainWindow) -> None:

@@ -56,7 +56,9 @@ class ImageWorker(QObject):
     def run_next(self) -> None:
         job = self.queue.take()
         if isinstance(job, OutlineJob):
-            self.outlined.emit(Outlines(job.image_id, self._outline_paths(job.masks), job.project))
+            paths = self._outline_paths(job.masks)
+            paths.update((key, mask_outline(mask, self.tolerance_px)) for key, mask in job.arrays)
+            self.outlined.emit(Outlines(job.image_id, paths, job.project))
             return
         if not isinstance(job, LoadImageJob):
             return
@@ -213,5 +215,7 @@ class ImageClient(_WorkerThread):
         self.move_on()
         return self.submit(LoadImageJob(self.next_seq(), image_id, path, project=self.project))
 
-    def outline(self, image_id: int, masks: tuple[Rle, ...]) -> int:
-        return self.submit(OutlineJob(self.next_seq(), image_id, masks, project=self.project))
+    def outline(
+        self, image_id: int, masks: tuple[Rle, ...], arrays: tuple[tuple[Hashable, np.ndarray], ...] = ()
+    ) -> int:
+        return self.submit(OutlineJob(self.next_seq(), image_id, masks, arrays, project=self.project))

@@ -151,11 +151,13 @@ class LoadImageJob:
 
 @dataclass(frozen=True)
 class OutlineJob:
-    """Outlines of stored masks (decoded from RLE) for the canvas."""
+    """Outlines for the canvas: of stored masks (decoded from RLE, keyed by `rle_key`) and of masks at hand
+    (`arrays`: (key, mask) pairs, e.g. one just edited by hand, so nothing is decoded or encoded for it)."""
 
     seq: int
     image_id: int
     masks: tuple[Rle, ...]
+    arrays: tuple[tuple[Hashable, np.ndarray], ...] = ()
     droppable: bool = True
     interactive: bool = False
     project: int = 0
@@ -268,10 +270,10 @@ class LoadedImage:
 
 @dataclass(frozen=True)
 class Outlines:
-    """Mask outlines of one image's stored annotations, keyed by `rle_key` of each mask."""
+    """Mask outlines of one image's annotations, keyed by `rle_key` of each stored mask (or the key it came with)."""
 
     image_id: int
-    paths: dict[tuple[int, int, str], QPainterPath]
+    paths: dict[Hashable, QPainterPath]
     project: int = 0
 
 
