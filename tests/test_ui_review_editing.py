@@ -203,3 +203,16 @@ def test_the_label_set_from_settings_reaches_the_store_and_the_picker(qtbot, win
     assert [window.panel.category.itemText(i) for i in range(window.panel.category.count())] == ["cat", "dog"]
     window.set_label_set(None)
     assert window.store.label_set() is None and "any category name" in window.statusBar().currentMessage()
+
+
+def test_a_mask_of_another_size_than_the_image_is_refused_in_one_line(qtbot, window, scene_folder, monkeypatch):
+    folder, _ = scene_folder
+    annotation_id, _ = seed_mask(folder)
+    open_folder(qtbot, window, folder)
+    qtbot.waitUntil(lambda: annotation_id in window.canvas.annotation_keys(), timeout=STEP_TIMEOUT_MS)
+    select(qtbot, window, annotation_id)
+    monkeypatch.setattr(window.session, "mask_of", lambda key: np.ones((7, 9), dtype=bool))  # the file was replaced
+    with qtbot.waitSignal(window.message_shown, timeout=STEP_TIMEOUT_MS) as shown:
+        qtbot.keyClick(window.canvas, Qt.Key.Key_P)
+    assert window.canvas.edit_mode is None
+    assert shown.args[0].startswith("This mask cannot be edited here: the mask is (9, 7) pixels but the image is")

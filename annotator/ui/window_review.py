@@ -294,7 +294,11 @@ class ReviewMixin:
             self.show_status("This annotation has no mask: paint one with the brush (B), or let SAM make one (R).")
             return
         self.canvas.set_drawing(False)
-        self.canvas.begin_edit(mode, key, mask)
+        try:
+            self.canvas.begin_edit(mode, key, mask)
+        except ValueError as err:  # a stored mask of another size than the image shown
+            self.show_error(f"This mask cannot be edited here: {err}", "edit")
+            return
         self.canvas.setFocus()
         self.show_status(f"{_EDIT_HINTS[mode]}; Esc ends.")
 
