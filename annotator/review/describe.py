@@ -11,7 +11,7 @@ import numpy as np
 
 from annotator.project.geometry import Rle
 from annotator.review.pending import BoxXyxy
-from annotator.review.points import PromptPoint
+from annotator.review.points import PromptPoint, points_from_json
 
 if TYPE_CHECKING:
     from annotator.review.session import ReviewSession
@@ -64,7 +64,7 @@ def review_items(session: ReviewSession) -> list[ReviewItem]:
                 row_text=f"{name} — {annotation.status}{score}",
                 tooltip=f"“{annotation.expression}” · {annotation.source} · {mask}",
                 pending=pending,
-                points=session.points_of(annotation.id),
+                points=session.points_in_flight.get(annotation.id, points_from_json(annotation.extra.get("points"))),
                 rle=annotation.rle,
             )
         )

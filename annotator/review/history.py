@@ -63,9 +63,6 @@ class History:
     def undo_text(self) -> str:
         return self._entries[self._index - 1].text if self.can_undo() else ""
 
-    def redo_text(self) -> str:
-        return self._entries[self._index].text if self.can_redo() else ""
-
     def undo(self) -> HistoryEntry | None:
         """Undo the latest entry's store steps (None if there is none); `HistoryRefused` if the store refuses."""
         if not self.can_undo():

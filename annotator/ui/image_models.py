@@ -161,9 +161,6 @@ class ImageFilterModel(QAbstractListModel):
         row = self.row_of_source(index.row()) if index.isValid() else None
         return self.index(row) if row is not None else QModelIndex()
 
-    def mapToSource(self, index: AnyIndex) -> QModelIndex:
-        return self._images.index(self._rows[index.row()]) if index.isValid() else QModelIndex()
-
     def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self._rows)
 

@@ -127,11 +127,6 @@ class MaskEditor:
     def overlay(self) -> MaskOverlayItem:
         return self._overlay
 
-    @property
-    def selected_vertex(self) -> tuple[int, int] | None:
-        """(ring, vertex) last clicked or hovered in polygon mode."""
-        return self._selected
-
     def remove(self) -> None:
         """Take every item of the edit off the scene."""
         self._remove_rings()
