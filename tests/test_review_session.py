@@ -198,6 +198,7 @@ def test_points_on_a_stored_annotation_persist_and_refining_after_reopening_goes
     assert session.mask_arrived(answer)
     stored = store.annotation(annotation.id)
     assert stored.extra["points"] == [[8.0, 9.0, 1]] and stored.rle.to_mask().sum() == 70
+    assert stored.extra["mask_source"] == "sam" and stored.extra["attention_box_xyxy"] == [4.0, 5.0, 16.0, 17.0]
     session.close()
     reopened = open_store(folder)
     again = ReviewSession(FakeBackend())
@@ -245,6 +246,7 @@ def test_a_mask_edited_by_hand_is_one_undoable_step_and_an_empty_one_is_refused(
     assert session.edit_mask(annotation.id, brushed, "Brush")
     stored = store.annotation(annotation.id)
     assert stored.rle.to_mask().sum() == 125 and stored.box_xyxy == (5.0, 6.0, 35.0, 25.0)
+    assert stored.extra["mask_source"] == "edited" and stored.source == "edited"
     assert session.history.undo_text() == "Brush"
     assert not session.edit_mask(annotation.id, np.zeros((HEIGHT, WIDTH), dtype=bool), "Erase")
     assert events.errors and "empty mask" in events.errors[-1][0]

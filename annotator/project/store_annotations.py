@@ -157,11 +157,17 @@ class StoreAnnotations(StoreImages):
         return self._edit(annotation_id, "edit box", _box_columns(box_xyxy, width, height))
 
     def update_mask(
-        self, annotation_id: int, rle: Rle | None, *, points: Sequence[Sequence[float]] | None = None
+        self,
+        annotation_id: int,
+        rle: Rle | None,
+        *,
+        points: Sequence[Sequence[float]] | None = None,
+        mask_source: str | None = None,
     ) -> Annotation:
-        """Replace the mask (None: box-only); a non-empty mask also sets the box to its tight box. `points`, when
-        given, become the annotation's SAM refinement points (`extra["points"]`, `[[x, y, 1 | 0], ...]`; an empty
-        list removes them) in the same undo step, so refining after reopening the folder goes on from them."""
+        """Replace the mask (None: box-only); a non-empty mask also sets the box to its tight box. In the same
+        undo step, `points`, when given, become the annotation's SAM refinement points (`extra["points"]`,
+        `[[x, y, 1 | 0], ...]`; an empty list removes them), so refining after reopening the folder goes on from
+        them, and `mask_source` (e.g. "sam", "edited") records what made the mask (`extra["mask_source"]`)."""
         current = self.annotation(annotation_id)
         width, height = self._known_size(current.image_id)
         values = _mask_columns(rle)
@@ -171,10 +177,14 @@ class StoreAnnotations(StoreImages):
             if rle.box_xyxy is None:
                 raise ValueError("the mask is empty; use None for a box-only annotation")
             values.update(_box_columns(rle.box_xyxy, width, height))
-        if points is not None:
-            extra = {key: value for key, value in current.extra.items() if key != "points"}
-            if points:
-                extra["points"] = [[float(v) for v in point] for point in points]
+        if points is not None or mask_source is not None:
+            extra = dict(current.extra)
+            if points is not None:
+                extra.pop("points", None)
+                if points:
+                    extra["points"] = [[float(v) for v in point] for point in points]
+            if mask_source is not None:
+                extra["mask_source"] = mask_source
             values["extra"] = json.dumps(extra)
         return self._edit(annotation_id, "edit mask", values)
 

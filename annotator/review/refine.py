@@ -199,8 +199,9 @@ class RefineMixin:
             label, points = "Refine mask with points", points_to_json(answer.points)
         else:
             label, points = "Edit box", None
+        source = "sam" if self.sam_loaded else None  # without SAM, a box edit carries the old mask along
         return self.store_step(
-            label, annotation.image_id, lambda: store.update_mask(annotation_id, rle, points=points)
+            label, annotation.image_id, lambda: store.update_mask(annotation_id, rle, points=points, mask_source=source)
         )
 
     def edit_mask(
@@ -232,7 +233,9 @@ class RefineMixin:
             rle = Rle.from_mask(mask)
         if rle is None or rle.area_px == 0:
             return self._refuse_empty(label)
-        return self.store_step(label, annotation.image_id, lambda: store.update_mask(annotation.id, rle))
+        return self.store_step(
+            label, annotation.image_id, lambda: store.update_mask(annotation.id, rle, mask_source="edited")
+        )
 
     def _refuse_empty(self: ReviewSession, label: str) -> bool:
         self.events.error.emit(f"{label} would leave an empty mask: delete the annotation instead (Delete).", "edit")
