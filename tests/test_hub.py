@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from annotator.errors import ModelUnavailable
-from annotator.models import hub
+from annotator.models import hub, hub_download
 from annotator.synthetic.planted import PLANTED_MODEL_DIR
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -261,7 +261,7 @@ def test_a_disk_too_small_is_reported_before_any_byte_is_fetched(hf_cache, monke
     fetched: list[str] = []
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, name, **kw: fetched.append(name))
     Usage = namedtuple("Usage", "total used free")
-    monkeypatch.setattr(hub.shutil, "disk_usage", lambda path: Usage(100 * GB, 99 * GB, 1 * GB))
+    monkeypatch.setattr(hub_download.shutil, "disk_usage", lambda path: Usage(100 * GB, 99 * GB, 1 * GB))
     plan = hub.plan_files("llava-hf/llava-1.5-7b-hf", REPO_7B, llava_7b_shaped_index(), truncate_after_layer=14)
     with pytest.raises(ModelUnavailable, match=r"not enough disk space in .*needs 9\.95 GB and 1\.00 GB are free"):
         hub.download(plan)
@@ -276,7 +276,7 @@ def test_the_disk_check_counts_the_bytes_already_in_a_partial_shard_as_downloade
     with open(blobs / f"{'b' * 64}.part", "wb") as part:
         part.truncate(2 * GB)  # sparse: counts 2 GB, takes no disk
     Usage = namedtuple("Usage", "total used free")
-    monkeypatch.setattr(hub.shutil, "disk_usage", lambda path: Usage(100 * GB, 99 * GB, 1 * GB))
+    monkeypatch.setattr(hub_download.shutil, "disk_usage", lambda path: Usage(100 * GB, 99 * GB, 1 * GB))
     plan = hub.plan_files("llava-hf/llava-1.5-7b-hf", REPO_7B, llava_7b_shaped_index(), truncate_after_layer=14)
     with pytest.raises(ModelUnavailable, match=r"needs 7\.95 GB and 1\.00 GB are free"):
         hub.download(plan)

@@ -9,7 +9,7 @@ from collections import namedtuple
 import pytest
 
 from annotator.errors import ModelUnavailable
-from annotator.models import hub, presets
+from annotator.models import hub_download, presets
 from annotator.segmentation import segment
 from annotator.download import file_sha256, partial_path
 from annotator.synthetic.planted import PLANTED_MODEL_DIR
@@ -229,7 +229,7 @@ def test_a_cancelled_sam_download_keeps_a_partial_that_the_next_download_finishe
 
 def test_a_sam_download_on_a_full_disk_fails_before_any_request(served_vit_b, server, monkeypatch):
     Usage = namedtuple("Usage", "total used free")
-    monkeypatch.setattr(hub.shutil, "disk_usage", lambda path: Usage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(hub_download.shutil, "disk_usage", lambda path: Usage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(ModelUnavailable, match=r"not enough disk space .* needs 1\.05 MB and 1\.00 kB are free"):
         download_sam(served_vit_b)
     assert server.range_headers == []
