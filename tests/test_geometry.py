@@ -224,3 +224,12 @@ def test_replacing_columns_that_do_not_fit_says_so():
         rle.with_columns(2, 4, np.zeros((4, 3), dtype=bool))
     with pytest.raises(ValueError, match="do not fit"):
         rle.with_columns(5, 7, np.zeros((4, 2), dtype=bool))
+
+
+def test_a_decoded_mask_is_row_major_bool_and_equal_to_the_encoded_one():
+    rng = np.random.default_rng(3)
+    for height, width in ((1, 1), (1, 7), (7, 1), (3, 5), (64, 48)):
+        mask = rng.random((height, width)) < 0.5
+        decoded = Rle.from_mask(mask).to_mask()
+        assert decoded.dtype == bool and decoded.flags["C_CONTIGUOUS"] and decoded.shape == (height, width)
+        assert np.array_equal(decoded, mask)
