@@ -7,6 +7,8 @@ and asserts only a generous bound, since test machines vary: the goal is 50 ms o
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
@@ -99,3 +101,10 @@ def test_sam_embedding_the_opened_image_never_stalls(
         qtbot.waitUntil(lambda: len(models.segmenter.cached_ids()) >= 1, timeout=STEP_TIMEOUT_MS)
     print(f"open and embed with tiny {mask_kind}: largest gap {meter.gaps.largest_ms:.1f} ms")
     assert meter.gaps.largest_ms < GENEROUS_GAP_MS
+
+
+def test_loaded_models_are_kept_out_of_the_garbage_collector_until_they_are_closed(window):
+    # a full collection walking the models' objects holds the GIL for a third of a second (an export's stall)
+    assert gc.get_freeze_count() > 10_000
+    window.shutdown()
+    assert gc.get_freeze_count() == 0
